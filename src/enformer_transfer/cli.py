@@ -1,0 +1,216 @@
+"""Command line: thin wrappers, one library call per command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ._version import __version__
+from .config import DatasetConfig, Geometry, RunConfig, load_config
+from .errors import EnformerTransferError
+
+log = logging.getLogger("enformer_transfer")
+
+# config sections whose keys are command-line flags (flag = key with '-' for '_')
+FLAG_SECTIONS: dict[str, type[BaseModel]] = {"geometry": Geometry, "dataset": DatasetConfig}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> None:
+    for section in sections:
+        group = parser.add_argument_group(f"{section} settings (also [{section}] in the config)")
+        for name, field in FLAG_SECTIONS[section].model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            kwargs: dict = {"dest": f"{section}.{name}", "default": argparse.SUPPRESS, "help": field.description}
+            annotation = field.annotation
+            args = typing.get_args(annotation)
+            base = next((a for a in args if a is not type(None)), annotation) if args else annotation
+            if typing.get_origin(annotation) is typing.Literal:
+                kwargs["choices"] = list(args)
+            elif base is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif base in (int, float):
+                kwargs["type"] = base
+            elif base is Path:
+                kwargs["type"] = Path
+                kwargs["metavar"] = "PATH"
+            group.add_argument(flag, **kwargs)
+    parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="random seed")
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    config = load_config(args.config) if getattr(args, "config", None) else RunConfig()
+    data = config.model_dump()
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            data[section][name] = value
+    if "seed" in vars(args):
+        data["seed"] = args.seed
+    if getattr(args, "out", None) is not None:
+        data["run_dir"] = args.out
+    try:
+        return RunConfig.model_validate(data)
+    except ValueError as err:
+        from .config import _first_error
+
+        raise EnformerTransferError(f"invalid settings: {_first_error(err)}") from None
+
+
+def cmd_dataset(args) -> int:
+    from .pipeline import snapshot_config
+    from .data.build import build_dataset
+
+    config = _config_from_args(args)
+    if config.run_dir is None:
+        raise EnformerTransferError("dataset: pass --out RUN_DIR")
+    snapshot_config(config)
+    folder = build_dataset(config, force=args.force, progress=not args.quiet)
+    print(f"dataset: {folder}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run_pipeline
+
+    config = _config_from_args(args)
+    print(f"run: {run_pipeline(config, force=args.force, progress=not args.quiet)}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .pipeline import run_demo
+    from .run import Run
+
+    run_dir = run_demo(args.out, force=args.force, progress=not args.quiet)
+    run = Run(run_dir)
+    shapes = ", ".join(f"{s} {tuple(run.targets(s).shape)}" for s in run.splits)
+    print(f"demo: {len(run.tracks)} tracks; targets (windows, bins, tracks): {shapes}")
+    print(f"demo: run directory {run_dir}")
+    return 0
+
+
+def cmd_targets(args) -> int:
+    import pandas as pd
+
+    from .data.targets_table import build_targets_table, read_targets_table, write_targets_table
+
+    if args.validate:
+        df = read_targets_table(args.validate)
+        print(f"{args.validate}: {len(df)} tracks, valid")
+        return 0
+    bigwigs = [Path(p) for p in args.bigwigs or []]
+    for folder in args.bigwig_dir or []:
+        found = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".bw", ".bigwig"))
+        if not found:
+            raise EnformerTransferError(f"{folder}: no .bw / .bigWig files")
+        bigwigs += found
+    metadata = None
+    if args.metadata:
+        sep = "\t" if str(args.metadata).endswith((".tsv", ".txt")) else ","
+        metadata = pd.read_csv(args.metadata, sep=sep, dtype=str, keep_default_na=False)
+    df = build_targets_table(bigwigs, metadata, clip=args.clip, scale=args.scale,
+                             sum_stat=args.sum_stat, clip_soft=args.clip_soft)
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    write_targets_table(df, tmp)
+    read_targets_table(tmp)  # the table we write must pass our own validation
+    tmp.replace(out)
+    print(f"targets: {len(df)} tracks -> {out}")
+    return 0
+
+
+def cmd_windows(args) -> int:
+    from .genome.intervals import IntervalSet
+    from .genome.sequence import Genome
+    from .genome.windows import generate_windows, write_bed
+
+    config = _config_from_args(args)
+    genome = Genome(args.genome)
+    blacklist = IntervalSet.from_bed(args.blacklist_bed) if args.blacklist_bed else None
+    df = generate_windows(genome, config.geometry, args.valid_chroms, args.test_chroms,
+                          crop=args.crop, blacklist=blacklist, seed=config.seed)
+    write_bed(df, args.out)
+    counts = df["split"].value_counts().to_dict()
+    print(f"windows: {len(df)} -> {args.out} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enformer-transfer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"enformer-transfer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("dataset", help="BigWigs + genome + windows -> binned targets in RUN_DIR")
+    p.add_argument("--config", type=Path, help="TOML run config (flags override it)")
+    p.add_argument("--out", type=Path, help="run directory")
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_config_flags(p, ["geometry", "dataset"])
+    p.set_defaults(func=cmd_dataset)
+
+    p = sub.add_parser("run", help="run every stage of a TOML config, in order, resuming")
+    p.add_argument("config", type=Path)
+    p.add_argument("--out", type=Path, help="run directory (overrides run_dir)")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    _add_config_flags(p, ["geometry", "dataset"])
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="generate synthetic data and run every stage on it")
+    p.add_argument("--out", type=Path, default=Path("demo-run"))
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("targets", help="build (or --validate) a Basenji targets table")
+    p.add_argument("--bigwigs", nargs="+", metavar="BW")
+    p.add_argument("--bigwig-dir", nargs="+", metavar="DIR")
+    p.add_argument("--metadata", type=Path, help="CSV/TSV keyed by identifier (file stem) or file")
+    p.add_argument("--clip", type=float, default=32)
+    p.add_argument("--clip-soft", type=float, default=None)
+    p.add_argument("--scale", type=float, default=2)
+    p.add_argument("--sum-stat", default="mean")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--validate", type=Path, metavar="TABLE")
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("windows", help="tile a genome into windows with whole-chromosome splits")
+    p.add_argument("--genome", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--valid-chroms", nargs="*", default=[])
+    p.add_argument("--test-chroms", nargs="*", default=[])
+    p.add_argument("--crop", type=int, default=None, help="bp kept on each side of the target interval in each row")
+    p.add_argument("--blacklist-bed", type=Path)
+    _add_config_flags(p, ["geometry"])
+    p.set_defaults(func=cmd_windows, config=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "targets" and not args.validate and not args.out:
+        parser.error("targets: pass --out TABLE (or --validate TABLE)")
+    try:
+        return args.func(args)
+    except EnformerTransferError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

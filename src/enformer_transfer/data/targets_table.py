@@ -1,0 +1,192 @@
+"""The targets table (Basenji format): one row per track, with its transform and metadata."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import SUM_STATS
+from ..errors import InputError
+
+log = logging.getLogger("enformer_transfer")
+
+REQUIRED_COLUMNS = ["identifier", "file", "clip", "scale", "sum_stat", "description"]
+STANDARD_COLUMNS = ["index", "identifier", "file", "clip", "clip_soft", "scale", "sum_stat", "description"]
+BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
+
+
+def is_bigwig(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    return magic in (BIGWIG_MAGIC, BIGWIG_MAGIC[::-1])
+
+
+def metadata_columns(tracks: pd.DataFrame) -> list[str]:
+    """Columns beyond the Basenji standard ones (cell-type levels and the like)."""
+    return [c for c in tracks.columns if c not in STANDARD_COLUMNS and c != "strand_pair"]
+
+
+def read_targets_table(path: Path | str, check_files: bool = True) -> pd.DataFrame:
+    """Read and validate a targets table; BigWig paths are resolved relative to the table."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: targets table not found")
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except Exception as err:
+        raise InputError(f"{path}: cannot read as a tab-separated table ({err})") from None
+    if len(df.columns) and df.columns[0] in ("", "Unnamed: 0"):
+        df = df.rename(columns={df.columns[0]: "index"})
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing required column(s) {', '.join(missing)}; a targets table needs "
+            f"{', '.join(STANDARD_COLUMNS)} (clip_soft optional), tab-separated with a header"
+        )
+    if df.empty:
+        raise InputError(f"{path}: the targets table has no tracks")
+    return validate_targets_table(df, path, check_files)
+
+
+def validate_targets_table(df: pd.DataFrame, path: Path, check_files: bool = True) -> pd.DataFrame:
+    df = df.copy()
+    if "index" not in df.columns:
+        df.insert(0, "index", range(len(df)))
+    if "clip_soft" not in df.columns:
+        df["clip_soft"] = ""
+    base = path.parent
+    seen: dict[str, int] = {}
+    files, clips, softs, scales = [], [], [], []
+    for i, row in enumerate(df.itertuples(index=False)):
+        line = i + 2  # header is line 1
+        where = f"{path} row {line}"
+        ident = str(row.identifier).strip()
+        if not ident:
+            raise InputError(f"{where}: empty identifier; give every track a unique identifier")
+        if ident in seen:
+            raise InputError(
+                f"{where}: duplicate track identifier {ident!r} (also on row {seen[ident]}); identifiers must be unique"
+            )
+        seen[ident] = line
+        stat = str(row.sum_stat).strip()
+        if stat == "median":
+            raise InputError(
+                f"{where}: sum_stat 'median' is not supported (it is broken in Basenji); "
+                f"use {', '.join(SUM_STATS)}"
+            )
+        if stat not in SUM_STATS:
+            raise InputError(f"{where}: sum_stat {stat!r} is not supported (use {', '.join(SUM_STATS)})")
+        clips.append(_number(row.clip, where, "clip", allow_empty=True))
+        softs.append(_number(row.clip_soft, where, "clip_soft", allow_empty=True))
+        scale = _number(row.scale, where, "scale")
+        if scale is None or scale <= 0:
+            raise InputError(f"{where}: scale must be a positive number, got {row.scale!r}")
+        scales.append(scale)
+        file = Path(str(row.file).strip())
+        if not file.is_absolute():
+            file = (base / file).resolve()
+        if check_files:
+            if not file.is_file():
+                raise InputError(f"{where}: BigWig file {file} not found; fix the 'file' column")
+            if not is_bigwig(file):
+                raise InputError(f"{where}: {file} is not a BigWig file (bad magic number)")
+        files.append(str(file))
+    df["identifier"] = df["identifier"].str.strip()
+    df["sum_stat"] = df["sum_stat"].str.strip()
+    df["file"] = files
+    df["clip"] = clips
+    df["clip_soft"] = softs
+    df["scale"] = scales
+    df["index"] = pd.to_numeric(df["index"], errors="coerce").fillna(pd.Series(range(len(df)))).astype(int)
+    return df.reset_index(drop=True)
+
+
+def _number(value, where: str, column: str, allow_empty: bool = False) -> float | None:
+    text = str(value).strip()
+    if text in ("", "nan", "None") and allow_empty:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise InputError(f"{where}: {column} {text!r} is not a number") from None
+    if np.isnan(number):
+        if allow_empty:
+            return None
+        raise InputError(f"{where}: {column} is missing")
+    return number
+
+
+def build_targets_table(
+    bigwigs: list[Path],
+    metadata: pd.DataFrame | None = None,
+    clip: float | None = 32,
+    scale: float = 2,
+    sum_stat: str = "mean",
+    clip_soft: float | None = None,
+) -> pd.DataFrame:
+    """A targets table for BigWigs, with the study's defaults (clip 32, scale 2, mean).
+
+    ``metadata`` rows are matched to BigWigs by an ``identifier`` column (the file's stem
+    by default) or a ``file`` column (file name); its other columns become track metadata
+    (for example class / subclass / cluster) and may override clip, scale, sum_stat.
+    """
+    if not bigwigs:
+        raise InputError("no BigWig files given")
+    rows = []
+    for i, bw in enumerate(bigwigs):
+        bw = Path(bw)
+        rows.append(
+            {
+                "index": i,
+                "identifier": bw.name.removesuffix(".bw").removesuffix(".bigWig").removesuffix(".bigwig"),
+                "file": str(bw.resolve()),
+                "clip": clip,
+                "clip_soft": clip_soft,
+                "scale": scale,
+                "sum_stat": sum_stat,
+                "description": bw.stem,
+            }
+        )
+    df = pd.DataFrame(rows)
+    if metadata is not None:
+        meta = metadata.copy()
+        if "identifier" in meta.columns:
+            key = "identifier"
+        elif "file" in meta.columns:
+            key = "file"
+            meta["file"] = meta["file"].map(lambda f: Path(str(f)).name)
+            df["_file_name"] = df["file"].map(lambda f: Path(f).name)
+        else:
+            raise InputError("metadata table needs an 'identifier' or 'file' column to match BigWigs")
+        if meta[key].duplicated().any():
+            dup = meta.loc[meta[key].duplicated(), key].iloc[0]
+            raise InputError(f"metadata table: duplicate {key} {dup!r}")
+        left_key = "_file_name" if key == "file" else "identifier"
+        known = set(meta[key])
+        unmatched = [v for v in df[left_key] if v not in known]
+        if unmatched:
+            raise InputError(
+                f"metadata table has no row for {unmatched[0]!r}"
+                f"{f' (and {len(unmatched) - 1} more)' if len(unmatched) > 1 else ''}; "
+                f"add rows keyed by {key}"
+            )
+        extra = sorted(known - set(df[left_key]))
+        if extra:
+            log.warning("metadata rows without a BigWig are ignored: %s", ", ".join(map(str, extra[:5])))
+        meta = meta.rename(columns={key: left_key})
+        overrides = [c for c in ("clip", "clip_soft", "scale", "sum_stat", "description") if c in meta.columns]
+        df = df.drop(columns=overrides).merge(meta, on=left_key, how="left")
+        df = df.drop(columns=[c for c in ("_file_name",) if c in df.columns])
+        df = df[[c for c in STANDARD_COLUMNS if c in df.columns] + [c for c in df.columns if c not in STANDARD_COLUMNS]]
+    return df
+
+
+def write_targets_table(df: pd.DataFrame, path: Path | str) -> None:
+    out = df.copy()
+    for col in ("clip", "clip_soft"):
+        if col in out.columns:
+            out[col] = out[col].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:g}")
+    out.to_csv(path, sep="\t", index=False)

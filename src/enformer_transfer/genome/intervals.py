@@ -1,0 +1,66 @@
+"""BED interval sets (blacklists, unmappable regions) with fast per-window overlap lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .chroms import ChromNames
+
+
+class IntervalSet:
+    """Regions of a BED file, queried by window; chromosome names resolved like every input."""
+
+    def __init__(self, regions: dict[str, np.ndarray], source: str = "", chrom_aliases: str = "none"):
+        # regions[chrom] = int64 array (n, 2) sorted by start
+        self.regions = regions
+        self.source = source
+        self.names = ChromNames(regions, chrom_aliases)
+        self._max_len = {c: int((r[:, 1] - r[:, 0]).max()) if len(r) else 0 for c, r in regions.items()}
+
+    @classmethod
+    def from_bed(cls, path: Path | str, chrom_aliases: str = "none") -> IntervalSet:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: BED file not found")
+        per_chrom: dict[str, list[tuple[int, int]]] = {}
+        with open(path) as handle:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip() or line.startswith(("#", "track", "browser")):
+                    continue
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) < 3:
+                    fields = line.split()
+                try:
+                    start, end = int(fields[1]), int(fields[2])
+                except (IndexError, ValueError):
+                    raise InputError(
+                        f"{path} row {lineno}: expected 'chrom<TAB>start<TAB>end', got {line.strip()[:60]!r}"
+                    ) from None
+                if start < 0 or end < start:
+                    raise InputError(f"{path} row {lineno}: invalid interval {start}-{end}")
+                per_chrom.setdefault(fields[0], []).append((start, end))
+        regions = {
+            c: np.array(sorted(v), dtype=np.int64).reshape(-1, 2) for c, v in per_chrom.items()
+        }
+        return cls(regions, str(path), chrom_aliases)
+
+    def overlapping(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """Regions (n, 2) that overlap [start, end), in start order."""
+        name = self.names.resolve(chrom)
+        if name is None:
+            return np.zeros((0, 2), dtype=np.int64)
+        regs = self.regions[name]
+        lo = np.searchsorted(regs[:, 0], start - self._max_len[name], side="left")
+        hi = np.searchsorted(regs[:, 0], end, side="left")
+        cand = regs[lo:hi]
+        return cand[cand[:, 1] > start]
+
+    def coverage_mask(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """Boolean per base of [start, end): inside any region."""
+        mask = np.zeros(end - start, dtype=bool)
+        for a, b in self.overlapping(chrom, start, end):
+            mask[max(a, start) - start : min(b, end) - start] = True
+        return mask

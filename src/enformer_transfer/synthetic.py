@@ -1,0 +1,159 @@
+"""Deterministic synthetic data in real formats, for tests and the demo.
+
+A random genome with planted motifs; per cell type, accessibility peaks at the motifs that
+cell type responds to; BigWigs of that coverage; a targets table with a three-level cell-type
+hierarchy (class / subclass / cluster); a windows BED with whole-chromosome splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Geometry
+from .data.targets_table import build_targets_table, write_targets_table
+
+DEMO_GEOMETRY = Geometry(seq_length=16_384, bin_size=128, n_bins=64)
+
+MOTIFS = {
+    "NEUROD": "CAGATGGCG",
+    "MEF2": "CTATTTTTAG",
+    "SOX": "AACAATGGCT",
+    "CTCF": "CCGCGNGGNGGCAG".replace("N", "A"),
+    "DLX": "TAATTAGCTA",
+    "OLIG": "CATATGGTCA",
+}
+
+# subclass -> (class, motif weights)
+SUBCLASSES = {
+    "L23_IT": ("Glutamatergic", {"NEUROD": 6.0, "MEF2": 3.0, "CTCF": 1.0}),
+    "L5_ET": ("Glutamatergic", {"NEUROD": 3.0, "MEF2": 6.0, "CTCF": 1.0}),
+    "Pvalb": ("GABAergic", {"DLX": 6.0, "MEF2": 2.0, "CTCF": 1.0}),
+    "Sst": ("GABAergic", {"DLX": 4.0, "SOX": 2.0, "CTCF": 1.0}),
+    "Astro": ("Non-neuronal", {"SOX": 6.0, "CTCF": 1.0}),
+    "Oligo": ("Non-neuronal", {"OLIG": 6.0, "SOX": 3.0, "CTCF": 1.0}),
+}
+CLUSTERS = {"L23_IT_1": "L23_IT", "Pvalb_2": "Pvalb", "Oligo_3": "Oligo"}
+
+
+@dataclass
+class SyntheticData:
+    genome: Path
+    targets: Path
+    windows: Path
+    metadata: Path
+    blacklist: Path
+    bigwigs: list[Path]
+    geometry: Geometry
+
+
+def make_synthetic(
+    out_dir: Path | str,
+    seed: int = 0,
+    n_chroms: int = 4,
+    chrom_length: int = 200_000,
+    geometry: Geometry = DEMO_GEOMETRY,
+    motif_spacing: int = 1500,
+    step: int = 10,
+) -> SyntheticData:
+    """Write genome.fa, bigwigs/*.bw, metadata.csv, targets.tsv, windows.bed, blacklist.bed."""
+    import pybigtools
+
+    out = Path(out_dir)
+    (out / "bigwigs").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    chroms = [f"chr{i + 1}" for i in range(n_chroms)]
+    motif_names = list(MOTIFS)
+
+    # genome with planted motifs
+    seqs: dict[str, np.ndarray] = {}
+    sites: dict[str, list[tuple[int, str]]] = {}
+    for chrom in chroms:
+        seq = rng.choice(np.frombuffer(b"ACGT", dtype=np.uint8), size=chrom_length, p=[0.29, 0.21, 0.21, 0.29])
+        chrom_sites = []
+        pos = int(rng.integers(200, motif_spacing))
+        while pos < chrom_length - 200:
+            name = motif_names[int(rng.integers(len(motif_names)))]
+            motif = np.frombuffer(MOTIFS[name].encode(), dtype=np.uint8)
+            seq[pos : pos + len(motif)] = motif
+            chrom_sites.append((pos + len(motif) // 2, name))
+            pos += int(rng.integers(motif_spacing // 2, 2 * motif_spacing))
+        # a short stretch of N, as assembly gaps
+        gap = int(rng.integers(chrom_length // 4, chrom_length // 2))
+        seq[gap : gap + 300] = ord("N")
+        seqs[chrom] = seq
+        sites[chrom] = chrom_sites
+    with open(out / "genome.fa", "w") as handle:
+        for chrom in chroms:
+            handle.write(f">{chrom}\n")
+            text = seqs[chrom].tobytes().decode()
+            for i in range(0, len(text), 80):
+                handle.write(text[i : i + 80] + "\n")
+
+    # cell types: 3 classes, 6 subclasses, 3 clusters
+    cell_types = []
+    for cls in dict.fromkeys(c for c, _ in SUBCLASSES.values()):
+        subs = [s for s, (c, _) in SUBCLASSES.items() if c == cls]
+        cell_types.append(("Class", cls, cls, "", "", subs, 1.0))
+    for sub, (cls, _) in SUBCLASSES.items():
+        cell_types.append(("Subclass", sub, cls, sub, "", [sub], 1.0))
+    for cluster, sub in CLUSTERS.items():
+        cell_types.append(("cluster", cluster, SUBCLASSES[sub][0], sub, cluster, [sub], float(rng.uniform(0.7, 1.3))))
+
+    x = np.arange(-300, 301)
+    peak = np.exp(-0.5 * (x / 120.0) ** 2)
+    bigwigs, meta_rows = [], []
+    for t, (level, name, cls, sub, cluster, members, gain) in enumerate(cell_types):
+        path = out / "bigwigs" / f"{t:02d}_{name}.bw"
+        entries = []
+        for chrom in chroms:
+            signal = rng.gamma(2.0, 0.05, size=chrom_length // step).repeat(step)[:chrom_length]
+            signal = signal.astype(np.float64)
+            for center, motif in sites[chrom]:
+                weight = np.mean([SUBCLASSES[m][1].get(motif, 0.0) for m in members]) * gain
+                if weight == 0:
+                    continue
+                a, b = max(0, center - 300), min(chrom_length, center + 301)
+                signal[a:b] += weight * peak[a - (center - 300) : b - (center - 300)]
+            signal = rng.poisson(signal * 4) / 4.0  # count noise
+            runs = signal.reshape(-1, step).mean(axis=1)
+            uncovered = (0, 0)
+            if chrom == chroms[-1]:  # a stretch with no data, as in real BigWigs
+                uncovered = (chrom_length // 3 // step, chrom_length // 3 // step + 50)
+            for i, v in enumerate(runs):
+                if uncovered[0] <= i < uncovered[1]:
+                    continue
+                entries.append((chrom, i * step, (i + 1) * step, float(round(v, 4))))
+        writer = pybigtools.open(str(path), "w")
+        writer.write({c: chrom_length for c in chroms}, iter(entries))
+        bigwigs.append(path)
+        meta_rows.append({
+            "identifier": path.stem, "level": level, "class": cls, "subclass": sub, "cluster": cluster,
+            "description": f"ATAC:{name}", "n_nuclei": int(rng.integers(200, 5000)),
+        })
+    metadata = pd.DataFrame(meta_rows)
+    metadata.to_csv(out / "metadata.csv", index=False)
+    write_targets_table(build_targets_table(bigwigs, metadata), out / "targets.tsv")
+
+    with open(out / "blacklist.bed", "w") as handle:
+        for chrom in chroms[:2]:
+            start = int(rng.integers(10_000, chrom_length - 10_000))
+            handle.write(f"{chrom}\t{start}\t{start + 700}\tHigh Signal Region\n")
+
+    # windows: whole-chromosome splits, Enformer-style rows (target + crop on each side)
+    crop = min(8192, geometry.context)
+    test_chrom, valid_chrom = chroms[-1], chroms[-2]
+    rows = []
+    T = geometry.target_length
+    for chrom in chroms:
+        split = "test" if chrom == test_chrom else "valid" if chrom == valid_chrom else "train"
+        for tstart in range(geometry.context, chrom_length - T - geometry.context + 1, T):
+            rows.append((chrom, tstart - crop, tstart + T + crop, split))
+    pd.DataFrame(rows).to_csv(out / "windows.bed", sep="\t", header=False, index=False)
+    return SyntheticData(
+        out / "genome.fa", out / "targets.tsv", out / "windows.bed", out / "metadata.csv",
+        out / "blacklist.bed", bigwigs, geometry,
+    )
