@@ -75,3 +75,45 @@ def reference_extreme_clip(targets: np.ndarray, q: float) -> np.ndarray:
         p = np.percentile(targets[..., t], q)
         out[..., t] = np.clip(targets[..., t], -p, p)
     return out
+
+
+def reference_build(
+    windows,
+    tracks,
+    n_bins: int,
+    bin_size: int,
+    blacklist_slices_of=None,
+    chrom_of=None,
+    order: str = "old",
+    baseline_percentile: float = 50.0,
+    clip_floor_zero: bool = False,
+    extreme_clip_percentile: float | None = 99.99999,
+) -> np.ndarray:
+    """The reference loop: per track, open its BigWig; per window, read, transform in NumPy.
+
+    windows: DataFrame with chrom, row_start, row_end, start (target start), in store order.
+    tracks: targets table (file, sum_stat, clip, clip_soft, scale).
+    blacklist_slices_of(row) -> list of (start, end) offsets into the row; chrom_of(t, chrom)
+    -> the BigWig's chromosome name. Returns (windows, n_bins, tracks) float16.
+    """
+    import pybigtools
+
+    def opt(v):
+        return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+
+    out = np.empty((len(windows), n_bins, len(tracks)), dtype=np.float16)
+    for t, track in enumerate(tracks.itertuples()):
+        bw = pybigtools.open(str(track.file))
+        for w, row in enumerate(windows.itertuples()):
+            chrom = chrom_of(t, row.chrom) if chrom_of else row.chrom
+            cov = bw.values(chrom, int(row.row_start), int(row.row_end), fillna=np.nan)
+            slices = blacklist_slices_of(row) if blacklist_slices_of else []
+            out[w, :, t] = reference_track_window(
+                cov, slices, int(row.start - row.row_start), n_bins, bin_size, track.sum_stat,
+                opt(track.clip), opt(track.clip_soft), float(track.scale), order,
+                baseline_percentile, clip_floor_zero,
+            )
+        bw.close()
+    if extreme_clip_percentile is not None:
+        out = reference_extreme_clip(out, extreme_clip_percentile)
+    return out

@@ -143,9 +143,9 @@ def build_targets_table(
                 "index": i,
                 "identifier": bw.name.removesuffix(".bw").removesuffix(".bigWig").removesuffix(".bigwig"),
                 "file": str(bw.resolve()),
-                "clip": clip,
-                "clip_soft": clip_soft,
-                "scale": scale,
+                "clip": None if clip is None else float(clip),
+                "clip_soft": None if clip_soft is None else float(clip_soft),
+                "scale": float(scale),
                 "sum_stat": sum_stat,
                 "description": bw.stem,
             }
