@@ -62,13 +62,11 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_dataset(args) -> int:
-    from .pipeline import snapshot_config
     from .data.build import build_dataset
 
     config = _config_from_args(args)
     if config.run_dir is None:
         raise EnformerTransferError("dataset: pass --out RUN_DIR")
-    snapshot_config(config)
     folder = build_dataset(config, force=args.force, progress=not args.quiet)
     print(f"dataset: {folder}")
     return 0

@@ -5,26 +5,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .config import RunConfig, config_to_toml
+from .config import RunConfig
 from .data.build import build_dataset
 from .errors import InputError
-from .provenance import write_text_atomic
 
 log = logging.getLogger("enformer_transfer")
 
 STAGES = ("dataset",)
 
 
-def snapshot_config(config: RunConfig) -> None:
-    """Write the run's merged config to RUN_DIR/config.toml (every stage does)."""
-    config.run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config.run_dir / "config.toml", config_to_toml(config))
-
-
 def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
     if config.run_dir is None:
         raise InputError("the config has no run_dir; set run_dir or pass --out RUN_DIR")
-    snapshot_config(config)
     build_dataset(config, force=force, progress=progress)
     return config.run_dir
 

@@ -174,3 +174,11 @@ def check_free_space(path: Path, needed: int, what: str, limit: int | None = Non
             f"{path}: not enough disk space for {what}: needs up to {needed / 1e9:.3f} GB, "
             f"{free / 1e9:.3f} GB free; free space or choose another run directory"
         )
+
+
+def write_config_snapshot(config) -> None:
+    """RUN_DIR/config.toml: the merged config of the latest stage run (after its inputs validated)."""
+    from .config import config_to_toml
+
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(config.run_dir / "config.toml", config_to_toml(config))

@@ -25,7 +25,14 @@ from ..genome.chroms import mismatch_message
 from ..genome.intervals import IntervalSet
 from ..genome.sequence import Genome
 from ..genome.windows import Windows, read_windows_bed
-from ..provenance import StageDir, check_free_space, fingerprints, read_json, write_json_atomic
+from ..provenance import (
+    StageDir,
+    check_free_space,
+    fingerprints,
+    read_json,
+    write_config_snapshot,
+    write_json_atomic,
+)
 from . import store
 from .bigwig import CoverageReader, chrom_maps_for
 from .targets_table import read_targets_table, write_targets_table
@@ -189,6 +196,7 @@ def build_dataset(config: RunConfig, force: bool = False, progress: bool = True)
     """Build (or resume, or skip) the dataset stage of ``config.run_dir``; return its folder."""
     started = time.time()
     plan = plan_dataset(config)
+    write_config_snapshot(config)
     stage = StageDir(config.run_dir, "dataset", dataset_key(plan))
     state = stage.check(force)
     if state == "done":

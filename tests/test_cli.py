@@ -1,0 +1,45 @@
+"""The CLI end to end: targets table, windows, demo."""
+
+import pandas as pd
+
+from enformer_transfer import Run, read_targets_table
+from enformer_transfer.cli import main
+
+
+def test_targets_table_from_folder_and_metadata(synthetic, tmp_path, capsys):
+    out = tmp_path / "targets.tsv"
+    rc = main(["targets", "--bigwig-dir", str(synthetic.bigwigs[0].parent), "--metadata", str(synthetic.metadata),
+               "--out", str(out)])
+    assert rc == 0
+    df = read_targets_table(out)
+    assert len(df) == 12 and list(df["index"]) == list(range(12))
+    assert (df["clip"] == 32).all() and (df["scale"] == 2).all() and (df["sum_stat"] == "mean").all()
+    assert set(df["level"]) == {"Class", "Subclass", "cluster"}
+    assert main(["targets", "--validate", str(out)]) == 0
+    assert "12 tracks, valid" in capsys.readouterr().out
+
+
+def test_targets_table_metadata_must_cover_every_bigwig(synthetic, tmp_path, capsys):
+    meta = pd.read_csv(synthetic.metadata).iloc[1:]
+    meta.to_csv(tmp_path / "meta.csv", index=False)
+    rc = main(["targets", "--bigwigs", *map(str, synthetic.bigwigs), "--metadata", str(tmp_path / "meta.csv"),
+               "--out", str(tmp_path / "t.tsv")])
+    assert rc == 2
+    assert "no row for '00_Glutamatergic'" in capsys.readouterr().err
+    assert not (tmp_path / "t.tsv").exists()
+
+
+def test_windows_command(synthetic, tmp_path, capsys):
+    out = tmp_path / "w.bed"
+    assert main(["windows", "--genome", str(synthetic.genome), "--out", str(out), "--seq-length", "16384",
+                 "--n-bins", "64", "--valid-chroms", "chr2", "--test-chroms", "chr3"]) == 0
+    bed = pd.read_csv(out, sep="\t", header=None)
+    assert set(bed[3]) == {"train", "valid", "test"}
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "demo: run directory" in out
+    run = Run(tmp_path / "demo" / "run")
+    assert run.targets("train").shape == (46, 64, 12)

@@ -1,0 +1,157 @@
+"""Run directory: skip when up to date, refuse stale results, --force, resume after kill -9."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from enformer_transfer import Run, RunConfig, StaleStageError, build_dataset, load_config
+from enformer_transfer.cli import main
+from enformer_transfer.synthetic import DEMO_GEOMETRY
+
+
+def _config(data, run_dir, **dataset):
+    config = RunConfig(run_dir=run_dir, geometry=DEMO_GEOMETRY)
+    ds = config.dataset
+    ds.genome, ds.targets, ds.windows, ds.blacklist = data.genome, data.targets, data.windows, data.blacklist
+    ds.workers = 1
+    for key, value in dataset.items():
+        setattr(ds, key, value)
+    return config
+
+
+def _all_targets(run_dir):
+    run = Run(run_dir)
+    return {s: np.asarray(run.targets(s)) for s in run.splits}
+
+
+def test_run_api_and_store_layout(synthetic, tmp_path):
+    folder = build_dataset(_config(synthetic, tmp_path / "run"), progress=False)
+    run = Run(tmp_path / "run")
+    assert folder == tmp_path / "run" / "dataset"
+    assert run.splits == ["train", "valid", "test"]
+    assert list(run.tracks["identifier"])[:3] == ["00_Glutamatergic", "01_GABAergic", "02_Non-neuronal"]
+    assert {"level", "class", "subclass", "cluster", "n_nuclei"} <= set(run.tracks.columns)
+    test = run.windows("test")
+    assert list(test.columns[:3]) == ["chrom", "start", "end"]
+    assert (test["chrom"] == "chr4").all() and (test["end"] - test["start"] == 64 * 128).all()
+    assert test["start"].is_monotonic_increasing
+    targets = run.targets("test")
+    assert targets.shape == (len(test), 64, 12) and targets.dtype == np.float16
+    assert targets.chunks == (8, 64, 12)  # read by window, never the whole array
+    assert np.asarray(targets[3]).shape == (64, 12)
+    record = run.stage_record("dataset")
+    assert record["tool_version"] and record["key"]["inputs"][0]["path"].endswith("genome.fa")
+    assert all("sha256" in f or "mtime_ns" in f for f in record["key"]["inputs"])
+    assert load_config(tmp_path / "run" / "config.toml").dataset.targets == synthetic.targets
+    assert run.masks("test") is None
+
+
+def test_signal_follows_cell_type(synthetic, tmp_path):
+    """The synthetic planted motifs give cell-type-specific accessibility."""
+    build_dataset(_config(synthetic, tmp_path / "run"), progress=False)
+    run = Run(tmp_path / "run")
+    y = np.concatenate([np.asarray(run.targets(s)) for s in run.splits]).reshape(-1, 12).astype(np.float64)
+    corr = np.corrcoef(y.T)
+    ids = list(run.tracks["identifier"])
+    astro, oligo, l23 = ids.index("07_Astro"), ids.index("08_Oligo"), ids.index("03_L23_IT")
+    assert corr[astro, oligo] > corr[astro, l23] + 0.1
+    assert y.max() <= 64 and y.min() >= 0  # clip 32, scale 2 (the study's targets lie in [0, 64])
+
+
+def test_skip_stale_and_force(synthetic, tmp_path, capsys, caplog):
+    config = _config(synthetic, tmp_path / "run")
+    build_dataset(config, progress=False)
+    stamp = (tmp_path / "run" / "dataset" / "stage.json").stat().st_mtime_ns
+    build_dataset(config, progress=False)
+    assert "up to date" in caplog.text
+    assert (tmp_path / "run" / "dataset" / "stage.json").stat().st_mtime_ns == stamp
+    config.dataset.transform_order = "new"
+    with pytest.raises(StaleStageError, match="dataset.transform_order changed.*--force"):
+        build_dataset(config, progress=False)
+    # an edited input is detected too (content hash)
+    targets = tmp_path / "targets.tsv"
+    targets.write_text(synthetic.targets.read_text().replace("\t2.0\t", "\t3.0\t", 1))
+    config = _config(synthetic, tmp_path / "run", targets=targets)
+    with pytest.raises(StaleStageError, match="inputs"):
+        build_dataset(config, progress=False)
+    before = _all_targets(tmp_path / "run")
+    build_dataset(config, force=True, progress=False)
+    after = _all_targets(tmp_path / "run")
+    assert not np.array_equal(before["train"][..., 0], after["train"][..., 0])
+
+
+def test_same_inputs_same_outputs(synthetic, tmp_path):
+    build_dataset(_config(synthetic, tmp_path / "a", workers=2, chunk_windows=4), progress=False)
+    build_dataset(_config(synthetic, tmp_path / "b", workers=1, chunk_windows=4), progress=False)
+    a, b = _all_targets(tmp_path / "a"), _all_targets(tmp_path / "b")
+    for split in a:
+        np.testing.assert_array_equal(a[split], b[split])
+
+
+def test_resume_after_kill(synthetic, tmp_path):
+    config = _config(synthetic, tmp_path / "killed", chunk_windows=1)
+    args = ["dataset", "--out", str(config.run_dir), "--workers", "1", "--chunk-windows", "1",
+            "--genome", str(synthetic.genome), "--targets", str(synthetic.targets),
+            "--windows", str(synthetic.windows), "--blacklist", str(synthetic.blacklist),
+            "--seq-length", "16384", "--n-bins", "64", "--quiet"]
+    progress = config.run_dir / "dataset.partial" / "progress" / "train.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "enformer_transfer.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if progress.exists() and progress.read_text().count(";") >= 3:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+    assert not (config.run_dir / "dataset").exists()  # nothing that looks complete
+    done_before = progress.read_text().count(";")
+    result = subprocess.run([sys.executable, "-m", "enformer_transfer.cli", *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr
+    n_train = len(Run(config.run_dir).windows("train"))
+    assert (config.run_dir / "dataset" / "progress" / "train.txt").read_text().count(";") == n_train
+    assert done_before < n_train
+    build_dataset(_config(synthetic, tmp_path / "fresh", chunk_windows=1), progress=False)
+    resumed, fresh = _all_targets(tmp_path / "killed"), _all_targets(tmp_path / "fresh")
+    for split in fresh:
+        np.testing.assert_array_equal(resumed[split], fresh[split])
+
+
+def test_mask_mode_marks_uncovered_bins(synthetic, tmp_path):
+    build_dataset(_config(synthetic, tmp_path / "run", uncovered="mask"), progress=False)
+    run = Run(tmp_path / "run")
+    mask = np.asarray(run.masks("test"))  # chr4 has a stretch without data in every BigWig
+    assert mask.dtype == bool and mask.shape == run.targets("test").shape
+    assert 0 < mask.sum() < mask.size
+    assert not np.asarray(run.masks("train")).any()
+
+
+def test_run_command_with_toml_config(synthetic, tmp_path, capsys):
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(
+        f'run_dir = "run"\nseed = 3\n[geometry]\nseq_length = 16384\nn_bins = 64\n'
+        f'[dataset]\ngenome = "{synthetic.genome}"\ntargets = "{synthetic.targets}"\n'
+        f'windows = "{synthetic.windows}"\nworkers = 1\n'
+    )
+    assert main(["run", str(config_path), "--quiet", "--transform-order", "new"]) == 0
+    snapshot = load_config(tmp_path / "run" / "config.toml")
+    assert snapshot.seed == 3 and snapshot.dataset.transform_order == "new"  # flag overrides file
+    assert Run(tmp_path / "run").targets("valid").shape[1:] == (64, 12)
+    assert main(["run", str(config_path), "--quiet", "--transform-order", "new"]) == 0  # resumes: up to date
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dataset]\nno_such_key = 1\n")
+    assert main(["run", str(bad)]) == 2
+    assert "no_such_key" in capsys.readouterr().err
+
+
+def test_run_without_dataset_says_what_to_do(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="no finished dataset stage yet"):
+        Run(tmp_path / "empty").targets("train")
