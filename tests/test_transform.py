@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from enformer_transfer.data._reference import reference_extreme_clip, reference_track_window
-from enformer_transfer.data.transform import TopValues, TrackParams, bin_window, float16_row_percentiles
+from enformer_transfer.data.transform import (
+    TopValues,
+    TrackParams,
+    bin_window,
+    float16_row_percentiles,
+)
 
 QS = [50.0, 25.0, 0.0, 100.0, 99.0, 99.99999, 37.3]
 

@@ -2,30 +2,42 @@
 
 Public API (mirrors the CLI): ``Run`` reads a run directory; ``build_dataset``,
 ``run_pipeline``, ``run_demo`` run stages; ``RunConfig`` / ``load_config`` configure them.
+Names are imported on first use, so worker processes and ``--help`` start fast.
 """
 
-from ._version import __version__
-from .config import DatasetConfig, Geometry, RunConfig, load_config
-from .data.build import build_dataset, plan_dataset
-from .data.targets_table import build_targets_table, read_targets_table
-from .errors import EnformerTransferError, InputError, StaleStageError
-from .pipeline import run_demo, run_pipeline
-from .run import Run
+from __future__ import annotations
 
-__all__ = [
-    "DatasetConfig",
-    "EnformerTransferError",
-    "Geometry",
-    "InputError",
-    "Run",
-    "RunConfig",
-    "StaleStageError",
-    "__version__",
-    "build_dataset",
-    "build_targets_table",
-    "load_config",
-    "plan_dataset",
-    "read_targets_table",
-    "run_demo",
-    "run_pipeline",
-]
+import importlib
+
+from ._version import __version__
+
+_EXPORTS = {
+    "DatasetConfig": ".config",
+    "Geometry": ".config",
+    "RunConfig": ".config",
+    "load_config": ".config",
+    "build_dataset": ".data.build",
+    "plan_dataset": ".data.build",
+    "build_targets_table": ".data.targets_table",
+    "read_targets_table": ".data.targets_table",
+    "EnformerTransferError": ".errors",
+    "InputError": ".errors",
+    "StaleStageError": ".errors",
+    "run_demo": ".pipeline",
+    "run_pipeline": ".pipeline",
+    "Run": ".run",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'enformer_transfer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -151,7 +151,7 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{where}.{k}" if where else k)
         elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-            for i, (x, y) in enumerate(zip(a, b)):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
                 walk(x, y, f"{where}[{i}]")
         elif a != b:
             diffs.append(f"{where} changed")

@@ -44,20 +44,21 @@ class CoverageReader:
             self._readers[t] = open_bigwig(self.files[t])
         return self._readers[t]
 
-    def read(self, chrom: str, start: int, end: int, out: np.ndarray | None = None) -> np.ndarray:
-        """float64 (tracks, end - start); NaN where uncovered or beyond the chromosome."""
+    def read(self, chrom: str, start: int, end: int, out: np.ndarray | None = None,
+             fill: float = np.nan) -> np.ndarray:
+        """float64 (tracks, end - start); ``fill`` where uncovered or beyond the chromosome."""
         length = end - start
         if out is None:
             out = np.empty((len(self.files), length), dtype=np.float64)
         for t in range(len(self.files)):
             name = self.chrom_maps[t].get(chrom)
             if name is None:
-                out[t] = np.nan
+                out[t] = fill
                 continue
             lo = max(0, start)
             if lo > start:  # before the chromosome start
-                out[t, : lo - start] = np.nan
-            self._reader(t).values(name, lo, end, fillna=np.nan, arr=out[t, lo - start :])
+                out[t, : lo - start] = fill
+            self._reader(t).values(name, lo, end, fillna=fill, oob=fill, arr=out[t, lo - start :])
         return out
 
     def close(self) -> None:

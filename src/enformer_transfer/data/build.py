@@ -34,9 +34,10 @@ from ..provenance import (
     write_json_atomic,
 )
 from . import store
-from .bigwig import CoverageReader, chrom_maps_for
+from .bigwig import chrom_maps_for
 from .targets_table import read_targets_table, write_targets_table
-from .transform import TopValues, TrackParams, bin_window
+from ._worker import compute_chunk, init_worker
+from .transform import TopValues, TrackParams
 
 log = logging.getLogger("enformer_transfer")
 
@@ -160,34 +161,10 @@ def blacklist_slices(blacklist: IntervalSet | None, chrom: str, row_start: int, 
     return out
 
 
-# --- workers -----------------------------------------------------------------------------
-
-_WORKER: dict = {}
-
-
-def _init_worker(payload: dict) -> None:
-    _WORKER.clear()
-    _WORKER.update(payload)
-    _WORKER["reader"] = CoverageReader(payload["files"], payload["chrom_maps"])
-
-
-def _compute_chunk(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
-    """rows: (chrom, row_start, row_end, crop, blacklist_slices) -> targets, uncovered."""
-    w = _WORKER
-    n_bins, n_tracks = w["n_bins"], len(w["files"])
-    targets = np.empty((len(rows), n_bins, n_tracks), dtype=np.float16)
-    uncovered = np.empty((len(rows), n_bins, n_tracks), dtype=bool)
-    for i, (chrom, row_start, row_end, crop, slices) in enumerate(rows):
-        cov = w["reader"].read(chrom, row_start, row_end)
-        targets[i], uncovered[i] = bin_window(
-            cov, slices, crop, n_bins, w["bin_size"], w["params"], w["order"],
-            w["baseline_percentile"], w["clip_floor_zero"],
-        )
-    return targets, uncovered
-
-
 def _worker_count(requested: int) -> int:
-    return requested or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if requested:
+        return requested
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # --- the stage ---------------------------------------------------------------------------
@@ -230,6 +207,7 @@ def build_dataset(config: RunConfig, force: bool = False, progress: bool = True)
         "order": ds.transform_order,
         "baseline_percentile": ds.baseline_percentile,
         "clip_floor_zero": ds.clip_floor_zero,
+        "want_uncovered": ds.uncovered == "mask",
     }
     jobs = []
     for split in windows.splits:
@@ -260,16 +238,16 @@ def build_dataset(config: RunConfig, force: bool = False, progress: bool = True)
 
     n_workers = min(_worker_count(ds.workers), max(1, len(jobs)))
     if n_workers == 1:
-        _init_worker(payload)
+        init_worker(payload)
         for job in jobs:
-            write(job, _compute_chunk(job[4]))
+            write(job, compute_chunk(job[4]))
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,)) as pool:
+        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=init_worker, initargs=(payload,)) as pool:
             pending = {}
             queue = iter(jobs)
             for job in queue:
-                pending[pool.submit(_compute_chunk, job[4])] = job
+                pending[pool.submit(compute_chunk, job[4])] = job
                 if len(pending) >= 2 * n_workers:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:

@@ -9,9 +9,12 @@ clip, hard clip and scale in the ``old`` or ``new`` order, float16 cast.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 F16_MIN = float(np.finfo(np.float16).min)
 F16_MAX = float(np.finfo(np.float16).max)
@@ -27,7 +30,7 @@ class TrackParams:
     scale: np.ndarray
 
     @classmethod
-    def from_table(cls, tracks: pd.DataFrame) -> TrackParams:
+    def from_table(cls, tracks: "pd.DataFrame") -> TrackParams:
         def arr(col):
             return np.array([np.nan if v is None else float(v) for v in tracks[col]], dtype=np.float64)
 
@@ -99,6 +102,47 @@ def float16_row_percentiles(x16: np.ndarray, q: float) -> np.ndarray:
 
 # --- one window ----------------------------------------------------------------------------
 
+# Marks uncovered bases in coverage arrays: BigWig values are float32, so a float64 of 1e300
+# never occurs in data (NaN would make every uncovered base a run of its own).
+UNCOVERED = 1e300
+
+
+def _run_length(coverage: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of equal values per row: start offsets into the flat array, lengths, rows."""
+    rows, length = coverage.shape
+    change = np.empty(coverage.shape, dtype=bool)
+    change[:, 0] = True
+    np.not_equal(coverage[:, 1:], coverage[:, :-1], out=change[:, 1:])
+    starts = np.flatnonzero(change)
+    lengths = np.diff(starts, append=rows * length)
+    return starts, lengths, starts // length
+
+
+def _kth_keys(keys: np.ndarray, weights: np.ndarray, rows: np.ndarray, n_rows: int, k: int) -> np.ndarray:
+    """Per row, the order key of the k-th smallest value (0-based), counting each key
+    ``weights`` times: a 256-bucket histogram of the high byte, then of the low byte inside
+    the bucket that holds the k-th value (two small histograms instead of one of 65,536)."""
+    high = keys >> 8
+    counts = np.bincount(rows * 256 + high, weights=weights, minlength=n_rows * 256).reshape(n_rows, 256)
+    csum = np.cumsum(counts, axis=1)
+    bucket = np.argmax(csum > k, axis=1)
+    before = np.where(bucket > 0, csum[np.arange(n_rows), np.maximum(bucket - 1, 0)], 0)
+    inside = high == bucket[rows]
+    counts = np.bincount(rows[inside] * 256 + (keys[inside] & 255), weights=weights[inside],
+                         minlength=n_rows * 256).reshape(n_rows, 256)
+    low = np.argmax(np.cumsum(counts, axis=1) + before[:, None] > k, axis=1)
+    return bucket * 256 + low
+
+
+def _run_percentiles(keys: np.ndarray, lengths: np.ndarray, run_rows: np.ndarray, n_rows: int,
+                     n: int, q: float) -> np.ndarray:
+    """np.percentile of each row, from its runs' float16 order keys weighted by run length."""
+    lo_i, hi_i, gamma = percentile_position(n, q)
+    lo_key = _kth_keys(keys, lengths, run_rows, n_rows, lo_i)
+    hi_key = lo_key if hi_i == lo_i else _kth_keys(keys, lengths, run_rows, n_rows, hi_i)
+    return lerp_float16(_key_values(lo_key), _key_values(hi_key), gamma)
+
+
 def bin_window(
     coverage: np.ndarray,
     blacklist_slices: list[tuple[int, int]],
@@ -109,27 +153,59 @@ def bin_window(
     order: str = "old",
     baseline_percentile: float = 50.0,
     clip_floor_zero: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+    uncovered_value: float = np.nan,
+    want_uncovered: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Binned targets of one window for all tracks.
 
-    coverage: (tracks, row_length) per-base values of the coverage window (any float dtype;
-        rounded to float16 here), NaN where a base is not covered.
+    coverage: (tracks, row_length) float64 per-base values of the coverage window;
+        uncovered bases are NaN or ``uncovered_value``.
     blacklist_slices: [start, end) offsets into the row to clip to the baseline.
-    Returns targets (n_bins, tracks) float16 and uncovered (n_bins, tracks) bool (a bin with
-    any uncovered base).
+    Returns targets (n_bins, tracks) float16 and, if ``want_uncovered``, a (n_bins, tracks)
+    bool array marking bins with any uncovered base.
+
+    Coverage is piecewise constant (BigWig records), so the work is done on runs of equal
+    values: float16 rounding and the baseline percentile per run (weighted by run length),
+    then the runs are expanded back to bases for the float32 bin statistic, whose summation
+    order must match NumPy's to give the same bits.
     """
-    x16 = coverage.astype(np.float16)
-    nan = np.isnan(x16)
-    baseline = np.nan_to_num(float16_row_percentiles(x16, baseline_percentile))
-    x = x16.astype(np.float32)  # exact; float32 arithmetic on float16 values
+    coverage = np.asarray(coverage, dtype=np.float64)
+    if np.isnan(uncovered_value):
+        uncovered_value = UNCOVERED
+        coverage = np.where(np.isnan(coverage), UNCOVERED, coverage)
+    n_tracks, row_length = coverage.shape
+    starts, lengths, run_rows = _run_length(coverage)
+    raw = coverage.ravel()[starts]
+    uncovered_runs = (raw == uncovered_value) | np.isnan(raw)
+    values16 = np.where(uncovered_runs, 0, raw).astype(np.float16)
+    has_uncovered = np.bincount(run_rows[uncovered_runs], minlength=n_tracks) > 0
+    baseline = np.zeros(n_tracks, dtype=np.float16)  # any uncovered base: baseline 0 (NaN -> 0)
+    full = np.flatnonzero(~has_uncovered)
+    if len(full):
+        keep = ~has_uncovered[run_rows]
+        remap = np.cumsum(~has_uncovered) - 1
+        baseline[full] = _run_percentiles(
+            _order_keys(values16[keep]).astype(np.int64), lengths[keep], remap[run_rows[keep]],
+            len(full), row_length, baseline_percentile,
+        )
+    baseline = np.nan_to_num(baseline)
+    values = values16.astype(np.float32)
+    values[uncovered_runs] = baseline[run_rows[uncovered_runs]]  # NaN -> baseline
+    x = np.repeat(values, lengths).reshape(n_tracks, row_length)
     b32 = baseline.astype(np.float32)[:, None]
     for start, end in blacklist_slices:
         seg = x[:, start:end]
         np.clip(seg, -b32, b32, out=seg)
-    np.copyto(x, np.broadcast_to(b32, x.shape), where=nan)
     length = n_bins * bin_size
     x = x[:, crop : crop + length]
-    uncovered = nan[:, crop : crop + length].reshape(-1, n_bins, bin_size).any(axis=2).T
+    uncovered = None
+    if want_uncovered:
+        if has_uncovered.any():
+            per_base = np.repeat(uncovered_runs, lengths).reshape(n_tracks, row_length)
+            uncovered = per_base[:, crop : crop + length].reshape(-1, n_bins, bin_size).any(axis=2).T
+        else:
+            uncovered = np.zeros((n_bins, n_tracks), dtype=bool)
+        uncovered = np.ascontiguousarray(uncovered)
     if order == "new":
         scale16 = params.scale.astype(np.float16).astype(np.float32)[:, None]
         x = (x * scale16).astype(np.float16).astype(np.float32)
@@ -141,7 +217,7 @@ def bin_window(
     if order == "old":
         out *= params.scale.astype(np.float32)[:, None]
     targets = np.clip(out, F16_MIN, F16_MAX).astype(np.float16).T
-    return np.ascontiguousarray(targets), np.ascontiguousarray(uncovered)
+    return np.ascontiguousarray(targets), uncovered
 
 
 def _bin_stat(binned: np.ndarray, stat: str, order: str) -> np.ndarray:

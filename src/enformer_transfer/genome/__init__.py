@@ -1,8 +1,22 @@
 """Genome access, one-hot encoding, windows and bin coordinates."""
 
-from .chroms import ChromNames
-from .onehot import one_hot
-from .sequence import Genome
-from .windows import Windows, generate_windows, read_windows_bed
+from __future__ import annotations
 
-__all__ = ["ChromNames", "Genome", "Windows", "generate_windows", "one_hot", "read_windows_bed"]
+import importlib
+
+_EXPORTS = {
+    "ChromNames": ".chroms",
+    "one_hot": ".onehot",
+    "Genome": ".sequence",
+    "Windows": ".windows",
+    "generate_windows": ".windows",
+    "read_windows_bed": ".windows",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -121,7 +121,7 @@ def warn_cross_split_overlap(df: pd.DataFrame, source: str = "") -> int:
         starts, ends, splits = g["start"].to_numpy(), g["end"].to_numpy(), g["split"].to_numpy()
         # compare each window with the previous ones still open (running max end per split)
         open_ends: dict[str, tuple[int, int]] = {}
-        for s, e, sp, row in zip(starts, ends, splits, g["bed_row"].to_numpy()):
+        for s, e, sp, row in zip(starts, ends, splits, g["bed_row"].to_numpy(), strict=True):
             for other, (other_end, other_row) in open_ends.items():
                 if other != sp and other_end > s:
                     n_overlaps += 1

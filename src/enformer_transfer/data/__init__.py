@@ -1,0 +1,1 @@
+"""Targets tables, BigWig -> binned targets (Basenji semantics), array stores, the dataset stage."""
