@@ -34,9 +34,9 @@ from ..provenance import (
     write_json_atomic,
 )
 from . import store
+from ._worker import compute_chunk, init_worker
 from .bigwig import chrom_maps_for
 from .targets_table import read_targets_table, write_targets_table
-from ._worker import compute_chunk, init_worker
 from .transform import TopValues, TrackParams
 
 log = logging.getLogger("enformer_transfer")

@@ -30,7 +30,7 @@ class TrackParams:
     scale: np.ndarray
 
     @classmethod
-    def from_table(cls, tracks: "pd.DataFrame") -> TrackParams:
+    def from_table(cls, tracks: pd.DataFrame) -> TrackParams:
         def arr(col):
             return np.array([np.nan if v is None else float(v) for v in tracks[col]], dtype=np.float64)
 
