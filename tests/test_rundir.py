@@ -177,3 +177,18 @@ def test_synthetic_full_coverage_equals_reference(synthetic, tmp_path, order):
     )
     ours = np.concatenate([np.asarray(run.targets(s)) for s in run.splits])
     np.testing.assert_array_equal(ours.view(np.uint16), ref.view(np.uint16))
+
+
+def test_unmappable_windows_are_dropped(synthetic, tmp_path):
+    run_all = Run(build_dataset(_config(synthetic, tmp_path / "all"), progress=False).parent)
+    first = run_all.windows("train").iloc[0]
+    second = run_all.windows("train").iloc[1]
+    unmap = tmp_path / "unmap.bed"
+    # all of window 0 unmappable; 30 % of window 1 (kept)
+    unmap.write_text(f"chr1\t{first.start}\t{first.end}\nchr1\t{second.start}\t{second.start + 2458}\n")
+    run = Run(build_dataset(_config(synthetic, tmp_path / "run", unmappable=unmap), progress=False).parent)
+    assert len(run.windows("train")) == len(run_all.windows("train")) - 1
+    assert run.windows("train").iloc[0]["start"] == second.start
+    dropped = pd.read_csv(run.dataset_dir / "dropped_windows.tsv", sep="\t")
+    assert list(dropped["start"]) == [first.start] and dropped["reason"][0].startswith("unmappable bins 1.00")
+    np.testing.assert_array_equal(np.asarray(run.targets("train")), np.asarray(run_all.targets("train"))[1:])
