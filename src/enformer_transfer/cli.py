@@ -11,13 +11,13 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ._version import __version__
-from .config import DatasetConfig, Geometry, RunConfig, load_config
+from .config import DatasetConfig, EmbedConfig, Geometry, RunConfig, load_config
 from .errors import EnformerTransferError
 
 log = logging.getLogger("enformer_transfer")
 
 # config sections whose keys are command-line flags (flag = key with '-' for '_')
-FLAG_SECTIONS: dict[str, type[BaseModel]] = {"geometry": Geometry, "dataset": DatasetConfig}
+FLAG_SECTIONS: dict[str, type[BaseModel]] = {"geometry": Geometry, "dataset": DatasetConfig, "embed": EmbedConfig}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> None:
@@ -31,9 +31,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> N
             base = next((a for a in args if a is not type(None)), annotation) if args else annotation
             if typing.get_origin(annotation) is typing.Literal:
                 kwargs["choices"] = list(args)
+            elif typing.get_origin(base) is list:
+                kwargs["type"] = lambda text: [part for part in text.split(",") if part]
+                kwargs["metavar"] = "A,B,..."
             elif base is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
-            elif base in (int, float):
+            elif base in (int, float, str):
                 kwargs["type"] = base
             elif base is Path:
                 kwargs["type"] = Path
@@ -72,6 +75,28 @@ def cmd_dataset(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    from .backbone.embed import embed_run
+
+    snapshot = Path(args.run_dir) / "config.toml"
+    if getattr(args, "config", None) is None and snapshot.is_file():
+        args.config = snapshot
+    args.out = args.run_dir
+    config = _config_from_args(args)
+    embed_run(config, force=args.force, progress=not args.quiet)
+    return 0
+
+
+def cmd_backbone_init(args) -> int:
+    from .backbone.load import init_backbone
+
+    out = init_backbone(args.out, dim=args.dim, depth=args.depth, heads=args.heads, attn_dim_key=args.attn_dim_key,
+                        num_downsamples=args.num_downsamples, target_length=args.target_length,
+                        human_tracks=args.human_tracks, seed=args.seed)
+    print(f"backbone: random Enformer (dim {args.dim}, depth {args.depth}, heads {args.heads}) -> {out}")
+    return 0
+
+
 def cmd_run(args) -> int:
     from .pipeline import run_pipeline
 
@@ -88,6 +113,8 @@ def cmd_demo(args) -> int:
     run = Run(run_dir)
     shapes = ", ".join(f"{s} {tuple(run.targets(s).shape)}" for s in run.splits)
     print(f"demo: {len(run.tracks)} tracks; targets (windows, bins, tracks): {shapes}")
+    shapes = ", ".join(f"{s} {tuple(run.embeddings(s).shape)}" for s in run.splits)
+    print(f"demo: embeddings (windows, bins, dim): {shapes}")
     print(f"demo: run directory {run_dir}")
     return 0
 
@@ -157,8 +184,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run directory (overrides run_dir)")
     p.add_argument("--force", action="store_true")
     p.add_argument("--quiet", action="store_true")
-    _add_config_flags(p, ["geometry", "dataset"])
+    _add_config_flags(p, ["geometry", "dataset", "embed"])
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("embed", help="Enformer's trunk over every window -> RUN_DIR/embeddings")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--config", type=Path, help="TOML run config (default: RUN_DIR/config.toml)")
+    p.add_argument("--force", action="store_true", help="recompute even if up to date")
+    p.add_argument("--quiet", action="store_true")
+    _add_config_flags(p, ["embed"])
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("backbone", help="backbone utilities")
+    bsub = p.add_subparsers(dest="backbone_command", required=True)
+    b = bsub.add_parser("init", help="write a randomly initialised Enformer (any size) in the real weights' format")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--dim", type=int, default=1536)
+    b.add_argument("--depth", type=int, default=11)
+    b.add_argument("--heads", type=int, default=8)
+    b.add_argument("--attn-dim-key", type=int, default=64)
+    b.add_argument("--num-downsamples", type=int, default=7, help="bin size = 2 ** this")
+    b.add_argument("--target-length", type=int, default=896)
+    b.add_argument("--human-tracks", type=int, default=5313)
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=cmd_backbone_init)
 
     p = sub.add_parser("demo", help="generate synthetic data and run every stage on it")
     p.add_argument("--out", type=Path, default=Path("demo-run"))

@@ -92,6 +92,24 @@ class DatasetConfig(_Section):
     )
 
 
+class EmbedConfig(_Section):
+    """Stage 3: Enformer's trunk over every window -> embeddings store."""
+
+    backbone: str | None = Field(None, description="backbone directory (config.json + pytorch_model.bin) or hub name")
+    tf_gamma: bool = Field(False, description="TensorFlow gamma positional features (the study ran without)")
+    allow_download: bool = Field(False, description="allow fetching a hub backbone from the network")
+    splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"], description="splits to embed (comma-separated)")
+    batch_size: int = Field(4, gt=0, description="windows per forward pass")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="compute precision (auto: bf16 on GPU, fp32 on CPU)")
+    storage_dtype: Literal["float16", "float32"] = Field("float16", description="stored precision; float16 overflow is an error")
+    compile: bool = Field(False, description="torch.compile the trunk")
+    loader_workers: int = Field(2, ge=0, description="DataLoader worker processes preparing one-hot inputs")
+    train_bin_fraction: float = Field(1.0, gt=0, le=1, description="store this seeded fraction of each train window's bins")
+    store_backbone_heads: bool = Field(False, description="also store the backbone's own human-head predictions")
+    pad_value: float = Field(0.25, ge=0, le=1, description="one-hot value of positions beyond a chromosome end")
+    device: str = Field("auto", description="torch device (auto: cuda if available, with LOCAL_RANK)")
+
+
 class RunConfig(_Section):
     """All stages of one run; each key can also be given as a command-line flag."""
 
@@ -99,6 +117,7 @@ class RunConfig(_Section):
     seed: int = Field(0, description="random seed of every stage")
     geometry: Geometry = Field(default_factory=Geometry)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
 
 
 def load_config(path: Path | str) -> RunConfig:
@@ -125,6 +144,9 @@ def resolve_paths(config: RunConfig, base: Path) -> RunConfig:
         for name, value in section:
             if isinstance(value, Path) and not value.is_absolute():
                 setattr(section, name, base / value)
+    backbone = config.embed.backbone
+    if backbone is not None and not Path(backbone).is_absolute() and (base / backbone).exists():
+        config.embed.backbone = str(base / backbone)
     return config
 
 

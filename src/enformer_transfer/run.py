@@ -74,6 +74,42 @@ class Run:
             return None
         return store.open_array(self.dataset_dir / MASKS_STORE, split)
 
+    @property
+    def embeddings_dir(self) -> Path:
+        return self._stage("embeddings", "run 'enformer-transfer embed RUN_DIR --backbone DIR' first")
+
+    def embeddings(self, split: str):
+        """Array-like (windows, bins, dim), float16 by default, read from disk by window.
+
+        For a train split stored with ``--train-bin-fraction``, ``bins`` < n_bins and
+        ``embedding_bins(split)`` says which bins each window kept.
+        """
+        from .backbone.embed import EMBEDDINGS_STORE
+
+        self._check_split(split)
+        folder = self.embeddings_dir
+        if not store.has_array(folder / EMBEDDINGS_STORE, split):
+            raise InputError(f"{self.path}: split {split!r} was not embedded (see embed --splits)")
+        return store.open_array(folder / EMBEDDINGS_STORE, split)
+
+    def embedding_bins(self, split: str):
+        """(windows, kept bins) int16 bin indices, or None when every bin is stored."""
+        from .backbone.embed import EMBEDDINGS_STORE
+
+        folder = self.embeddings_dir
+        if not store.has_array(folder / EMBEDDINGS_STORE, f"{split}.bins"):
+            return None
+        return store.open_array(folder / EMBEDDINGS_STORE, f"{split}.bins")
+
+    def backbone_predictions(self, split: str):
+        """(windows, bins, 5313) float16 predictions of the backbone's human head, or None."""
+        from .backbone.embed import HEADS_STORE
+
+        folder = self.embeddings_dir
+        if not store.has_array(folder / HEADS_STORE, split):
+            return None
+        return store.open_array(folder / HEADS_STORE, split)
+
     def _check_split(self, split: str) -> None:
         if split not in self.splits:
             raise InputError(f"{self.path}: no split {split!r} (has {', '.join(self.splits)})")

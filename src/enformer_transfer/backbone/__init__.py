@@ -1,0 +1,1 @@
+"""Loading Enformer (local directory or hub name) and the embedding stage."""

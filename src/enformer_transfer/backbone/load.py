@@ -1,0 +1,155 @@
+"""Enformer backbones: load from a local directory (or, explicitly, the hub); create random ones.
+
+A backbone directory has ``config.json`` + ``pytorch_model.bin`` (or ``model.safetensors``),
+the format of ``EleutherAI/enformer-official-rough``. Weights never come from the network
+unless ``allow_download`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Geometry
+from ..errors import InputError
+from ..provenance import file_fingerprint
+
+OFFICIAL = "EleutherAI/enformer-official-rough"
+WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
+
+
+@dataclass
+class Backbone:
+    model: object  # enformer_pytorch.Enformer, in eval mode
+    source: str
+    tf_gamma: bool
+    embedding_dim: int
+    fingerprint: dict
+
+    @property
+    def head_sizes(self) -> dict[str, int]:
+        return dict(self.model.config.output_heads)
+
+
+def _download_hint(name: str) -> str:
+    return (
+        f"backbone {name!r} is not a local directory and downloads are off; on a machine with "
+        f"internet run `huggingface-cli download {name} --local-dir enformer-weights` "
+        "(config.json + pytorch_model.bin, about 1 GB), copy the folder here and pass "
+        "--backbone enformer-weights (or pass --allow-download to fetch it from the hub)"
+    )
+
+
+def resolve_backbone(name_or_dir: str | Path, allow_download: bool = False) -> tuple[str, Path | None]:
+    """('dir', path) for a local backbone, ('hub', None) for a hub name; InputError otherwise."""
+    path = Path(name_or_dir)
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{path}: a backbone is a directory with config.json and pytorch_model.bin")
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path}: no config.json; a backbone directory needs config.json and pytorch_model.bin")
+        if not any((path / w).is_file() for w in WEIGHT_FILES):
+            raise InputError(f"{path}: no weights ({' or '.join(WEIGHT_FILES)}) next to config.json")
+        return "dir", path
+    text = str(name_or_dir)
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        if not allow_download:
+            raise InputError(_download_hint(text))
+        return "hub", None
+    raise InputError(f"{path}: backbone directory not found")
+
+
+def load_backbone(
+    name_or_dir: str | Path,
+    geometry: Geometry,
+    tf_gamma: bool = False,
+    allow_download: bool = False,
+    device: str = "cpu",
+) -> Backbone:
+    """Load Enformer, check it produces ``geometry``'s bins, set its output crop to n_bins.
+
+    ``tf_gamma`` is explicit (enformer-pytorch turns it on only for the literal hub name);
+    the reference study ran without it.
+    """
+    kind, path = resolve_backbone(name_or_dir, allow_download)
+    if path is not None:
+        check_geometry(json.loads((path / "config.json").read_text()), geometry, str(path))
+    from enformer_pytorch import Enformer
+    from enformer_pytorch.modeling_enformer import Attention
+
+    try:
+        model = Enformer.from_pretrained(str(path) if path is not None else str(name_or_dir))
+    except Exception as err:
+        raise InputError(f"{name_or_dir}: cannot load Enformer weights ({type(err).__name__}: {err})") from None
+    config = model.config.to_dict()
+    check_geometry(config, geometry, str(name_or_dir))
+    if tf_gamma and geometry.seq_length // geometry.bin_size != 1536:
+        raise InputError("tf_gamma needs 1,536 trunk positions (seq_length 196,608 with 128-bp bins)")
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.use_tf_gamma = tf_gamma
+    model.set_target_length(geometry.n_bins)
+    model.eval().to(device)
+    if path is not None:
+        files = [path / "config.json"] + [path / w for w in WEIGHT_FILES if (path / w).is_file()]
+        fingerprint = {"source": str(path.resolve()), "files": [file_fingerprint(f) for f in files]}
+    else:
+        fingerprint = {"source": str(name_or_dir), "hub": True}
+    return Backbone(model, str(name_or_dir), tf_gamma, 2 * int(config["dim"]), fingerprint)
+
+
+def check_geometry(config: dict, geometry: Geometry, source: str) -> None:
+    """Refuse, before any compute, a backbone whose output bins do not match the dataset."""
+    pool = 2 ** int(config.get("num_downsamples", 7))
+    if pool != geometry.bin_size:
+        raise InputError(
+            f"backbone {source} pools the sequence by {pool} bp per output position but the "
+            f"dataset's bin_size is {geometry.bin_size}; rebuild the dataset with --bin-size {pool} "
+            "or use a matching backbone"
+        )
+    if geometry.seq_length % pool:
+        raise InputError(f"seq_length {geometry.seq_length} is not a multiple of the backbone's {pool}-bp pooling")
+    positions = geometry.seq_length // pool
+    if geometry.n_bins > positions or (positions - geometry.n_bins) % 2:
+        raise InputError(
+            f"backbone {source}: {positions} trunk positions cannot be cropped symmetrically to "
+            f"{geometry.n_bins} bins; check --seq-length / --n-bins"
+        )
+
+
+def init_backbone(
+    out: Path | str,
+    dim: int = 1536,
+    depth: int = 11,
+    heads: int = 8,
+    attn_dim_key: int = 64,
+    num_downsamples: int = 7,
+    target_length: int = 896,
+    human_tracks: int = 5313,
+    seed: int = 0,
+) -> Path:
+    """Write a randomly initialised Enformer in the real weights' format (config.json + pytorch_model.bin)."""
+    import torch
+    from enformer_pytorch import Enformer, EnformerConfig
+
+    if (dim // heads) % 6 or dim % heads:
+        raise InputError(f"dim / heads must be a whole multiple of 6 (got dim {dim}, heads {heads})")
+    if dim % 4:
+        raise InputError(f"dim must be a multiple of 4 (got {dim})")
+    out = Path(out)
+    divisible = 128 if dim % 128 == 0 else dim // 4  # tiny backbones: keep the tower's widths whole
+    torch.manual_seed(seed)
+    config = EnformerConfig(
+        dim=dim, depth=depth, heads=heads, attn_dim_key=attn_dim_key, num_downsamples=num_downsamples,
+        target_length=target_length, dim_divisible_by=divisible, output_heads={"human": human_tracks},
+    )
+    model = Enformer(config)
+    tmp = out.with_name(out.name + ".partial")
+    model.save_pretrained(str(tmp), safe_serialization=False)  # safetensors fails: shared trunk tensors
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
