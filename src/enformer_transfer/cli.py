@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> N
             kwargs: dict = {"dest": f"{section}.{name}", "default": argparse.SUPPRESS, "help": field.description}
             annotation = field.annotation
             args = typing.get_args(annotation)
-            base = next((a for a in args if a is not type(None)), annotation) if args else annotation
+            optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+            base = next((a for a in args if a is not type(None)), annotation) if optional else annotation
             if typing.get_origin(annotation) is typing.Literal:
                 kwargs["choices"] = list(args)
             elif typing.get_origin(base) is list:
@@ -38,6 +40,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> N
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif base in (int, float, str):
                 kwargs["type"] = base
+                kwargs["metavar"] = name.upper()
             elif base is Path:
                 kwargs["type"] = Path
                 kwargs["metavar"] = "PATH"

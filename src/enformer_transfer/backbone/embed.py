@@ -363,7 +363,7 @@ class _Writer:
                 return
             except queue.Full:
                 if self.error or not self.thread.is_alive():
-                    raise self.error or EnformerTransferError("embed: writer thread stopped")
+                    raise (self.error or EnformerTransferError("embed: writer thread stopped")) from None
 
     def close(self) -> None:
         self.queue.put(None)
