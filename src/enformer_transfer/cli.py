@@ -12,13 +12,13 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ._version import __version__
-from .config import DatasetConfig, EmbedConfig, Geometry, RunConfig, load_config
+from .config import DatasetConfig, EmbedConfig, Geometry, RunConfig, TrainConfig, load_config
 from .errors import EnformerTransferError
 
 log = logging.getLogger("enformer_transfer")
 
 # config sections whose keys are command-line flags (flag = key with '-' for '_')
-FLAG_SECTIONS: dict[str, type[BaseModel]] = {"geometry": Geometry, "dataset": DatasetConfig, "embed": EmbedConfig}
+FLAG_SECTIONS: dict[str, type[BaseModel]] = {"geometry": Geometry, "dataset": DatasetConfig, "embed": EmbedConfig, "train": TrainConfig}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> None:
@@ -78,15 +78,26 @@ def cmd_dataset(args) -> int:
     return 0
 
 
-def cmd_embed(args) -> int:
-    from .backbone.embed import embed_run
-
+def _run_dir_config(args) -> RunConfig:
+    """Config of a stage command on an existing run: RUN_DIR/config.toml, then the flags."""
     snapshot = Path(args.run_dir) / "config.toml"
     if getattr(args, "config", None) is None and snapshot.is_file():
         args.config = snapshot
     args.out = args.run_dir
-    config = _config_from_args(args)
-    embed_run(config, force=args.force, progress=not args.quiet)
+    return _config_from_args(args)
+
+
+def cmd_embed(args) -> int:
+    from .backbone.embed import embed_run
+
+    embed_run(_run_dir_config(args), force=args.force, progress=not args.quiet)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .heads.train import train_head
+
+    train_head(_run_dir_config(args), force=args.force, progress=not args.quiet)
     return 0
 
 
@@ -95,7 +106,7 @@ def cmd_backbone_init(args) -> int:
 
     out = init_backbone(args.out, dim=args.dim, depth=args.depth, heads=args.heads, attn_dim_key=args.attn_dim_key,
                         num_downsamples=args.num_downsamples, target_length=args.target_length,
-                        human_tracks=args.human_tracks, seed=args.seed)
+                        human_tracks=args.human_tracks, seed=args.seed, calibrate_batches=args.calibrate_batches)
     print(f"backbone: random Enformer (dim {args.dim}, depth {args.depth}, heads {args.heads}) -> {out}")
     return 0
 
@@ -198,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, ["embed"])
     p.set_defaults(func=cmd_embed)
 
+    p = sub.add_parser("train", help="train a head on the stored embeddings -> RUN_DIR/heads/NAME")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--config", type=Path, help="TOML run config (default: RUN_DIR/config.toml)")
+    p.add_argument("--force", action="store_true", help="retrain even if up to date")
+    p.add_argument("--quiet", action="store_true")
+    _add_config_flags(p, ["train"])
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("backbone", help="backbone utilities")
     bsub = p.add_subparsers(dest="backbone_command", required=True)
     b = bsub.add_parser("init", help="write a randomly initialised Enformer (any size) in the real weights' format")
@@ -210,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target-length", type=int, default=896)
     b.add_argument("--human-tracks", type=int, default=5313)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--calibrate-batches", type=int, default=2,
+                   help="batches of random DNA that set the BatchNorm statistics (0: none)")
     b.set_defaults(func=cmd_backbone_init)
 
     p = sub.add_parser("demo", help="generate synthetic data and run every stage on it")

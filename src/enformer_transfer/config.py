@@ -110,6 +110,33 @@ class EmbedConfig(_Section):
     device: str = Field("auto", description="torch device (auto: cuda if available, with LOCAL_RANK)")
 
 
+class TrainConfig(_Section):
+    """Stage 4: a head trained on stored embeddings (defaults = the study, loss = ours)."""
+
+    head: str = Field("default", description="name of the head (folder RUN_DIR/heads/NAME)")
+    model: Literal["linear", "mlp", "ridge"] = Field("linear", description="linear + softplus (the study's), a small MLP, or closed-form ridge")
+    loss: Literal["poisson", "poisson-log-input", "mse", "poisson-multinomial"] = Field(
+        "poisson", description="poisson = rate form (Enformer's; ours); poisson-log-input = the study's PoissonNLLLoss(log_input=True) quirk"
+    )
+    tracks_where: str | None = Field(None, description="train on tracks matching this pandas query, e.g. \"level == 'Class'\"")
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
+    batch_size: int = Field(64, gt=0, description="windows per batch per device")
+    max_epochs: int = Field(20, gt=0, description="maximum epochs")
+    min_delta: float = Field(0.001, ge=0, description="early stopping: minimum val-loss improvement")
+    patience: int = Field(2, ge=0, description="early stopping: epochs without improvement")
+    mlp_hidden: int = Field(256, gt=0, description="hidden width of the mlp head")
+    init: Literal["random", "ridge"] = Field("random", description="initialise a linear head from the ridge solution")
+    ridge_lambdas: list[float] = Field(
+        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0],
+        description="ridge strengths (relative to the mean embedding variance), chosen on valid",
+    )
+    precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = Field("auto", description="auto: 16-mixed on GPU (the study), 32 on CPU")
+    accelerator: str = Field("auto", description="lightning accelerator")
+    devices: int = Field(1, gt=0, description="devices per node (DDP when more than one in all)")
+    num_nodes: int = Field(1, gt=0, description="nodes")
+    loader_workers: int = Field(2, ge=0, description="DataLoader workers reading the embeddings store")
+
+
 class RunConfig(_Section):
     """All stages of one run; each key can also be given as a command-line flag."""
 
@@ -118,6 +145,7 @@ class RunConfig(_Section):
     geometry: Geometry = Field(default_factory=Geometry)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 def load_config(path: Path | str) -> RunConfig:

@@ -11,7 +11,7 @@ from .errors import InputError
 
 log = logging.getLogger("enformer_transfer")
 
-STAGES = ("dataset", "embed")
+STAGES = ("dataset", "embed", "train")
 
 
 def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
@@ -22,6 +22,9 @@ def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True) 
         from .backbone.embed import embed_run
 
         embed_run(config, force=force, progress=progress)
+        from .heads.train import train_head
+
+        train_head(config, force=force, progress=progress)
     else:
         log.info("embed: skipped (no embed.backbone in the config)")
     return config.run_dir
@@ -46,11 +49,24 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     backbone = out / "tiny-backbone"
     if not (backbone / "config.json").exists() or force:
         from .backbone.load import init_backbone
+        from .synthetic import MOTIFS
 
-        log.info("demo: writing a tiny random-weight Enformer to %s", backbone)
-        init_backbone(backbone, dim=48, depth=1, heads=2, attn_dim_key=16,
-                      target_length=DEMO_GEOMETRY.n_bins, human_tracks=32, seed=seed)
+        log.info("demo: writing a tiny random-weight Enformer (stem seeded with the planted motifs) to %s", backbone)
+        init_backbone(backbone, dim=48, depth=1, heads=2, attn_dim_key=16, target_length=DEMO_GEOMETRY.n_bins,
+                      human_tracks=32, seed=seed, stem_motifs=list(MOTIFS.values()))
     config.embed.backbone = str(backbone)
     config.embed.store_backbone_heads = True
     config.embed.loader_workers = 0
-    return run_pipeline(config, force=force, progress=progress)
+    config.embed.splits = ["train", "valid", "test"]
+    # the study's lr 1e-4 and batch 64 suit 34,021 windows (~10,000 steps); the demo has 46
+    config.train.lr = 1e-2
+    config.train.batch_size = 4
+    config.train.max_epochs = 40
+    config.train.loader_workers = 0
+    run_pipeline(config, force=force, progress=progress)
+    from .heads.train import train_head
+
+    ridge = config.model_copy(deep=True)
+    ridge.train.head, ridge.train.model = "ridge", "ridge"
+    train_head(ridge, force=force, progress=progress)
+    return config.run_dir

@@ -110,6 +110,25 @@ class Run:
             return None
         return store.open_array(folder / HEADS_STORE, split)
 
+    def heads(self) -> list[str]:
+        """Names of the trained heads."""
+        folder = self.path / "heads"
+        return sorted(p.name for p in folder.iterdir() if (p / STAGE_RECORD).is_file()) if folder.is_dir() else []
+
+    def head(self, name: str):
+        """A trained head (torch module + metadata, ``.predict(embeddings)``), checked against this run."""
+        from .heads.checkpoint import load_head
+
+        folder = self.path / "heads" / name
+        if not (folder / STAGE_RECORD).is_file():
+            raise InputError(
+                f"{self.path} has no trained head {name!r} (has: {', '.join(self.heads()) or 'none'}); "
+                f"run 'enformer-transfer train {self.path} --head {name}'"
+            )
+        head = load_head(folder)
+        head.check_compatible(self)
+        return head
+
     def _check_split(self, split: str) -> None:
         if split not in self.splits:
             raise InputError(f"{self.path}: no split {split!r} (has {', '.join(self.splits)})")

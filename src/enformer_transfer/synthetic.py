@@ -18,13 +18,14 @@ from .data.targets_table import build_targets_table, write_targets_table
 
 DEMO_GEOMETRY = Geometry(seq_length=16_384, bin_size=128, n_bins=64)
 
+# homotypic clusters: a motif repeated over ~60 bp, as in many real enhancers
 MOTIFS = {
-    "NEUROD": "CAGATGGCG",
-    "MEF2": "CTATTTTTAG",
-    "SOX": "AACAATGGCT",
-    "CTCF": "CCGCGNGGNGGCAG".replace("N", "A"),
-    "DLX": "TAATTAGCTA",
-    "OLIG": "CATATGGTCA",
+    "NEUROD": "CAGATGGCG" * 7,
+    "MEF2": "CTATTTTTAG" * 6,
+    "SOX": "AACAATGG" * 8,
+    "CTCF": "CCGCGAGGAGGCAG" * 4,
+    "DLX": "TAATTAGC" * 8,
+    "OLIG": "CATATGGTCA" * 6,
 }
 
 # subclass -> (class, motif weights)

@@ -192,7 +192,8 @@ def embed_run(config: RunConfig, force: bool = False, progress: bool = True) -> 
             if state == "fresh":
                 for s in e.splits:
                     shape = (len(windows[s]), keep[s], dim)
-                    store.create_array(work / EMBEDDINGS_STORE, s, shape, (1, keep[s], dim), e.storage_dtype)
+                    store.create_array(work / EMBEDDINGS_STORE, s, shape, (1, keep[s], dim), e.storage_dtype,
+                                       compress=False)
                     if keep[s] < geometry.n_bins:
                         store.create_array(work / EMBEDDINGS_STORE, f"{s}.bins", (len(windows[s]), keep[s]),
                                            (1, keep[s]), "int16")

@@ -128,8 +128,21 @@ def init_backbone(
     target_length: int = 896,
     human_tracks: int = 5313,
     seed: int = 0,
+    calibrate_batches: int = 2,
+    stem_motifs: list[str] | None = None,
 ) -> Path:
-    """Write a randomly initialised Enformer in the real weights' format (config.json + pytorch_model.bin)."""
+    """Write a randomly initialised Enformer in the real weights' format (config.json + pytorch_model.bin).
+
+    A freshly initialised Enformer's activations collapse through its many layers (the
+    embeddings of different bins then differ by ~1e-6, below float16 resolution). With
+    ``calibrate_batches`` > 0 the BatchNorm running statistics are set on that many batches
+    of random DNA (two sequences each), as a data-dependent initialisation, so that the
+    random embeddings keep their variance and carry sequence information.
+
+    ``stem_motifs`` (demos): the first filters of the stem convolution become detectors of
+    these sequences (+1 on the motif's base, -1 elsewhere, firing on a full match), a
+    stand-in for the motif detectors a real Enformer learns in pretraining.
+    """
     import torch
     from enformer_pytorch import Enformer, EnformerConfig
 
@@ -145,6 +158,10 @@ def init_backbone(
         target_length=target_length, dim_divisible_by=divisible, output_heads={"human": human_tracks},
     )
     model = Enformer(config)
+    if stem_motifs:
+        _seed_stem(model, stem_motifs)
+    if calibrate_batches:
+        calibrate_batchnorm(model, target_length, num_downsamples, calibrate_batches)
     tmp = out.with_name(out.name + ".partial")
     model.save_pretrained(str(tmp), safe_serialization=False)  # safetensors fails: shared trunk tensors
     if out.exists():
@@ -153,3 +170,40 @@ def init_backbone(
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def _seed_stem(model, motifs: list[str]) -> None:
+    import torch
+
+    conv = model.stem[0]  # Conv1d(4, dim / 2, 15)
+    width = conv.weight.shape[-1]
+    if len(motifs) > conv.weight.shape[0]:
+        raise InputError(f"{len(motifs)} stem motifs but the stem has {conv.weight.shape[0]} filters")
+    with torch.no_grad():
+        for j, motif in enumerate(motifs):
+            unit = motif[:width].upper()
+            weight = torch.full((4, width), -1.0)
+            for position, base in enumerate(unit):
+                weight["ACGT".index(base), position] = 1.0
+            conv.weight[j] = weight
+            conv.bias[j] = -(len(unit) - 2.0)
+
+
+def calibrate_batchnorm(model, target_length: int, num_downsamples: int, batches: int) -> None:
+    import torch
+
+    positions = target_length + 2 * round(target_length * 320 / 896)  # 896 -> 1536, as Enformer
+    length = positions * 2**num_downsamples
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batches
+        norm.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            dna = torch.nn.functional.one_hot(torch.randint(0, 4, (2, length)), 4).float()
+            model(dna, return_only_embeddings=True)
+    for norm in norms:
+        norm.momentum = 0.1
+    model.eval()

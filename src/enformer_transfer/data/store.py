@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 
 
-def create_array(path: Path, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype) -> object:
+def create_array(path: Path, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype,
+                 compress: bool = True) -> object:
     import zarr
 
     group = zarr.open_group(str(path), mode="a")
     if name in group:
         del group[name]
-    return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+    kwargs = {} if compress else {"compressors": None}  # embeddings: float16 noise barely compresses
+    return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, **kwargs)
 
 
 def open_array(path: Path, name: str, mode: str = "r"):

@@ -1,0 +1,1 @@
+"""Streaming metrics, per-level summaries and evaluation of heads."""

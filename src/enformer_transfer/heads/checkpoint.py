@@ -1,0 +1,108 @@
+"""Self-describing heads: weights plus the tracks, backbone, geometry, loss and config they belong to."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._version import __version__
+from ..errors import InputError
+from .models import make_head
+
+HEAD_FILE = "head.pt"
+META_FILE = "head.json"
+SAFETENSORS_FILE = "head.safetensors"
+
+
+@dataclass
+class Head:
+    """A trained head: ``module`` (torch), ``metadata`` (dict), ``predict(embeddings)``."""
+
+    module: torch.nn.Module
+    metadata: dict
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def tracks(self) -> pd.DataFrame:
+        return pd.DataFrame(self.metadata["tracks"])
+
+    @torch.inference_mode()
+    def predict(self, embeddings, batch_windows: int = 8) -> np.ndarray:
+        """(..., dim) embeddings (NumPy, torch or a zarr array of windows) -> (..., tracks) float32."""
+        self.module.eval()
+        device = next(self.module.parameters()).device
+        shape = embeddings.shape
+        if len(shape) == 3:  # windows: stream in groups, never the whole store at once
+            out = np.empty(shape[:2] + (self.metadata["n_tracks"],), dtype=np.float32)
+            for start in range(0, shape[0], batch_windows):
+                block = np.asarray(embeddings[start : start + batch_windows])
+                x = torch.from_numpy(block.astype(np.float32)).to(device)
+                out[start : start + len(block)] = self.module(x).float().cpu().numpy()
+            return out
+        x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).to(device)
+        return self.module(x).float().cpu().numpy()
+
+    def check_compatible(self, run) -> np.ndarray:
+        """Refuse a run whose tracks, geometry or embedding size differ; return the head's
+        track positions in the run's targets table."""
+        meta = self.metadata
+        record = run.stage_record("dataset")
+        geometry = record["config"]["geometry"]
+        if geometry != meta["geometry"]:
+            raise InputError(
+                f"head {self.name!r} was trained on geometry {meta['geometry']} but {run.path} has {geometry}"
+            )
+        dim = run.stage_record("embeddings")["stats"]["embedding_dim"]
+        if dim != meta["dim"]:
+            raise InputError(f"head {self.name!r} expects {meta['dim']}-dim embeddings, {run.path} has {dim}")
+        ids = list(run.tracks["identifier"])
+        wanted = [t["identifier"] for t in meta["tracks"]]
+        missing = [t for t in wanted if t not in ids]
+        if missing:
+            raise InputError(
+                f"head {self.name!r} predicts tracks {', '.join(missing[:5])} that {run.path} does not have "
+                "(a head only applies to the tracks it was trained on)"
+            )
+        return np.array([ids.index(t) for t in wanted])
+
+
+def save_head(folder: Path, module: torch.nn.Module, metadata: dict) -> None:
+    """head.pt (weights + metadata), head.json (metadata), head.safetensors (plain weights)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    metadata = {**metadata, "tool_version": __version__}
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tmp = folder / (HEAD_FILE + ".tmp")
+    torch.save({"state_dict": state, "metadata": metadata}, tmp)
+    os.replace(tmp, folder / HEAD_FILE)
+    if metadata["model"] in ("linear", "ridge"):
+        plain = {"weight": state["linear.weight"], "bias": state["linear.bias"]}
+    else:
+        plain = state
+    save_file(plain, str(folder / SAFETENSORS_FILE),
+              metadata={"tracks": json.dumps([t["identifier"] for t in metadata["tracks"]]),
+                        "model": metadata["model"], "output": "softplus" if metadata["model"] != "ridge" else "identity"})
+    (folder / META_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+
+
+def load_head(folder: Path | str, device: str = "cpu") -> Head:
+    folder = Path(folder)
+    path = folder / HEAD_FILE
+    if not path.is_file():
+        raise InputError(f"{folder}: no trained head here ({HEAD_FILE} missing)")
+    saved = torch.load(path, map_location=device, weights_only=False)
+    meta = saved["metadata"]
+    module = make_head(meta["model"], meta["dim"], meta["n_tracks"], meta.get("hidden", 256))
+    module.load_state_dict(saved["state_dict"])
+    return Head(module.to(device).eval(), meta)

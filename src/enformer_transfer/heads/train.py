@@ -1,0 +1,226 @@
+"""Stage 4, train: a head on stored embeddings with a real Lightning trainer (or closed-form ridge).
+
+Defaults are the study's recipe (Adam 1e-4, batch 64, 20 epochs, early stopping on val loss
+with min_delta 0.001 and patience 2, best checkpoint kept) except the loss: Poisson on rates
+by default, the study's ``PoissonNLLLoss(log_input=True)`` quirk as ``poisson-log-input``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import RunConfig, TrainConfig
+from ..errors import InputError
+from ..evaluation.metrics import PearsonPerTrack
+from ..provenance import StageDir, write_config_snapshot
+from .checkpoint import Head, load_head, save_head
+from .data import WindowSource, make_loader, run_source
+from .losses import LOSSES
+from .models import make_head
+from .ridge import fit_ridge
+
+log = logging.getLogger("enformer_transfer")
+
+
+def select_tracks(tracks: pd.DataFrame, where: str | None) -> np.ndarray:
+    """Positions of the tracks matching a pandas query (all tracks when ``where`` is None)."""
+    if not where:
+        return np.arange(len(tracks))
+    try:
+        chosen = tracks.reset_index(drop=True).query(where)
+    except Exception as err:
+        raise InputError(
+            f"--tracks-where {where!r} is not a valid query on the targets table "
+            f"({type(err).__name__}: {err}); columns: {', '.join(tracks.columns)}"
+        ) from None
+    if chosen.empty:
+        raise InputError(f"--tracks-where {where!r} matches no track")
+    return chosen.index.to_numpy()
+
+
+def _lightning_module(cfg: TrainConfig, dim: int, n_tracks: int, train: WindowSource,
+                      valid: WindowSource | None, seed: int, init: dict | None):
+    import lightning as L
+
+    class HeadModule(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = make_head(cfg.model, dim, n_tracks, cfg.mlp_hidden)
+            if init is not None:
+                with torch.no_grad():
+                    self.model.linear.weight.copy_(init["weight"])
+                    self.model.linear.bias.copy_(init["bias"])
+            self.loss_fn = LOSSES[cfg.loss]
+
+        def _loss(self, batch):
+            pred = self.model(batch["x"])
+            return self.loss_fn(pred.float(), batch["y"], batch.get("mask"))
+
+        def training_step(self, batch, _):
+            loss = self._loss(batch)
+            self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]), sync_dist=True)
+            return loss
+
+        def validation_step(self, batch, _):
+            self.log("val_loss", self._loss(batch), on_epoch=True, batch_size=len(batch["x"]), sync_dist=True)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+
+        def train_dataloader(self):
+            return make_loader(train, cfg.batch_size, cfg.loader_workers, seed, True,
+                               self.trainer.global_rank, self.trainer.world_size)
+
+        def val_dataloader(self):
+            return make_loader(valid, cfg.batch_size, cfg.loader_workers, seed, False,
+                               self.trainer.global_rank, self.trainer.world_size)
+
+    return HeadModule()
+
+
+def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, out: Path,
+             seed: int = 0, progress: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Train a head on window sources; checkpoints and logs go to ``out``; resumes from
+    ``out/checkpoints/last.ckpt`` when present. Returns the best module and training facts."""
+    dim = int(train.embeddings.shape[-1])
+    n_tracks = len(train.track_index)
+    info: dict = {}
+    if cfg.model == "ridge" or cfg.init == "ridge":
+        ridge = fit_ridge(train, valid, cfg.ridge_lambdas, "cuda" if torch.cuda.is_available() else "cpu")
+        info["ridge"] = {"lambda": ridge["lambda"], "valid_pearson": ridge["valid_pearson"]}
+        if cfg.model == "ridge":
+            module = make_head("ridge", dim, n_tracks)
+            with torch.no_grad():
+                module.linear.weight.copy_(ridge["weight"])
+                module.linear.bias.copy_(ridge["bias"])
+            return module.eval(), info
+    if cfg.model != "linear" and cfg.init == "ridge":
+        raise InputError("--init ridge applies to the linear head only")
+    if valid is None or not len(valid):
+        raise InputError("training needs a valid split for early stopping; embed it (--splits train,valid,...)")
+
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    module = _lightning_module(cfg, dim, n_tracks, train, valid, seed,
+                               {"weight": ridge["weight"], "bias": ridge["bias"]} if cfg.init == "ridge" else None)
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "16-mixed" if torch.cuda.is_available() else "32-true"
+    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_loss", mode="min",
+                                  save_top_k=1, save_last=True)
+    stopper = EarlyStopping(monitor="val_loss", min_delta=cfg.min_delta, patience=cfg.patience, mode="min")
+    world = cfg.devices * cfg.num_nodes
+    trainer = L.Trainer(
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy="ddp" if world > 1 else "auto", precision=precision,
+        callbacks=[checkpoints, stopper],
+        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
+        deterministic=True, enable_progress_bar=progress, enable_model_summary=False,
+        use_distributed_sampler=False, num_sanity_val_steps=0, log_every_n_steps=1,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    if last.exists():
+        log.info("train: resuming from %s", last)
+    trainer.fit(module, ckpt_path=str(last) if last.exists() else None)
+    best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(best["state_dict"])
+    info.update({
+        "epochs": int(trainer.current_epoch),
+        "best_val_loss": float(checkpoints.best_model_score) if checkpoints.best_model_score is not None else None,
+        "stopped_early": bool(stopper.stopped_epoch),
+        "precision": precision,
+    })
+    return module.model.cpu().eval(), info
+
+
+def source_pearson(head: torch.nn.Module, source: WindowSource, batch_windows: int = 8) -> np.ndarray:
+    """Per-track Pearson of a head on a source, all bins of all windows pooled (streamed)."""
+    metric = PearsonPerTrack(len(source.track_index))
+    with torch.inference_mode():
+        for start in range(0, len(source), batch_windows):
+            items = [source.window(i) for i in range(start, min(len(source), start + batch_windows))]
+            x = torch.from_numpy(np.stack([e for e, _, _ in items]).astype(np.float32))
+            y = np.stack([t for _, t, _ in items])
+            masks = [m for _, _, m in items]
+            metric.update(head(x).numpy(), y, None if masks[0] is None else np.stack(masks))
+    return metric.pearson()
+
+
+def train_key(config: RunConfig, embeddings_record: dict, track_ids: list[str]) -> dict:
+    cfg = config.train.model_dump(mode="json", exclude={"loader_workers", "head"})
+    return {"embeddings": embeddings_record["key_digest"], "train": cfg, "tracks": track_ids, "seed": config.seed}
+
+
+def train_head(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
+    """Train (or resume, or skip) head ``config.train.head`` of the run; return its folder."""
+    from ..run import Run
+
+    started = time.time()
+    cfg = config.train
+    if config.run_dir is None:
+        raise InputError("train: no run directory given")
+    if not cfg.head.replace("-", "").replace("_", "").isalnum():
+        raise InputError(f"train: head name {cfg.head!r} must be letters, digits, '-' or '_'")
+    run = Run(config.run_dir)
+    embeddings_record = run.stage_record("embeddings")
+    tracks = run.tracks
+    track_index = select_tracks(tracks, cfg.tracks_where)
+    splits = embeddings_record["config"]["embed"]["splits"]
+    if "train" not in splits:
+        raise InputError(f"train: {run.path} has no train embeddings (embedded: {', '.join(splits)})")
+    train = run_source(run, "train", track_index)
+    valid = run_source(run, "valid", track_index) if "valid" in splits else None
+    track_ids = list(tracks["identifier"].iloc[track_index])
+    stage = StageDir(run.path / "heads", cfg.head, train_key(config, embeddings_record, track_ids))
+    state = stage.check(force)
+    if state == "done":
+        log.info("train: head %r up to date in %s (use --force to retrain)", cfg.head, stage.final)
+        return stage.final
+    write_config_snapshot(config)
+    out = stage.start()
+    module, info = fit_head(cfg, train, valid, out, config.seed, progress)
+
+    pearson = {}
+    for split in ("valid", "test"):
+        if split in splits:
+            pearson[split] = source_pearson(module, run_source(run, split, track_index))
+    dataset_record = run.stage_record("dataset")
+    chosen = tracks.iloc[track_index].reset_index(drop=True)
+    metadata = {
+        "name": cfg.head,
+        "model": cfg.model,
+        "dim": int(train.embeddings.shape[-1]),
+        "n_tracks": len(track_index),
+        "hidden": cfg.mlp_hidden,
+        "loss": cfg.loss,
+        "tracks": chosen.drop(columns=["file"]).astype(object).where(chosen.notna(), None).to_dict("records"),
+        "tracks_where": cfg.tracks_where,
+        "geometry": dataset_record["config"]["geometry"],
+        "backbone": embeddings_record["stats"]["backbone"],
+        "embeddings_key_digest": embeddings_record["key_digest"],
+        "config": cfg.model_dump(mode="json"),
+        "seed": config.seed,
+        "training": info,
+        "metrics": {
+            "pearson_mean": {s: float(np.nanmean(v)) for s, v in pearson.items()},
+            "pearson": {s: [None if np.isnan(x) else float(x) for x in v] for s, v in pearson.items()},
+        },
+    }
+    save_head(out, module, metadata)
+    final = stage.finish(config.model_dump(mode="json"), {"training": info, **metadata["metrics"]}, started)
+    summary = ", ".join(f"{s} {v:.3f}" for s, v in metadata["metrics"]["pearson_mean"].items())
+    print(f"train: head {cfg.head!r} ({cfg.model}, {cfg.loss}, {len(track_index)} tracks) mean Pearson {summary} -> {final}")
+    return final
+
+
+def run_head(run, name: str) -> Head:
+    return load_head(Path(run.path) / "heads" / name)
