@@ -14,6 +14,48 @@ import numpy as np
 import torch
 
 
+class RawWindowReader:
+    """Reads windows of an uncompressed zarr v3 array stored one window per chunk straight
+    from the chunk files (one ``readinto`` per window: no decoding, no per-call overhead).
+    ``RawWindowReader.of(array)`` returns None for arrays that do not qualify."""
+
+    def __init__(self, array):
+        from zarr.storage import LocalStore
+
+        self.root = Path(array.store_path.store.root) / array.store_path.path
+        self.encoding = array.metadata.chunk_key_encoding
+        self.shape = tuple(array.shape[1:])
+        self.dtype = np.dtype(array.dtype).newbyteorder("<")
+        self.fill = array.fill_value
+        self.n_zero_axes = len(self.shape)
+        assert isinstance(array.store_path.store, LocalStore)
+
+    @classmethod
+    def of(cls, array) -> RawWindowReader | None:
+        try:
+            from zarr.codecs import BytesCodec
+            from zarr.storage import LocalStore
+
+            ok = (
+                isinstance(array.store_path.store, LocalStore)
+                and not array.compressors and not array.filters
+                and isinstance(array.serializer, BytesCodec)
+                and array.chunks[0] == 1 and tuple(array.chunks[1:]) == tuple(array.shape[1:])
+                and str(array.serializer.endian.value) == "little"
+            )
+        except (AttributeError, ImportError):
+            return None
+        return cls(array) if ok else None
+
+    def read_into(self, i: int, out: np.ndarray) -> None:
+        path = self.root / self.encoding.encode_chunk_key((i,) + (0,) * self.n_zero_axes)
+        try:
+            with open(path, "rb") as handle:
+                handle.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+        except FileNotFoundError:  # a chunk never written holds the fill value
+            out[...] = self.fill
+
+
 @dataclass
 class WindowSource:
     """Array-likes indexed by window (zarr arrays, or NumPy arrays in tests)."""
@@ -28,8 +70,30 @@ class WindowSource:
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
 
-    def window(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        emb = np.asarray(self.embeddings[i])
+    def targets_of(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Targets (and masks) of several windows, reading each stored chunk once."""
+        order = np.argsort(indices, kind="stable")
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        chosen = indices[order]
+
+        def read(array):
+            if hasattr(array, "get_orthogonal_selection"):
+                values = np.asarray(array.get_orthogonal_selection((chosen, slice(None), self.track_index)))
+            else:
+                values = np.asarray(array[chosen])[..., self.track_index]
+            return values[back]
+
+        y = read(self.targets)
+        m = None if self.masks is None else read(self.masks)
+        if self.bins is not None:
+            keep = np.stack([np.asarray(self.bins[int(i)]) for i in indices]).astype(np.int64)
+            y = np.take_along_axis(y, keep[..., None], axis=1)
+            m = None if m is None else np.take_along_axis(m, keep[..., None], axis=1)
+        return y, m
+
+    def window(self, i: int, embeddings: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        emb = np.asarray(self.embeddings[i]) if embeddings else None
         y = np.asarray(self.targets[i])[:, self.track_index]
         m = None if self.masks is None else np.asarray(self.masks[i])[:, self.track_index]
         if self.bins is not None:
@@ -55,7 +119,9 @@ def run_source(run, split: str, track_index: np.ndarray) -> WindowSource:
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """torch view of a WindowSource; zarr arrays are reopened in each worker process."""
+    """torch view of a WindowSource, indexed by a list of windows (a whole batch per call, so
+    a batch is filled in place, without per-window collation); zarr arrays are reopened in
+    each worker process."""
 
     def __init__(self, source: WindowSource):
         self.source = source
@@ -87,25 +153,57 @@ class WindowDataset(torch.utils.data.Dataset):
                 setattr(self.source, name, store.open_array(Path(where[0]), where[1]))
         self._opened = True
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, indices):
         if self.source.embeddings is None:
             self._reopen()
-        emb, y, m = self.source.window(i)
-        item = {"x": torch.from_numpy(emb), "y": torch.from_numpy(y.astype(np.float32))}
-        if m is not None:
-            item["mask"] = torch.from_numpy(m)
-        return item
+        if isinstance(indices, int):
+            indices = [indices]
+        indices = np.asarray(indices, dtype=np.int64)
+        source = self.source
+        raw = getattr(self, "_raw", None)
+        if raw is None:
+            raw = self._raw = RawWindowReader.of(source.embeddings) or False
+        x = _batch_tensor((len(indices),) + tuple(source.embeddings.shape[1:]), _torch_dtype(source.embeddings.dtype))
+        for j, i in enumerate(indices):
+            if raw:
+                raw.read_into(int(i), x[j].numpy())
+            else:
+                x[j] = torch.from_numpy(np.asarray(source.embeddings[int(i)]))
+        y, mask = source.targets_of(indices)
+        batch = {"x": x, "y": torch.from_numpy(y.astype(np.float32))}
+        if mask is not None:
+            batch["mask"] = torch.from_numpy(mask)
+        return batch
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An empty batch tensor; in a DataLoader worker it is allocated in shared memory, as
+    torch's default collate does, so handing it to the main process copies nothing."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape))
+    proto = torch.empty(0, dtype=dtype)
+    storage = proto._typed_storage()._new_shared(numel, device=proto.device)
+    return proto.new(storage).resize_(shape)
+
+
+def _torch_dtype(dtype) -> torch.dtype:
+    return {np.dtype("float16"): torch.float16, np.dtype("float32"): torch.float32}[np.dtype(dtype)]
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
-    """Window order depends only on (seed, epoch): resuming an epoch replays the same order.
+    """Batches of windows whose order depends only on (seed, epoch): resuming an epoch
+    replays the same order. Under DDP each rank takes a strided share of the permutation
+    (padded to equal length)."""
 
-    Under DDP each rank takes a strided share of the permutation (padded to equal length).
-    """
-
-    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1,
+                 batch_size: int = 1):
         self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
+        self.batch_size = batch_size
         self.epoch = 0
+        # a trainer's epoch counter, read when an epoch's iterator is made: Lightning makes the
+        # first iterator of a resumed run before it calls set_epoch
+        self.epoch_source = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -121,18 +219,23 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return order
 
     def __iter__(self):
-        return iter(self._order().tolist())
+        if self.epoch_source is not None:
+            self.epoch = int(self.epoch_source())
+        order = self._order().tolist()
+        return iter([order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)])
 
     def __len__(self) -> int:
-        return len(self._order())
+        return -(-len(self._order()) // self.batch_size)
 
 
 def make_loader(source: WindowSource, batch_size: int, workers: int, seed: int, shuffle: bool,
-                rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
+                rank: int = 0, world: int = 1, epoch_source=None) -> torch.utils.data.DataLoader:
+    sampler = EpochShuffleSampler(len(source), seed, shuffle, rank, world, batch_size)
+    sampler.epoch_source = epoch_source
     return torch.utils.data.DataLoader(
         WindowDataset(source),
-        batch_size=batch_size,
-        sampler=EpochShuffleSampler(len(source), seed, shuffle, rank, world),
+        batch_size=None,  # the dataset fills whole batches
+        sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
         multiprocessing_context="spawn" if workers > 0 else None,

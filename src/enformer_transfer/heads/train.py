@@ -18,7 +18,7 @@ import torch
 from ..config import RunConfig, TrainConfig
 from ..errors import InputError
 from ..evaluation.metrics import PearsonPerTrack
-from ..provenance import StageDir, write_config_snapshot
+from ..provenance import StageDir
 from .checkpoint import Head, load_head, save_head
 from .data import WindowSource, make_loader, run_source
 from .losses import LOSSES
@@ -75,7 +75,8 @@ def _lightning_module(cfg: TrainConfig, dim: int, n_tracks: int, train: WindowSo
 
         def train_dataloader(self):
             return make_loader(train, cfg.batch_size, cfg.loader_workers, seed, True,
-                               self.trainer.global_rank, self.trainer.world_size)
+                               self.trainer.global_rank, self.trainer.world_size,
+                               epoch_source=lambda: self.trainer.fit_loop.epoch_progress.current.processed)
 
         def val_dataloader(self):
             return make_loader(valid, cfg.batch_size, cfg.loader_workers, seed, False,
@@ -185,8 +186,7 @@ def train_head(config: RunConfig, force: bool = False, progress: bool = True) ->
     if state == "done":
         log.info("train: head %r up to date in %s (use --force to retrain)", cfg.head, stage.final)
         return stage.final
-    write_config_snapshot(config)
-    out = stage.start()
+    out = stage.start()  # the head's own config goes to its stage.json / head.json, not RUN_DIR/config.toml
     module, info = fit_head(cfg, train, valid, out, config.seed, progress)
 
     pearson = {}
