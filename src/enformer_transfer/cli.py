@@ -101,6 +101,14 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .evaluation.evaluate import evaluate_head
+
+    evaluate_head(args.run_dir, args.head, args.splits, force=args.force, progress=not args.quiet,
+                  compare_run=args.compare_run, enformer_targets=args.enformer_targets)
+    return 0
+
+
 def cmd_backbone_init(args) -> int:
     from .backbone.load import init_backbone
 
@@ -216,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_config_flags(p, ["train"])
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="predict every window of each split with a head and score it")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--head", required=True, help="head name (RUN_DIR/heads/NAME)")
+    p.add_argument("--splits", type=lambda t: [x for x in t.split(",") if x], default=None,
+                   metavar="A,B", help="default: test,valid")
+    p.add_argument("--compare-run", type=Path, help="another run (e.g. a random backbone) evaluated with the same head name")
+    p.add_argument("--enformer-targets", type=Path, help="targets_human.txt, to name the backbone's own tracks")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("backbone", help="backbone utilities")
     bsub = p.add_subparsers(dest="backbone_command", required=True)

@@ -129,6 +129,15 @@ class Run:
         head.check_compatible(self)
         return head
 
+    def predictions(self, name: str, split: str):
+        """Stored predictions of head ``name``: array-like (windows, bins, tracks) float16."""
+        from .evaluation.evaluate import PREDICTIONS_STORE
+
+        folder = self._stage(f"evaluation/{name}", f"run 'enformer-transfer evaluate {self.path} --head {name}' first")
+        if not store.has_array(folder / PREDICTIONS_STORE, split):
+            raise InputError(f"{self.path}: head {name!r} was not evaluated on split {split!r}")
+        return store.open_array(folder / PREDICTIONS_STORE, split)
+
     def _check_split(self, split: str) -> None:
         if split not in self.splits:
             raise InputError(f"{self.path}: no split {split!r} (has {', '.join(self.splits)})")

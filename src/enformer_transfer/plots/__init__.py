@@ -1,0 +1,1 @@
+"""Every figure, one function per figure; no metric is computed here."""

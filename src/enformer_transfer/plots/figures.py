@@ -1,0 +1,148 @@
+"""Figures of the evaluation and the report. Each function draws given numbers and writes
+PNG and SVG; the numbers come from ``evaluation``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> list[Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in (".png", ".svg"):
+        target = path.with_suffix(ext)
+        fig.savefig(target, dpi=110, bbox_inches="tight")
+        out.append(target)
+    _plt().close(fig)
+    return out
+
+
+def pearson_boxplot(per_track: pd.DataFrame, grouping: str | None, path: Path) -> list[Path]:
+    """Per-track Pearson by split (and by group of ``grouping``), as the study's figures 1D/2B/3C."""
+    plt = _plt()
+    splits = list(dict.fromkeys(per_track["split"]))
+    groups = ["all"] + (sorted(g for g in per_track[grouping].dropna().astype(str).unique() if g)
+                        if grouping else [])
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(groups) * len(splits), 3.6))
+    data, labels, positions = [], [], []
+    pos = 0
+    for group in groups:
+        for split in splits:
+            part = per_track[per_track["split"] == split]
+            if group != "all":
+                part = part[part[grouping].astype(str) == group]
+            values = part["pearson"].dropna().to_numpy()
+            if len(values):
+                data.append(values)
+                labels.append(f"{group}\n{split}")
+                positions.append(pos)
+            pos += 1
+        pos += 0.5
+    ax.boxplot(data, positions=positions, widths=0.7)
+    for values, x in zip(data, positions, strict=True):
+        ax.scatter(np.full(len(values), x) + np.linspace(-0.15, 0.15, len(values)), values, s=8, alpha=0.6)
+    ax.set_xticks(positions, labels, fontsize=7)
+    ax.set_ylabel("Pearson r per track (all bins pooled)")
+    ax.set_title("Per-track Pearson by split" + (f" and {grouping}" if grouping else ""))
+    return _save(fig, path)
+
+
+def track_plot(coordinates: np.ndarray, observed: np.ndarray, predicted: np.ndarray, names: list[str],
+               region: str, path: Path) -> list[Path]:
+    """Observed (filled) and predicted (line) signal of several tracks over one region, stacked."""
+    plt = _plt()
+    n = len(names)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 0.9 * n + 0.8), sharex=True, squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.fill_between(coordinates, observed[:, i], step="mid", alpha=0.5, color="tab:blue", label="observed")
+        ax.plot(coordinates, predicted[:, i], color="tab:red", lw=1, label="predicted")
+        ax.set_ylabel(names[i], rotation=0, ha="right", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[0, 0].legend(fontsize=6, loc="upper right")
+    axes[-1, 0].set_xlabel(f"{region} (bp)")
+    return _save(fig, path)
+
+
+def scatter_observed_predicted(observed: np.ndarray, predicted: np.ndarray, name: str, pearson: float,
+                               path: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    ax.hexbin(observed, predicted, gridsize=40, bins="log", mincnt=1, cmap="viridis")
+    ax.set_xlabel("observed")
+    ax.set_ylabel("predicted")
+    ax.set_title(f"{name}: r = {pearson:.3f}", fontsize=8)
+    return _save(fig, path)
+
+
+def correlation_heatmaps(observed: np.ndarray, predicted: np.ndarray, names: list[str], path: Path) -> list[Path]:
+    """Track x track correlation matrices, observed and predicted, in the given (hierarchy) order."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, matrix, title in zip(axes, (observed, predicted), ("observed", "predicted"), strict=True):
+        im = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set_title(f"track x track correlation, {title}", fontsize=9)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
+        ax.set_yticks(range(len(names)), names, fontsize=5)
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    return _save(fig, path)
+
+
+def pearson_vs_property(values: np.ndarray, pearson: np.ndarray, names: list[str], xlabel: str,
+                        path: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    ax.scatter(values, pearson, s=14)
+    for x, y, n in zip(values, pearson, names, strict=True):
+        ax.annotate(n, (x, y), fontsize=5, alpha=0.7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test Pearson r")
+    return _save(fig, path)
+
+
+def pearson_by_position(position: pd.DataFrame, path: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for split, part in position.groupby("split", sort=False):
+        ax.plot(part["bin"], part["pearson_mean_over_tracks"], label=split)
+    ax.set_xlabel("bin position in the window")
+    ax.set_ylabel("Pearson over windows (mean over tracks)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def training_curves(logs: pd.DataFrame, path: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    for column in ("train_loss", "val_loss"):
+        if column in logs:
+            part = logs[["epoch", column]].dropna()
+            ax.plot(part["epoch"], part[column], marker="o", label=column)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def weight_similarity_heatmap(similarity: np.ndarray, rows: list[str], columns: list[str], path: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(columns), 1 + 0.25 * len(rows)))
+    im = ax.imshow(similarity, cmap="RdBu_r", vmin=-np.nanmax(np.abs(similarity)), vmax=np.nanmax(np.abs(similarity)),
+                   aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=6)
+    ax.set_title("head weights: cosine similarity to the backbone's tracks (best per assay)", fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _save(fig, path)
