@@ -109,6 +109,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report.html import write_report
+
+    print(f"report: {write_report(args.run_dir, args.head, args.out)}")
+    return 0
+
+
 def cmd_backbone_init(args) -> int:
     from .backbone.load import init_backbone
 
@@ -128,6 +135,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import pandas as pd
+
     from .pipeline import run_demo
     from .run import Run
 
@@ -137,7 +146,13 @@ def cmd_demo(args) -> int:
     print(f"demo: {len(run.tracks)} tracks; targets (windows, bins, tracks): {shapes}")
     shapes = ", ".join(f"{s} {tuple(run.embeddings(s).shape)}" for s in run.splits)
     print(f"demo: embeddings (windows, bins, dim): {shapes}")
+    for split in ("valid", "test"):
+        per_level = pd.read_csv(run_dir / "evaluation" / "default" / "per_level.csv")
+        levels = per_level[(per_level["split"] == split) & (per_level["grouping"] == "level")]
+        print(f"demo: {split} mean Pearson per level (default head | ridge): " + ", ".join(
+            f"{r.group} {r.pearson_mean:.3f} | {r.ridge_pearson_mean:.3f}" for r in levels.itertuples()))
     print(f"demo: run directory {run_dir}")
+    print(f"demo: report {run_dir / 'report.html'}")
     return 0
 
 
@@ -235,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="one self-contained HTML report of the run")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--head", nargs="*", default=None, help="evaluated heads to include (default: all)")
+    p.add_argument("--out", type=Path, help="default: RUN_DIR/report.html")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("backbone", help="backbone utilities")
     bsub = p.add_subparsers(dest="backbone_command", required=True)

@@ -11,10 +11,10 @@ from .errors import InputError
 
 log = logging.getLogger("enformer_transfer")
 
-STAGES = ("dataset", "embed", "train")
+STAGES = ("dataset", "embed", "train", "evaluate", "report")
 
 
-def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
+def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True, evaluate: bool = True) -> Path:
     if config.run_dir is None:
         raise InputError("the config has no run_dir; set run_dir or pass --out RUN_DIR")
     build_dataset(config, force=force, progress=progress)
@@ -25,6 +25,12 @@ def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True) 
         from .heads.train import train_head
 
         train_head(config, force=force, progress=progress)
+        if evaluate:
+            from .evaluation.evaluate import evaluate_head
+            from .report.html import write_report
+
+            evaluate_head(config.run_dir, config.train.head, force=force, progress=progress)
+            write_report(config.run_dir)
     else:
         log.info("embed: skipped (no embed.backbone in the config)")
     return config.run_dir
@@ -63,10 +69,16 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     config.train.batch_size = 4
     config.train.max_epochs = 40
     config.train.loader_workers = 0
-    run_pipeline(config, force=force, progress=progress)
+    run_pipeline(config, force=force, progress=progress, evaluate=False)
     from .heads.train import train_head
 
     ridge = config.model_copy(deep=True)
     ridge.train.head, ridge.train.model = "ridge", "ridge"
     train_head(ridge, force=force, progress=progress)
+    from .evaluation.evaluate import evaluate_head
+    from .report.html import write_report
+
+    evaluate_head(config.run_dir, "ridge", force=force, progress=progress)
+    evaluate_head(config.run_dir, config.train.head, force=force, progress=progress)  # ridge as its baseline
+    write_report(config.run_dir)
     return config.run_dir
