@@ -116,6 +116,32 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .evaluation.predict import predict_fasta, predict_regions, read_regions
+    from .run import Run
+
+    run = Run(args.run_dir)
+    if args.fasta:
+        print(f"predict: {predict_fasta(run, args.head, args.fasta, args.out, args.batch_size)}")
+        return 0
+    from .config import RunConfig
+    from .genome.sequence import Genome
+
+    dataset = RunConfig.model_validate(run.stage_record("dataset")["config"]).dataset
+    regions = read_regions(args.regions, args.chrom, Genome(dataset.genome, dataset.chrom_aliases).sizes)
+    paths = predict_regions(run, args.head, args.out, regions, args.stride, args.batch_size)
+    print(f"predict: {len(paths)} BigWigs -> {args.out}")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from .evaluation.weights import weight_similarity
+    from .run import Run
+
+    print(f"weights: {weight_similarity(Run(args.run_dir), args.head, args.enformer_targets, args.top)}")
+    return 0
+
+
 def cmd_backbone_init(args) -> int:
     from .backbone.load import init_backbone
 
@@ -256,6 +282,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", nargs="*", default=None, help="evaluated heads to include (default: all)")
     p.add_argument("--out", type=Path, help="default: RUN_DIR/report.html")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("predict", help="predictions of a head as BigWigs (regions, chromosomes) or a table (FASTA)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--head", required=True)
+    p.add_argument("--regions", type=Path, help="BED of regions, tiled into windows")
+    p.add_argument("--chrom", nargs="*", help="whole chromosomes")
+    p.add_argument("--fasta", type=Path, help="sequences of exactly the model input length: write a table")
+    p.add_argument("--out", type=Path, required=True, help="folder for BigWigs (or the table file with --fasta)")
+    p.add_argument("--stride", type=int, default=None, help="bp between windows (default: half the target interval)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("weights", help="compare a head's weights with the backbone's own human-head tracks")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--head", required=True)
+    p.add_argument("--enformer-targets", type=Path, help="targets_human.txt naming the backbone's tracks")
+    p.add_argument("--top", type=int, default=5)
+    p.set_defaults(func=cmd_weights)
 
     p = sub.add_parser("backbone", help="backbone utilities")
     bsub = p.add_subparsers(dest="backbone_command", required=True)

@@ -54,7 +54,7 @@ def evaluation_figures(run, name: str, out: Path, per_track: pd.DataFrame, split
                                          figures / "tracks_example")
     for t, ident in enumerate(ids):
         made[f"track_{ident}"] = draw.track_plot(coords, obs[:, [t]], pred[:, [t]], [ident], region,
-                                                 figures / "tracks" / _safe(ident))
+                                                 figures / "tracks" / safe_filename(ident))
     # scatter of observed vs predicted bins for the best and the worst track of the split
     part = per_track[per_track["split"] == split].reset_index(drop=True)
     rng = np.random.default_rng(0)
@@ -84,5 +84,5 @@ def evaluation_figures(run, name: str, out: Path, per_track: pd.DataFrame, split
     return made
 
 
-def _safe(name: str) -> str:
+def safe_filename(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -166,10 +166,10 @@ def write_report(run_dir: Path | str, heads: list[str] | None = None, out: Path 
         parts.append("<h3>Per track</h3><p class='small'>click a column to sort; an identifier links to its track plot</p>")
         parts.append(_table(per_track[keep], link_column="identifier", link_prefix=f"{head}-track-"))
         parts.append("<h3>Track plots</h3>")
-        from ..evaluation.figures import _safe
+        from ..evaluation.figures import safe_filename
 
         for ident in meta["tracks"]:
-            path = figures / "tracks" / f"{_safe(ident['identifier'])}.png"
+            path = figures / "tracks" / f"{safe_filename(ident['identifier'])}.png"
             if path.is_file():
                 parts.append(_img(path, ident["identifier"], anchor=f"{head}-track-{ident['identifier']}"))
     document = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>enformer-transfer report</title>"
