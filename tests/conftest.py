@@ -26,6 +26,14 @@ def synthetic(tmp_path_factory):
     return make_synthetic(tmp_path_factory.mktemp("synthetic"), seed=0)
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The whole demo pipeline, run once; tests that change it work on a copy."""
+    from enformer_transfer.pipeline import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("demo"), progress=False)
+
+
 @pytest.fixture(autouse=True)
 def _propagate_logs():
     # the CLI configures the root logger; keep our logger visible to caplog

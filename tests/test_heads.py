@@ -110,13 +110,6 @@ def test_select_tracks():
 
 # --- on a demo run ---------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    from enformer_transfer.pipeline import run_demo
-
-    return run_demo(tmp_path_factory.mktemp("demo"), progress=False)
-
-
 def test_demo_heads_are_self_describing(demo_run):
     run = Run(demo_run)
     assert run.heads() == ["default", "ridge"]

@@ -31,8 +31,8 @@ WINDOWS_PER_STEP = 8
 
 
 def grouping_columns(tracks: pd.DataFrame) -> list[str]:
-    """Metadata columns that group tracks (cell-type levels): text with 2+ groups of 2+ tracks,
-    or a 'level' column."""
+    """Metadata columns that group tracks (cell-type levels): text columns with at least two
+    distinct values and fewer distinct values than tracks (empty = not at that level)."""
     out = []
     for col in metadata_columns(tracks):
         values = tracks[col].astype(str).replace({"nan": "", "None": ""})
@@ -40,7 +40,7 @@ def grouping_columns(tracks: pd.DataFrame) -> list[str]:
         if values.empty or pd.api.types.is_numeric_dtype(tracks[col]):
             continue
         counts = values.value_counts()
-        if col == "level" or (len(counts) >= 2 and (counts >= 2).any() and len(counts) < len(tracks)):
+        if 2 <= len(counts) < len(tracks):
             out.append(col)
     return out
 
@@ -95,8 +95,9 @@ def evaluate_head(run_dir: Path | str, name: str, splits: list[str] | None = Non
                                         (1, n_bins, n_tracks), "float16")
         metrics = SplitMetrics(n_tracks, n_bins, n_windows, seed=0)
         for start, stop, pred, obs, mask in _windows_of(run, split, head, track_index):
-            pred_store[start:stop] = np.clip(pred, -F16_MAX, F16_MAX).astype(np.float16)
-            metrics.update(pred, obs, mask)
+            stored = np.clip(pred, -F16_MAX, F16_MAX).astype(np.float16)
+            pred_store[start:stop] = stored
+            metrics.update(stored, obs, mask)  # scored as stored: anyone can recompute it from the store
             bar.update(stop - start)
         pred_means, obs_means = metrics.track_means()
         across = AcrossTracksPerBin(obs_means, pred_means)
