@@ -206,3 +206,16 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     assert 'data-ready="1"' in dom, result.stderr[-2000:]  # the page's script ran to its end
     assert '<pre id="js-errors"></pre>' in dom  # and no error was caught on the way
     assert dom.count('class="sortable"') >= 4
+
+
+def test_compare_run_and_whole_chromosome_prediction(demo_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(demo_run, other)
+    assert main(["evaluate", str(other), "--head", "default", "--compare-run", str(demo_run), "--force", "--quiet"]) == 0
+    table = pd.read_csv(other / "evaluation" / "default" / "per_track.csv")
+    np.testing.assert_allclose(table["compare_run_pearson"], table["pearson"])
+    assert main(["predict", str(demo_run), "--head", "ridge", "--chrom", "chr3", "--out", str(tmp_path / "bw")]) == 0
+    reader = pybigtools.open(str(tmp_path / "bw" / "00_Glutamatergic.bw"))
+    assert reader.chroms() == {"chr3": 200_000}
+    values = reader.values("chr3", 0, 200_000, fillna=np.nan)
+    assert np.isfinite(values).mean() > 0.95  # the whole chromosome but its last partial bin

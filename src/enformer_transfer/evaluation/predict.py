@@ -71,10 +71,10 @@ def tile_region(start: int, end: int, target_length: int, bin_size: int, stride:
     if stride <= 0 or stride % bin_size or stride > target_length:
         raise InputError(f"stride {stride} must be a positive multiple of the bin size ({bin_size}) "
                          f"and at most the target interval ({target_length})")
-    last = max(start, min(end, chrom_size) - target_length)
-    starts = list(range(start, last + 1, stride))
-    if starts[-1] + target_length < min(end, chrom_size):
-        starts.append(starts[-1] + stride)
+    stop = min(end, chrom_size)
+    starts = list(range(start, max(start, stop - target_length) + 1, stride))
+    if starts[-1] + target_length < stop:  # one more window, on the bin grid, reaching the end
+        starts.append(start + -(-(stop - target_length - start) // bin_size) * bin_size)
     return starts
 
 
@@ -113,7 +113,7 @@ def predict_regions(run, head_name: str, out_dir: Path | str, regions: pd.DataFr
                 values[slot][better] = pred[better]
         for b in range(n_out):
             a = first + b * g.bin_size
-            if a + g.bin_size <= start or a >= end:
+            if a < start or a + g.bin_size > end:  # whole bins inside the region (and chromosome)
                 continue
             for t in range(len(tracks)):
                 per_track[t].append((chrom, a, a + g.bin_size, float(values[b, t])))
@@ -124,6 +124,10 @@ def predict_regions(run, head_name: str, out_dir: Path | str, regions: pd.DataFr
         tmp = path.with_name(path.stem + ".partial.bw")  # pybigtools wants the .bw suffix
         writer = pybigtools.open(str(tmp), "w")
         writer.write(chrom_sizes, iter(per_track[t]))
+        try:
+            pybigtools.open(str(tmp)).close()
+        except Exception as err:
+            raise InputError(f"predict: writing {path} failed ({err})") from None
         tmp.replace(path)
         paths.append(path)
     log.info("predict: %d BigWigs (%s, bin %d bp) in %s", len(paths), head_name, g.bin_size, out_dir)
