@@ -1,15 +1,14 @@
 """Embeddings: equal to a direct enformer-pytorch forward pass; resumable; two processes; bad inputs."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyfaidx
 import pytest
 import torch
+from _kill import kill_when
 
 from enformer_transfer import InputError, Run, RunConfig, build_dataset
 from enformer_transfer.backbone.embed import embed_run
@@ -146,15 +145,8 @@ def test_resume_after_kill_gives_identical_result(fresh_run, backbone, tmp_path)
     reference = tmp_path / "reference"
     shutil.copytree(fresh_run, reference)
     progress = fresh_run / "embeddings.partial" / "progress" / "train.rank0.txt"
-    proc = subprocess.Popen(_cli(fresh_run, backbone, "--batch-size", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if progress.exists() and progress.read_text().count(";") >= 5:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "embed finished before it could be killed"
+    kill_when(_cli(fresh_run, backbone, "--batch-size", "1"),
+              lambda: progress.exists() and progress.read_text().count(";") >= 5)
     assert not (fresh_run / "embeddings").exists()
     done_before = progress.read_text().count(";")
     result = subprocess.run(_cli(fresh_run, backbone, "--batch-size", "1"), capture_output=True, text=True)

@@ -1,18 +1,16 @@
 """Head training: losses, ridge, recovery of a known head, self-describing checkpoints, resume."""
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import zarr
+from _kill import kill_when
 
 from enformer_transfer import InputError, Run
 from enformer_transfer.config import TrainConfig
@@ -194,19 +192,14 @@ def test_resume_after_kill_gives_the_same_weights(demo_run, tmp_path):
     args = ["--head", "resume", "--max-epochs", "8", "--patience", "100", "--quiet"]
     cmd = [sys.executable, "-m", "enformer_transfer.cli", "train", str(run_dir), *args]
     last = run_dir / "heads" / "resume.partial" / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    seen = None
-    while time.time() < deadline:
+    stamps = set()
+
+    def second_checkpoint_written() -> bool:
         if last.exists():
-            stamp = last.stat().st_mtime_ns
-            if seen is not None and stamp != seen:  # the second epoch's checkpoint is written
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            seen = stamp
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+            stamps.add(last.stat().st_mtime_ns)
+        return len(stamps) >= 2
+
+    kill_when(cmd, second_checkpoint_written, poll=0.01)
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming from" in result.stderr

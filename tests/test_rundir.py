@@ -1,14 +1,12 @@
 """Run directory: skip when up to date, refuse stale results, --force, resume after kill -9."""
 
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from _kill import kill_when
 
 from enformer_transfer import Run, RunConfig, StaleStageError, build_dataset, load_config
 from enformer_transfer.cli import main
@@ -101,16 +99,8 @@ def test_resume_after_kill(synthetic, tmp_path):
             "--windows", str(synthetic.windows), "--blacklist", str(synthetic.blacklist),
             "--seq-length", "16384", "--n-bins", "64", "--quiet"]
     progress = config.run_dir / "dataset.partial" / "progress" / "train.txt"
-    proc = subprocess.Popen([sys.executable, "-m", "enformer_transfer.cli", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if progress.exists() and progress.read_text().count(";") >= 3:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.002)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+    kill_when([sys.executable, "-m", "enformer_transfer.cli", *args],
+              lambda: progress.exists() and progress.read_text().count(";") >= 3)
     assert not (config.run_dir / "dataset").exists()  # nothing that looks complete
     done_before = progress.read_text().count(";")
     result = subprocess.run([sys.executable, "-m", "enformer_transfer.cli", *args], capture_output=True, text=True)

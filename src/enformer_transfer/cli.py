@@ -21,6 +21,10 @@ log = logging.getLogger("enformer_transfer")
 FLAG_SECTIONS: dict[str, type[BaseModel]] = {"geometry": Geometry, "dataset": DatasetConfig, "embed": EmbedConfig, "train": TrainConfig}
 
 
+def _comma_list(text: str) -> list[str]:
+    return [part for part in text.split(",") if part]
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> None:
     for section in sections:
         group = parser.add_argument_group(f"{section} settings (also [{section}] in the config)")
@@ -34,7 +38,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> N
             if typing.get_origin(annotation) is typing.Literal:
                 kwargs["choices"] = list(args)
             elif typing.get_origin(base) is list:
-                kwargs["type"] = lambda text: [part for part in text.split(",") if part]
+                kwargs["type"] = _comma_list
                 kwargs["metavar"] = "A,B,..."
             elif base is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
@@ -250,27 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, ["geometry", "dataset", "embed"])
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("embed", help="Enformer's trunk over every window -> RUN_DIR/embeddings")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--config", type=Path, help="TOML run config (default: RUN_DIR/config.toml)")
-    p.add_argument("--force", action="store_true", help="recompute even if up to date")
-    p.add_argument("--quiet", action="store_true")
-    _add_config_flags(p, ["embed"])
-    p.set_defaults(func=cmd_embed)
-
-    p = sub.add_parser("train", help="train a head on the stored embeddings -> RUN_DIR/heads/NAME")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--config", type=Path, help="TOML run config (default: RUN_DIR/config.toml)")
-    p.add_argument("--force", action="store_true", help="retrain even if up to date")
-    p.add_argument("--quiet", action="store_true")
-    _add_config_flags(p, ["train"])
-    p.set_defaults(func=cmd_train)
+    for name, section, func, text in (
+        ("embed", "embed", cmd_embed, "Enformer's trunk over every window -> RUN_DIR/embeddings"),
+        ("train", "train", cmd_train, "train a head on the stored embeddings -> RUN_DIR/heads/NAME"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+        p.add_argument("--config", type=Path, help="TOML run config (default: RUN_DIR/config.toml)")
+        p.add_argument("--force", action="store_true", help="redo even if up to date")
+        p.add_argument("--quiet", action="store_true")
+        _add_config_flags(p, [section])
+        p.set_defaults(func=func)
 
     p = sub.add_parser("evaluate", help="predict every window of each split with a head and score it")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--head", required=True, help="head name (RUN_DIR/heads/NAME)")
-    p.add_argument("--splits", type=lambda t: [x for x in t.split(",") if x], default=None,
-                   metavar="A,B", help="default: test,valid")
+    p.add_argument("--splits", type=_comma_list, default=None, metavar="A,B", help="default: test,valid")
     p.add_argument("--compare-run", type=Path, help="another run (e.g. a random backbone) evaluated with the same head name")
     p.add_argument("--enformer-targets", type=Path, help="targets_human.txt, to name the backbone's own tracks")
     p.add_argument("--force", action="store_true")

@@ -92,6 +92,10 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
     dim = int(train.embeddings.shape[-1])
     n_tracks = len(train.track_index)
     info: dict = {}
+    if cfg.model == "mlp" and cfg.init == "ridge":
+        raise InputError("--init ridge applies to the linear head only")
+    if cfg.model != "ridge" and (valid is None or not len(valid)):
+        raise InputError("training needs a valid split for early stopping; embed it (--splits train,valid,...)")
     if cfg.model == "ridge" or cfg.init == "ridge":
         ridge = fit_ridge(train, valid, cfg.ridge_lambdas, "cuda" if torch.cuda.is_available() else "cpu")
         info["ridge"] = {"lambda": ridge["lambda"], "valid_pearson": ridge["valid_pearson"]}
@@ -101,10 +105,6 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
                 module.linear.weight.copy_(ridge["weight"])
                 module.linear.bias.copy_(ridge["bias"])
             return module.eval(), info
-    if cfg.model != "linear" and cfg.init == "ridge":
-        raise InputError("--init ridge applies to the linear head only")
-    if valid is None or not len(valid):
-        raise InputError("training needs a valid split for early stopping; embed it (--splits train,valid,...)")
 
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint

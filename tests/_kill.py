@@ -1,0 +1,19 @@
+"""Kill a real process with SIGKILL at a moment a test chooses (for resume tests)."""
+
+import os
+import signal
+import subprocess
+import time
+
+
+def kill_when(cmd: list[str], ready, timeout: float = 120, poll: float = 0.002) -> None:
+    """Run ``cmd``; SIGKILL it as soon as ``ready()`` is true; fail if it ended first."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if ready():
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(poll)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the process finished before it could be killed"
