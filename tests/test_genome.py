@@ -55,6 +55,18 @@ def test_fasta_and_2bit_give_the_same_sequence(tmp_path):
         a.fetch("MT", 0, 6)
 
 
+def test_bgzip_fasta(tmp_path):
+    from Bio import bgzf
+
+    seqs = {"chr1": "ACGTNACGTTTGCA" * 2000, "chr2": "GGGCCCAAATTT" * 50}
+    with bgzf.BgzfWriter(str(tmp_path / "g.fa.gz"), "wb") as handle:
+        for name, seq in seqs.items():
+            handle.write(f">{name}\n" + "".join(seq[i : i + 60] + "\n" for i in range(0, len(seq), 60)))
+    genome = Genome(tmp_path / "g.fa.gz")
+    assert genome.sizes == {k: len(v) for k, v in seqs.items()}
+    assert genome.fetch("chr1", 27_950, 28_010) == seqs["chr1"][27_950:]
+
+
 def test_bad_genome_file(tmp_path):
     bad = tmp_path / "g.fa"
     bad.write_bytes(b"\x00\x01binary")

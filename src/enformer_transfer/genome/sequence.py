@@ -36,7 +36,7 @@ class Genome:
         except Exception as err:  # pyfaidx/py2bit raise many types for malformed files
             raise InputError(
                 f"{self.path}: cannot read as FASTA or 2bit ({type(err).__name__}: {err}); "
-                "a bgzip FASTA needs its .fai and .gzi index files"
+                "a compressed FASTA must be bgzip-compressed (bgzip, not gzip)"
             ) from None
         self.names = ChromNames(self.sizes, chrom_aliases)
 
