@@ -143,6 +143,16 @@ def test_head_refused_on_a_run_with_other_tracks(demo_run, tmp_path):
         Run(other).head("default")
 
 
+def test_head_refused_on_a_run_with_other_geometry(demo_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(demo_run, other)
+    record = json.loads((other / "dataset" / "stage.json").read_text())
+    record["config"]["geometry"]["n_bins"] = 32
+    (other / "dataset" / "stage.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match="trained on geometry"):
+        Run(other).head("default")
+
+
 def test_subset_heads_mlp_and_losses(demo_run, tmp_path):
     from enformer_transfer.cli import main
 

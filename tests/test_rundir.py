@@ -131,11 +131,14 @@ def test_run_command_with_toml_config(synthetic, tmp_path, capsys):
         f'[dataset]\ngenome = "{synthetic.genome}"\ntargets = "{synthetic.targets}"\n'
         f'windows = "{synthetic.windows}"\nworkers = 1\n'
     )
-    assert main(["run", str(config_path), "--quiet", "--transform-order", "new"]) == 0
+    assert main(["run", str(config_path), "--quiet", "--transform-order", "new",
+                 "--set", "train.batch_size=8", "--set", "train.tracks_where=level == 'Class'"]) == 0
     snapshot = load_config(tmp_path / "run" / "config.toml")
     assert snapshot.seed == 3 and snapshot.dataset.transform_order == "new"  # flag overrides file
+    assert snapshot.train.batch_size == 8 and snapshot.train.tracks_where == "level == 'Class'"
     assert Run(tmp_path / "run").targets("valid").shape[1:] == (64, 12)
     assert main(["run", str(config_path), "--quiet", "--transform-order", "new"]) == 0  # resumes: up to date
+    assert main(["run", str(config_path), "--quiet", "--set", "nosection.key=1"]) == 2
     bad = tmp_path / "bad.toml"
     bad.write_text("[dataset]\nno_such_key = 1\n")
     assert main(["run", str(bad)]) == 2

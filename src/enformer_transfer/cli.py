@@ -12,7 +12,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ._version import __version__
-from .config import DatasetConfig, EmbedConfig, Geometry, RunConfig, TrainConfig, load_config
+from .config import (
+    DatasetConfig,
+    EmbedConfig,
+    Geometry,
+    RunConfig,
+    TrainConfig,
+    load_config,
+    tomllib,
+)
 from .errors import EnformerTransferError
 
 log = logging.getLogger("enformer_transfer")
@@ -50,6 +58,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: list[str]) -> N
                 kwargs["metavar"] = "PATH"
             group.add_argument(flag, **kwargs)
     parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="random seed")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="set any config key, e.g. --set train.batch_size=8 (TOML value syntax)")
 
 
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -61,6 +71,16 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
             data[section][name] = value
     if "seed" in vars(args):
         data["seed"] = args.seed
+    for item in getattr(args, "overrides", []):
+        key, sep, text = item.partition("=")
+        section, _, name = key.strip().rpartition(".")
+        if not sep or not name or (section and section not in data):
+            raise EnformerTransferError(f"--set {item!r}: expected SECTION.KEY=VALUE with a section of the config")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word: a string
+        (data[section] if section else data)[name] = value
     if getattr(args, "out", None) is not None:
         data["run_dir"] = args.out
     try:
