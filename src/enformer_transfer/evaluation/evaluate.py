@@ -237,8 +237,8 @@ def _zero_shot_pearson(run, split, track_index, choice) -> np.ndarray:
     for start in range(0, backbone.shape[0], WINDOWS_PER_STEP):
         x = np.asarray(backbone[start : start + WINDOWS_PER_STEP], dtype=np.float64)[..., choice]
         y = np.asarray(targets[start : start + WINDOWS_PER_STEP])[..., track_index].astype(np.float64)
-        flat = (-1, len(track_index))
-        sums.add(x.reshape(flat), y.reshape(flat), np.ones(x.size // flat[1] * flat[1]).reshape(flat), 0)
+        x, y = x.reshape(-1, len(track_index)), y.reshape(-1, len(track_index))
+        sums.add(x, y, np.ones_like(x), 0)
     return sums.pearson()
 
 

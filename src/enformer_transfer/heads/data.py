@@ -92,15 +92,11 @@ class WindowSource:
             m = None if m is None else np.take_along_axis(m, keep[..., None], axis=1)
         return y, m
 
-    def window(self, i: int, embeddings: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-        emb = np.asarray(self.embeddings[i]) if embeddings else None
-        y = np.asarray(self.targets[i])[:, self.track_index]
-        m = None if self.masks is None else np.asarray(self.masks[i])[:, self.track_index]
-        if self.bins is not None:
-            keep = np.asarray(self.bins[i]).astype(np.int64)
-            y = y[keep]
-            m = None if m is None else m[keep]
-        return emb, y, m
+    def window(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One window: embeddings (bins, dim), targets (bins, tracks), mask or None."""
+        emb = np.asarray(self.embeddings[i])
+        y, m = self.targets_of(np.array([i]))
+        return emb, y[0], None if m is None else m[0]
 
 
 def run_source(run, split: str, track_index: np.ndarray) -> WindowSource:
