@@ -219,3 +219,17 @@ def test_resume_after_kill_gives_the_same_weights(demo_run, tmp_path):
     fresh = torch.load(reference / "heads" / "resume" / "head.pt", weights_only=False)["state_dict"]
     for key in fresh:
         assert torch.equal(resumed[key], fresh[key]), key
+
+
+def test_two_process_ddp_training_on_cpu(demo_run, tmp_path):
+    """Lightning DDP (gloo) with two processes: each rank trains on half the windows, rank 0 saves."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(demo_run, run_dir, ignore=shutil.ignore_patterns("heads", "evaluation"))
+    cmd = [sys.executable, "-m", "enformer_transfer.cli", "train", str(run_dir), "--head", "ddp", "--devices", "2",
+           "--accelerator", "cpu", "--max-epochs", "2", "--loader-workers", "0", "--batch-size", "4", "--quiet"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = Run(run_dir).head("ddp").metadata
+    assert meta["training"]["world_size"] == 2 and meta["training"]["epochs"] == 2
+    metrics = pd.read_csv(run_dir / "heads" / "ddp" / "logs" / "metrics.csv")
+    assert metrics["val_loss"].notna().sum() == 2

@@ -132,6 +132,8 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
     if last.exists():
         log.info("train: resuming from %s", last)
     trainer.fit(module, ckpt_path=str(last) if last.exists() else None)
+    info["world_size"] = trainer.world_size
+    info["rank"] = trainer.global_rank
     best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=False)
     module.load_state_dict(best["state_dict"])
     info.update({
@@ -188,7 +190,8 @@ def train_head(config: RunConfig, force: bool = False, progress: bool = True) ->
         return stage.final
     out = stage.start()  # the head's own config goes to its stage.json / head.json, not RUN_DIR/config.toml
     module, info = fit_head(cfg, train, valid, out, config.seed, progress)
-
+    if info.pop("rank", 0) != 0:  # DDP: rank 0 scores, saves and finishes the stage
+        return stage.final
     pearson = {}
     for split in ("valid", "test"):
         if split in splits:
