@@ -1,7 +1,8 @@
 """enformer-transfer: teach a pretrained Enformer new genomic tracks.
 
-Public API (mirrors the CLI): ``Run`` reads a run directory; ``build_dataset``,
-``run_pipeline``, ``run_demo`` run stages; ``RunConfig`` / ``load_config`` configure them.
+Public API (mirrors the CLI): ``Run`` reads a run directory; ``build_dataset``, ``embed_run``,
+``train_head``, ``evaluate_head``, ``write_report``, ``predict_regions``, ``weight_similarity``,
+``run_pipeline`` and ``run_demo`` run stages; ``RunConfig`` / ``load_config`` configure them.
 Names are imported on first use, so worker processes and ``--help`` start fast.
 """
 
@@ -23,6 +24,13 @@ _EXPORTS = {
     "EnformerTransferError": ".errors",
     "InputError": ".errors",
     "StaleStageError": ".errors",
+    "embed_run": ".backbone.embed",
+    "init_backbone": ".backbone.load",
+    "train_head": ".heads.train",
+    "evaluate_head": ".evaluation.evaluate",
+    "predict_regions": ".evaluation.predict",
+    "weight_similarity": ".evaluation.weights",
+    "write_report": ".report.html",
     "run_demo": ".pipeline",
     "run_pipeline": ".pipeline",
     "Run": ".run",
