@@ -94,6 +94,10 @@ def read_windows_bed(path: Path | str, geometry: Geometry) -> Windows:
             rows.append((fields[0], start, end, split, lineno))
     if not rows:
         raise InputError(f"{path}: no windows (the BED file is empty); give at least one 'chrom start end split' row")
+    unusual = sorted({r[3] for r in rows} - set(KNOWN_SPLITS))
+    if unusual:
+        log.warning("%s: split name(s) %s are not train/valid/test; they are kept as splits of their own",
+                    path, ", ".join(unusual[:5]))
     return windows_from_rows(rows, geometry, source=str(path))
 
 
