@@ -296,13 +296,17 @@ def _extreme_clip_and_stats(work: Path, windows: Windows, tracks: pd.DataFrame, 
         done = clip_log.done()
         for chunk, (a, b) in enumerate(store.chunk_ranges(arr.shape[0], arr.chunks[0])):
             values = np.asarray(arr[a:b])
+            counts_file = work / "progress" / f"clip-{split}-{chunk}.npy"
             if thresholds is not None and chunk not in done:
                 lim = thresholds.astype(np.float32)
                 v32 = values.astype(np.float32)
-                n_clipped += ((v32 > lim) | (v32 < -lim)).reshape(-1, n_tracks).sum(axis=0)
+                if not counts_file.exists():  # counted before this chunk was first clipped
+                    np.save(counts_file, ((v32 > lim) | (v32 < -lim)).reshape(-1, n_tracks).sum(axis=0))
                 values = np.clip(values, -thresholds, thresholds)
                 arr[a:b] = values
                 clip_log.add(chunk)
+            if thresholds is not None:  # counts survive an interrupted, resumed clip pass
+                n_clipped += np.load(counts_file)
             v = values.reshape(-1, n_tracks).astype(np.float64)
             total += v.sum(axis=0)
             total_sq += (v * v).sum(axis=0)
