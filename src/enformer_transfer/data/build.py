@@ -301,7 +301,9 @@ def _extreme_clip_and_stats(work: Path, windows: Windows, tracks: pd.DataFrame, 
                 lim = thresholds.astype(np.float32)
                 v32 = values.astype(np.float32)
                 if not counts_file.exists():  # counted before this chunk was first clipped
-                    np.save(counts_file, ((v32 > lim) | (v32 < -lim)).reshape(-1, n_tracks).sum(axis=0))
+                    tmp = counts_file.with_name(counts_file.stem + ".partial.npy")
+                    np.save(tmp, ((v32 > lim) | (v32 < -lim)).reshape(-1, n_tracks).sum(axis=0))
+                    os.replace(tmp, counts_file)
                 values = np.clip(values, -thresholds, thresholds)
                 arr[a:b] = values
                 clip_log.add(chunk)
