@@ -117,10 +117,11 @@ def evaluate_head(run_dir: Path | str, name: str, splits: list[str] | None = Non
             table[metric] = values
         table["note"] = np.where(np.isnan(per_track["pearson"]), "zero variance: no correlation", "")
         rows.append(table)
-        by_position = metrics.per_position()
-        with np.errstate(all="ignore"):
-            positions.append(pd.DataFrame({"split": split, "bin": np.arange(n_bins),
-                                           "pearson_mean_over_tracks": np.nanmean(by_position, axis=1)}))
+        by_position = metrics.per_position()  # NaN where a position has no unmasked bins
+        counted = (~np.isnan(by_position)).sum(axis=1)
+        mean_by_position = np.where(counted > 0, np.nansum(by_position, axis=1) / np.maximum(counted, 1), np.nan)
+        positions.append(pd.DataFrame({"split": split, "bin": np.arange(n_bins),
+                                       "pearson_mean_over_tracks": mean_by_position}))
         summary["splits"][split] = {
             "windows": n_windows,
             "pearson_mean": _nanmean(per_track["pearson"]),
