@@ -185,3 +185,19 @@ def test_unmappable_windows_are_dropped(synthetic, tmp_path):
     dropped = pd.read_csv(run.dataset_dir / "dropped_windows.tsv", sep="\t")
     assert list(dropped["start"]) == [first.start] and dropped["reason"][0].startswith("unmappable bins 1.00")
     np.testing.assert_array_equal(np.asarray(run.targets("train")), np.asarray(run_all.targets("train"))[1:])
+
+
+def test_example_study_config_parses():
+    from pathlib import Path
+
+    import tomllib
+
+    from enformer_transfer.config import config_to_toml
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "study.toml"
+    config = load_config(path)
+    assert config.geometry.target_length == 114_688 and config.dataset.transform_order == "old"
+    assert config.embed.backbone == str(path.parent / "enformer-weights") and config.train.devices == 2
+    assert config.dataset.genome == path.parent / "data" / "hg38.fa"
+    again = RunConfig.model_validate(tomllib.loads(config_to_toml(config)))
+    assert again == config

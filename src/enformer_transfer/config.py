@@ -173,8 +173,10 @@ def resolve_paths(config: RunConfig, base: Path) -> RunConfig:
             if isinstance(value, Path) and not value.is_absolute():
                 setattr(section, name, base / value)
     backbone = config.embed.backbone
-    if backbone is not None and not Path(backbone).is_absolute() and (base / backbone).exists():
-        config.embed.backbone = str(base / backbone)
+    # a relative folder is relative to the config file; 'Org/name' (not a folder there) is a hub name
+    if backbone is not None and not Path(backbone).is_absolute():
+        if (base / backbone).exists() or "/" not in backbone:
+            config.embed.backbone = str(base / backbone)
     return config
 
 
