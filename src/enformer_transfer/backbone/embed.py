@@ -75,7 +75,11 @@ class Dist:
 
 
 def dist_from_env() -> Dist:
-    """torchrun (RANK/WORLD_SIZE/LOCAL_RANK) or SLURM (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID)."""
+    """torchrun (RANK/WORLD_SIZE/LOCAL_RANK) or SLURM (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID).
+
+    Under SLURM across nodes, export MASTER_ADDR (the first node) and MASTER_PORT in the job
+    script, as for any torch.distributed job; on one node they default to localhost.
+    """
     env = os.environ
     if "WORLD_SIZE" in env:
         return Dist(int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
@@ -281,6 +285,10 @@ def embed_run(config: RunConfig, force: bool = False, progress: bool = True) -> 
         print(f"embed: {n_todo} windows in {seconds:.1f} s, {n_todo / max(seconds, 1e-9):.2f} windows/s, "
               f"{gb:.4f} GB written -> {final}", flush=True)
     _barrier(dist)
+    if dist.active:
+        import torch.distributed as td
+
+        td.destroy_process_group()
     return final
 
 
