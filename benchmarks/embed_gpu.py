@@ -24,6 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+try:
+    import polars  # noqa: F401
+except ImportError:  # enformer_pytorch.data imports polars at module level; embedding never uses it
+    import types
+
+    sys.modules["polars"] = types.ModuleType("polars")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
