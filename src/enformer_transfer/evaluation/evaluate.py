@@ -214,9 +214,9 @@ def _zero_shot_choice(run, track_index) -> np.ndarray:
     sy, syy = np.zeros(n), np.zeros(n)
     sxy = np.zeros((k, n))
     count = 0
-    for start in range(0, backbone.shape[0], WINDOWS_PER_STEP):
-        x = np.asarray(backbone[start : start + WINDOWS_PER_STEP], dtype=np.float64).reshape(-1, k)
-        y = np.asarray(targets[start : start + WINDOWS_PER_STEP])[..., track_index].astype(np.float64).reshape(-1, n)
+    for start in range(backbone.shape[0]):  # one window at a time: 896 x 5,313 float64 is 38 MB
+        x = np.asarray(backbone[start], dtype=np.float64).reshape(-1, k)
+        y = np.asarray(targets[start])[..., track_index].astype(np.float64).reshape(-1, n)
         sx += x.sum(0)
         sxx += (x * x).sum(0)
         sy += y.sum(0)

@@ -70,7 +70,7 @@ class PearsonPerTrack:
 class SplitMetrics:
     """Every per-track metric of one split in one streaming pass over window batches."""
 
-    def __init__(self, n_tracks: int, n_bins: int, n_windows: int, spearman_sample: int = 200_000, seed: int = 0):
+    def __init__(self, n_tracks: int, n_bins: int, n_windows: int, spearman_sample: int = 100_000, seed: int = 0):
         self.n_tracks, self.n_bins = n_tracks, n_bins
         self.pooled = PearsonSums((n_tracks,))
         self.log1p = PearsonSums((n_tracks,))
