@@ -211,7 +211,12 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
 def test_compare_run_and_whole_chromosome_prediction(demo_run, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(demo_run, other)
-    assert main(["evaluate", str(other), "--head", "default", "--compare-run", str(demo_run), "--force", "--quiet"]) == 0
+    window = Run(demo_run).windows("test").iloc[4]
+    region = f"{window.chrom}:{window.start + 100}-{window.start + 200}"
+    assert main(["evaluate", str(other), "--head", "default", "--compare-run", str(demo_run), "--force", "--quiet",
+                 "--plot-regions", region]) == 0
+    plotted = sorted(p.name for p in (other / "evaluation" / "default" / "figures" / "regions").glob("*.png"))
+    assert plotted == [f"region_test_{window.chrom}_{window.start}.png"]
     table = pd.read_csv(other / "evaluation" / "default" / "per_track.csv")
     np.testing.assert_allclose(table["compare_run_pearson"], table["pearson"])
     assert main(["predict", str(demo_run), "--head", "ridge", "--chrom", "chr3", "--out", str(tmp_path / "bw")]) == 0

@@ -129,7 +129,8 @@ def cmd_evaluate(args) -> int:
     from .evaluation.evaluate import evaluate_head
 
     evaluate_head(args.run_dir, args.head, args.splits, force=args.force, progress=not args.quiet,
-                  compare_run=args.compare_run, enformer_targets=args.enformer_targets)
+                  compare_run=args.compare_run, enformer_targets=args.enformer_targets,
+                  plot_regions=args.plot_regions)
     return 0
 
 
@@ -292,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", type=_comma_list, default=None, metavar="A,B", help="default: test,valid")
     p.add_argument("--compare-run", type=Path, help="another run (e.g. a random backbone) evaluated with the same head name")
     p.add_argument("--enformer-targets", type=Path, help="targets_human.txt, to name the backbone's own tracks")
+    p.add_argument("--plot-regions", nargs="*", metavar="REGION",
+                   help="chrom:start-end or BED files: plot observed vs predicted tracks of the windows there")
     p.add_argument("--force", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)

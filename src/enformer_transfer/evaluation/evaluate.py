@@ -60,8 +60,11 @@ def _windows_of(run, split: str, head, track_index: np.ndarray):
 
 def evaluate_head(run_dir: Path | str, name: str, splits: list[str] | None = None, force: bool = False,
                   progress: bool = True, compare_run: Path | str | None = None,
-                  enformer_targets: Path | str | None = None) -> Path:
-    """Predict and score head ``name`` on ``splits`` (default: every embedded split but train)."""
+                  enformer_targets: Path | str | None = None, plot_regions: list[str] | None = None) -> Path:
+    """Predict and score head ``name`` on ``splits`` (default: every embedded split but train).
+
+    ``plot_regions`` ('chr:start-end' or BED files): also draw observed vs predicted tracks of
+    every evaluated window overlapping them."""
     from ..run import Run
 
     started = time.time()
@@ -76,7 +79,7 @@ def evaluate_head(run_dir: Path | str, name: str, splits: list[str] | None = Non
     if run.embedding_bins("train") is not None and "train" in splits:
         raise InputError("evaluate: the train split kept only a fraction of its bins; evaluate valid/test")
     head_record = run.stage_record(f"heads/{name}")
-    key = {"head": head_record["key_digest"], "splits": splits,
+    key = {"head": head_record["key_digest"], "splits": splits, "plot_regions": plot_regions,
            "compare_run": str(compare_run) if compare_run else None,
            "enformer_targets": str(enformer_targets) if enformer_targets else None}
     stage = StageDir(run.path / "evaluation", name, key)
@@ -142,7 +145,7 @@ def evaluate_head(run_dir: Path | str, name: str, splits: list[str] | None = Non
     write_json_atomic(out / "summary.json", _jsonable(summary))
     from .figures import evaluation_figures
 
-    evaluation_figures(run, name, out, per_track, splits, track_index)
+    evaluation_figures(run, name, out, per_track, splits, track_index, plot_regions)
     final = stage.finish({"head": name, "splits": splits}, {"splits": _jsonable(summary["splits"])}, started)
     line = ", ".join(f"{s} {summary['splits'][s]['pearson_mean']:.3f}" for s in splits)
     print(f"evaluate: head {name!r} mean Pearson over tracks: {line} -> {final}")

@@ -18,8 +18,29 @@ def hierarchy_order(tracks: pd.DataFrame) -> list[int]:
     return list(tracks.reset_index(drop=True).sort_values(keys, kind="stable").index)
 
 
+def parse_regions(regions: list[str] | None) -> list[tuple[str, int, int]]:
+    """'chr1:1000-2000' strings and/or BED files -> (chrom, start, end)."""
+    from ..errors import InputError
+
+    out = []
+    for item in regions or []:
+        if Path(item).is_file():
+            for line in Path(item).read_text().splitlines():
+                fields = line.split()
+                if len(fields) >= 3 and not line.startswith(("#", "track", "browser")):
+                    out.append((fields[0], int(fields[1]), int(fields[2])))
+            continue
+        try:
+            chrom, span = item.rsplit(":", 1)
+            start, end = (int(x.replace(",", "")) for x in span.split("-"))
+        except ValueError:
+            raise InputError(f"--plot-regions {item!r}: expected chrom:start-end or a BED file") from None
+        out.append((chrom, start, end))
+    return out
+
+
 def evaluation_figures(run, name: str, out: Path, per_track: pd.DataFrame, splits: list[str],
-                       track_index: np.ndarray) -> dict[str, list[Path]]:
+                       track_index: np.ndarray, plot_regions: list[str] | None = None) -> dict[str, list[Path]]:
     from ..data import store
     from .evaluate import PREDICTIONS_STORE, grouping_columns
 
@@ -55,6 +76,20 @@ def evaluation_figures(run, name: str, out: Path, per_track: pd.DataFrame, split
     for t, ident in enumerate(ids):
         made[f"track_{ident}"] = draw.track_plot(coords, obs[:, [t]], pred[:, [t]], [ident], region,
                                                  figures / "tracks" / safe_filename(ident))
+    # chosen regions: every evaluated window whose target interval overlaps one
+    for chrom, start, end in parse_regions(plot_regions):
+        for region_split in splits:
+            table = run.windows(region_split)
+            hits = table.index[(table["chrom"] == chrom) & (table["start"] < end) & (table["end"] > start)]
+            for i in hits:
+                w = table.loc[i]
+                label = f"{w['chrom']}:{w['start']:,}-{w['end']:,}"
+                o = np.asarray(run.targets(region_split)[i])[..., track_index].astype(np.float32)
+                p = np.asarray(store.open_array(out / PREDICTIONS_STORE, region_split)[i]).astype(np.float32)
+                x = w["start"] + geometry["bin_size"] * (np.arange(geometry["n_bins"]) + 0.5)
+                key = f"region_{region_split}_{w['chrom']}_{w['start']}"
+                made[key] = draw.track_plot(x, o[:, order], p[:, order], [ids[k] for k in order], label,
+                                            figures / "regions" / key)
     # scatter of observed vs predicted bins for the best and the worst track of the split
     part = per_track[per_track["split"] == split].reset_index(drop=True)
     rng = np.random.default_rng(0)

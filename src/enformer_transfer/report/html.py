@@ -159,6 +159,8 @@ def write_report(run_dir: Path | str, heads: list[str] | None = None, out: Path 
                               ("pearson_vs_nuclei", "Pearson vs number of nuclei")):
             if (figures / f"{name}.png").is_file():
                 parts.append(_img(figures / f"{name}.png", caption))
+        for path in sorted((figures / "regions").glob("*.png")):
+            parts.append(_img(path, f"observed vs predicted, chosen region: {path.stem}"))
         per_level = pd.read_csv(folder / "per_level.csv")
         parts.append("<h3>Per level</h3>" + _table(per_level))
         per_track = pd.read_csv(folder / "per_track.csv")
