@@ -167,6 +167,15 @@ def cmd_weights(args) -> int:
     return 0
 
 
+def cmd_tfrecords_export(args) -> int:
+    from .data.tfrecords import export_run
+    from .run import Run
+
+    out = export_run(Run(args.run_dir), args.out, args.windows_per_file, one_hot=not args.base_indices)
+    print(f"tfrecords: {out}")
+    return 0
+
+
 def cmd_backbone_init(args) -> int:
     from .backbone.load import init_backbone
 
@@ -322,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enformer-targets", type=Path, help="targets_human.txt naming the backbone's tracks")
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("tfrecords", help="Basenji TFRecords")
+    tsub = p.add_subparsers(dest="tfrecords_command", required=True)
+    t = tsub.add_parser("export", help="write a run's dataset as Basenji TFRecords (+ sequences.bed, statistics.json)")
+    t.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--windows-per-file", type=int, default=256)
+    t.add_argument("--base-indices", action="store_true", help="sequence as uint8 base indices, not bool one-hot")
+    t.set_defaults(func=cmd_tfrecords_export)
 
     p = sub.add_parser("backbone", help="backbone utilities")
     bsub = p.add_subparsers(dest="backbone_command", required=True)
