@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import types
@@ -164,6 +165,19 @@ def cmd_weights(args) -> int:
     from .run import Run
 
     print(f"weights: {weight_similarity(Run(args.run_dir), args.head, args.enformer_targets, args.top)}")
+    return 0
+
+
+def cmd_dar(args) -> int:
+    from .evaluation.dar import dar_analysis
+    from .run import Run
+
+    out = dar_analysis(Run(args.run_dir), args.head, args.regions, args.label_column, args.splits,
+                       args.tracks_where, args.bin_rule, args.min_overlap)
+    summary = json.loads((out / "summary.json").read_text())
+    print(f"dar: {summary['regions']} regions, median Pearson across cell types "
+          f"{summary['pearson_across_cell_types_median']:.3f}, most open cell type agrees in "
+          f"{100 * summary['top_agreement_observed_predicted']:.1f}% (chance {100 * summary['chance_agreement']:.1f}%) -> {out}")
     return 0
 
 
@@ -331,6 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enformer-targets", type=Path, help="targets_human.txt naming the backbone's tracks")
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("dar", help="do predictions recover differentially accessible regions between cell types?")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--head", required=True, help="an evaluated head")
+    p.add_argument("--regions", type=Path, required=True, help="DAR table: region (chr:start-end) + cell-type label")
+    p.add_argument("--label-column", required=True, help="column of both tables naming the cell type, e.g. subclass")
+    p.add_argument("--tracks-where", help="which tracks form the level, e.g. \"level == 'Subclass'\"")
+    p.add_argument("--splits", type=_comma_list, default=None, metavar="A,B", help="default: the evaluated splits")
+    p.add_argument("--bin-rule", choices=["contained", "study"], default="contained",
+                   help="study = the reference study's rule (contained bins shifted one bin downstream)")
+    p.add_argument("--min-overlap", type=int, default=256, help="bp of a region inside a target interval")
+    p.set_defaults(func=cmd_dar)
 
     p = sub.add_parser("tfrecords", help="Basenji TFRecords")
     tsub = p.add_subparsers(dest="tfrecords_command", required=True)

@@ -146,3 +146,35 @@ def weight_similarity_heatmap(similarity: np.ndarray, rows: list[str], columns: 
     ax.set_title("head weights: cosine similarity to the backbone's tracks (best per assay)", fontsize=8)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return _save(fig, path)
+
+
+def dar_figures(pearson: np.ndarray, confusion: np.ndarray, cell_types: list[str], observed: np.ndarray,
+                predicted: np.ndarray, region_labels: np.ndarray, folder: Path) -> list[Path]:
+    """DAR analysis: histogram of per-region Pearson across cell types, confusion matrix of the
+    most open cell type (observed vs predicted), and cell types x regions heatmaps."""
+    plt = _plt()
+    made = []
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.hist(pearson[~np.isnan(pearson)], bins=20, range=(-1, 1))
+    ax.set_xlabel("Pearson across cell types, per region")
+    ax.set_ylabel("regions")
+    made += _save(fig, Path(folder) / "dar_pearson_histogram")
+    fig, ax = plt.subplots(figsize=(1.5 + 0.35 * len(cell_types), 1.2 + 0.35 * len(cell_types)))
+    im = ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(len(cell_types)), cell_types, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(cell_types)), cell_types, fontsize=7)
+    ax.set_xlabel("most open, predicted")
+    ax.set_ylabel("most open, observed")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    made += _save(fig, Path(folder) / "dar_confusion")
+    fig, axes = plt.subplots(2, 1, figsize=(8, 1.2 + 0.5 * len(cell_types)), sharex=True)
+    for ax, matrix, title in zip(axes, (observed, predicted), ("observed", "predicted"), strict=True):
+        ax.imshow(matrix, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set_yticks(range(len(cell_types)), cell_types, fontsize=6)
+        ax.set_title(f"{title}: cell types x regions (sorted by DAR label)", fontsize=8)
+    boundaries = np.flatnonzero(region_labels[1:] != region_labels[:-1]) + 0.5
+    for ax in axes:
+        for x in boundaries:
+            ax.axvline(x, color="white", lw=0.5)
+    made += _save(fig, Path(folder) / "dar_heatmaps")
+    return made

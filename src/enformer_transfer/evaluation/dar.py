@@ -1,0 +1,144 @@
+"""DAR analysis: do predictions recover differentially accessible regions between cell types?
+
+reference.md section 8. Regions specific to one cell type (e.g. Bakken et al.'s per-subclass
+tables) are intersected with the target intervals of a split (intersections >= 256 bp);
+each region's bins are averaged, observed and predicted, for every cell-type track of one
+level; per region: the Pearson across cell types, and whether the most open cell type
+observed is the most open predicted (confusion matrix, fraction of agreement).
+
+Bin rule: ``contained`` (default) = the bins fully inside the region; ``study`` = the
+study's ``start_bin = ceil((a - 1) / 128 + 1)``, ``stop_bin = floor(b / 128)`` inclusive,
+which is the contained set shifted one bin downstream (a quirk). Regions with fewer than
+two bins are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..plots import figures as draw
+
+
+def region_bins(a: int, b: int, bin_size: int, rule: str = "contained") -> np.ndarray:
+    """Bin indices of a region [a, b) given relative to the target interval start."""
+    if rule == "study":
+        first, last = math.ceil((a - 1) / bin_size + 1), math.floor(b / bin_size)
+    elif rule == "contained":
+        first, last = math.ceil(a / bin_size), math.floor(b / bin_size) - 1
+    else:
+        raise InputError(f"unknown bin rule {rule!r} (use contained or study)")
+    return np.arange(first, last + 1)
+
+
+def read_dar_table(path: Path | str, label_column: str) -> pd.DataFrame:
+    """Regions as 'chr:start-end' in a 'region' column, or chrom/start/end columns, plus a label."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: DAR table not found")
+    table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt", ".bed") else ",")
+    if label_column not in table.columns:
+        raise InputError(f"{path}: no column {label_column!r} with each region's cell type (has {', '.join(table.columns)})")
+    if {"chrom", "start", "end"} <= set(table.columns):
+        regions = table[["chrom", "start", "end"]].copy()
+    elif "region" in table.columns:
+        parsed = table["region"].astype(str).str.extract(r"^([^:]+):([\d,]+)-([\d,]+)$")
+        bad = parsed[0].isna()
+        if bad.any():
+            raise InputError(f"{path} row {int(np.flatnonzero(bad)[0]) + 2}: region {table['region'][bad].iloc[0]!r} "
+                             "is not chrom:start-end")
+        regions = pd.DataFrame({"chrom": parsed[0], "start": parsed[1].str.replace(",", "").astype(int),
+                                "end": parsed[2].str.replace(",", "").astype(int)})
+    else:
+        raise InputError(f"{path}: needs a 'region' column (chrom:start-end) or chrom, start, end columns")
+    regions["label"] = table[label_column].astype(str).to_numpy()
+    return regions
+
+
+def dar_analysis(run, head_name: str, dar_table: Path | str, label_column: str, splits: list[str] | None = None,
+                 tracks_where: str | None = None, bin_rule: str = "contained", min_overlap: int = 256,
+                 out_dir: Path | str | None = None) -> Path:
+    """Write RUN_DIR/dar/NAME/: regions.csv, confusion.csv, summary.json and figures."""
+    from ..heads.train import select_tracks
+
+    head = run.head(head_name)
+    head_index = head.check_compatible(run)  # the head's outputs as positions in the run's tracks
+    head_tracks = run.tracks.iloc[head_index].reset_index(drop=True)
+    if label_column not in head_tracks.columns:
+        raise InputError(f"the targets table has no column {label_column!r} to match the DAR labels")
+    chosen = head_tracks.iloc[select_tracks(head_tracks, tracks_where)]
+    chosen = chosen[chosen[label_column].astype(str).replace({"nan": ""}) != ""]
+    labels = chosen[label_column].astype(str)
+    if labels.duplicated().any():
+        raise InputError(f"two tracks share the {label_column} label {labels[labels.duplicated()].iloc[0]!r}; "
+                         "choose one track per cell type with --tracks-where (the study removed such duplicates)")
+    if len(chosen) < 3:
+        raise InputError(f"{len(chosen)} cell-type tracks at this level: a correlation across cell types needs 3 or more")
+    cell_types = list(labels)
+    columns = chosen.index.to_numpy()  # positions in the head's outputs
+    track_columns = head_index[columns]  # the same tracks in the targets store
+    regions = read_dar_table(dar_table, label_column)
+    unknown = sorted(set(regions["label"]) - set(cell_types))
+    regions = regions[regions["label"].isin(cell_types)]
+    geometry = run.stage_record("dataset")["config"]["geometry"]
+    bin_size = geometry["bin_size"]
+    evaluated = json.loads((run.path / "evaluation" / head_name / "summary.json").read_text())["splits"]
+    splits = splits or list(evaluated)
+    rows, observed_means, predicted_means = [], [], []
+    for split in splits:
+        windows = run.windows(split)
+        targets, predictions = run.targets(split), run.predictions(head_name, split)
+        for region in regions.itertuples(index=False):
+            hits = windows.index[(windows["chrom"] == region.chrom) & (windows["start"] < region.end)
+                                 & (windows["end"] > region.start)]
+            for w in hits:
+                window = windows.loc[w]
+                a, b = max(region.start, window["start"]), min(region.end, window["end"])
+                if b - a < min_overlap:
+                    continue
+                bins = region_bins(a - window["start"], b - window["start"], bin_size, bin_rule)
+                bins = bins[(bins >= 0) & (bins < geometry["n_bins"])]
+                if len(bins) < 2:
+                    continue
+                obs = np.asarray(targets[w])[bins][:, track_columns].astype(np.float64).mean(0)
+                pred = np.asarray(predictions[w])[bins][:, columns].astype(np.float64).mean(0)
+                with np.errstate(invalid="ignore"):
+                    r = np.corrcoef(obs, pred)[0, 1] if obs.std() > 0 and pred.std() > 0 else np.nan
+                rows.append({"chrom": region.chrom, "start": region.start, "end": region.end, "label": region.label,
+                             "split": split, "window": int(w), "bins": len(bins),
+                             "pearson_across_cell_types": r,
+                             "observed_top": cell_types[int(np.argmax(obs))],
+                             "predicted_top": cell_types[int(np.argmax(pred))]})
+                observed_means.append(obs)
+                predicted_means.append(pred)
+    if not rows:
+        raise InputError(f"{dar_table}: no region overlaps a target interval of {', '.join(splits)} by "
+                         f">= {min_overlap} bp with 2 or more bins")
+    table = pd.DataFrame(rows)
+    out = Path(out_dir) if out_dir else run.path / "dar" / head_name
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "regions.csv", index=False)
+    confusion = pd.crosstab(pd.Categorical(table["observed_top"], cell_types),
+                            pd.Categorical(table["predicted_top"], cell_types), dropna=False)
+    confusion.index.name, confusion.columns.name = "observed_top", "predicted_top"
+    confusion.to_csv(out / "confusion.csv")
+    agreement = float((table["observed_top"] == table["predicted_top"]).mean())
+    label_agreement = float((table["predicted_top"] == table["label"]).mean())
+    summary = {"regions": len(table), "cell_types": cell_types, "bin_rule": bin_rule, "splits": splits,
+               "labels_without_track": unknown,
+               "pearson_across_cell_types_median": float(table["pearson_across_cell_types"].median()),
+               "top_agreement_observed_predicted": agreement,
+               "predicted_top_is_dar_label": label_agreement,
+               "chance_agreement": 1 / len(cell_types)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    order = np.argsort(table["label"].to_numpy(), kind="stable")
+    draw.dar_figures(table["pearson_across_cell_types"].to_numpy(), confusion.to_numpy(), cell_types,
+                     np.array(observed_means)[order].T, np.array(predicted_means)[order].T,
+                     table["label"].to_numpy()[order], out / "figures")
+    return out
+
