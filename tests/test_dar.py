@@ -74,3 +74,10 @@ def test_dar_analysis_on_demo(demo_run, tmp_path, capsys):
     assert main(args + ["--tracks-where", "level == 'Subclass'", "--bin-rule", "study"]) == 0
     shifted = pd.read_csv(out / "regions.csv")
     assert (shifted["bins"] == 3).all() and len(shifted) <= len(table)
+
+
+def test_demo_runs_a_dar_analysis_of_its_planted_motifs(demo_run):
+    summary = json.loads((demo_run / "dar" / "default" / "summary.json").read_text())
+    assert summary["regions"] > 50 and len(summary["cell_types"]) == 6
+    assert summary["top_agreement_observed_predicted"] > 2 * summary["chance_agreement"]
+    assert "DAR analysis" in (demo_run / "report.html").read_text()

@@ -225,6 +225,10 @@ def cmd_demo(args) -> int:
         levels = per_level[(per_level["split"] == split) & (per_level["grouping"] == "level")]
         print(f"demo: {split} mean Pearson per level (default head | ridge): " + ", ".join(
             f"{r.group} {r.pearson_mean:.3f} | {r.ridge_pearson_mean:.3f}" for r in levels.itertuples()))
+    dar = json.loads((run_dir / "dar" / "default" / "summary.json").read_text())
+    print(f"demo: DAR analysis, {dar['regions']} subclass-specific regions: median Pearson across subclasses "
+          f"{dar['pearson_across_cell_types_median']:.3f}; most open subclass predicted = observed in "
+          f"{100 * dar['top_agreement_observed_predicted']:.1f}% (chance {100 * dar['chance_agreement']:.1f}%)")
     print(f"demo: run directory {run_dir}")
     print(f"demo: report {run_dir / 'report.html'}")
     return 0

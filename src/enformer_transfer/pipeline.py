@@ -37,12 +37,13 @@ def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True, 
 
 
 def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: int = 0) -> Path:
-    """Generate synthetic data in OUT/data and run every stage into OUT/run."""
+    """Generate synthetic data in OUT/data and run every stage into OUT/run (with the ridge
+    baseline and a DAR analysis of the planted subclass-specific motifs)."""
     from .synthetic import make_synthetic
 
     out = Path(out)
     data_dir = out / "data"
-    if not (data_dir / "targets.tsv").exists() or force:
+    if not (data_dir / "dar_subclass.csv").exists() or force:
         log.info("demo: writing synthetic genome, BigWigs and windows to %s", data_dir)
         make_synthetic(data_dir, seed=seed)
     from .synthetic import DEMO_GEOMETRY
@@ -80,5 +81,10 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
 
     evaluate_head(config.run_dir, "ridge", force=force, progress=progress)
     evaluate_head(config.run_dir, config.train.head, force=force, progress=progress)  # ridge as its baseline
+    from .evaluation.dar import dar_analysis
+    from .run import Run
+
+    dar_analysis(Run(config.run_dir), config.train.head, data_dir / "dar_subclass.csv", "subclass",
+                 tracks_where="level == 'Subclass'")
     write_report(config.run_dir)
     return config.run_dir

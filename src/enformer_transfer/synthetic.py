@@ -47,6 +47,7 @@ class SyntheticData:
     windows: Path
     metadata: Path
     blacklist: Path
+    dar: Path
     bigwigs: list[Path]
     geometry: Geometry
 
@@ -139,6 +140,17 @@ def make_synthetic(
     metadata.to_csv(out / "metadata.csv", index=False)
     write_targets_table(build_targets_table(bigwigs, metadata), out / "targets.tsv")
 
+    # differentially accessible regions: sites of motifs one subclass responds to most
+    dar_rows = []
+    for chrom in chroms:
+        for center, motif in sites[chrom]:
+            weights = {sub: w[motif] for sub, (_, w) in SUBCLASSES.items() if motif in w}
+            best = sorted(weights.values(), reverse=True)
+            if best and (len(best) == 1 or best[0] > best[1]):
+                top = max(weights, key=weights.get)
+                dar_rows.append({"region": f"{chrom}:{center - 300}-{center + 300}", "subclass": top})
+    pd.DataFrame(dar_rows).to_csv(out / "dar_subclass.csv", index=False)
+
     with open(out / "blacklist.bed", "w") as handle:
         for chrom in chroms[:2]:
             start = int(rng.integers(10_000, chrom_length - 10_000))
@@ -156,5 +168,5 @@ def make_synthetic(
     pd.DataFrame(rows).to_csv(out / "windows.bed", sep="\t", header=False, index=False)
     return SyntheticData(
         out / "genome.fa", out / "targets.tsv", out / "windows.bed", out / "metadata.csv",
-        out / "blacklist.bed", bigwigs, geometry,
+        out / "blacklist.bed", out / "dar_subclass.csv", bigwigs, geometry,
     )

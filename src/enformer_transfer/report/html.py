@@ -161,6 +161,16 @@ def write_report(run_dir: Path | str, heads: list[str] | None = None, out: Path 
                 parts.append(_img(figures / f"{name}.png", caption))
         for path in sorted((figures / "regions").glob("*.png")):
             parts.append(_img(path, f"observed vs predicted, chosen region: {path.stem}"))
+        dar = run.path / "dar" / head
+        if (dar / "summary.json").is_file():
+            summary = json.loads((dar / "summary.json").read_text())
+            parts.append(f"<h3>DAR analysis</h3><p>{summary['regions']} regions; median Pearson across cell types "
+                         f"{summary['pearson_across_cell_types_median']:.3f}; most open cell type predicted = observed "
+                         f"in {100 * summary['top_agreement_observed_predicted']:.1f}% of regions "
+                         f"(chance {100 * summary['chance_agreement']:.1f}%); bin rule {html.escape(summary['bin_rule'])}</p>")
+            for name in ("dar_pearson_histogram", "dar_confusion", "dar_heatmaps"):
+                if (dar / "figures" / f"{name}.png").is_file():
+                    parts.append(_img(dar / "figures" / f"{name}.png", name.replace("_", " ")))
         per_level = pd.read_csv(folder / "per_level.csv")
         parts.append("<h3>Per level</h3>" + _table(per_level))
         per_track = pd.read_csv(folder / "per_track.csv")
