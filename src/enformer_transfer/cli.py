@@ -168,6 +168,14 @@ def cmd_weights(args) -> int:
     return 0
 
 
+def cmd_fetch(args) -> int:
+    from .data.fetch import fetch
+
+    path = fetch(args.out, args.urls, args.trackdb, args.metadata, args.clip, args.scale, args.sum_stat)
+    print(f"fetch: BigWigs in {args.out / 'bigwigs'}, targets table {path}")
+    return 0
+
+
 def cmd_dar(args) -> int:
     from .evaluation.dar import dar_analysis
     from .run import Run
@@ -392,6 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("fetch", help="download BigWigs (URL list or UCSC trackDb) and write a targets table")
+    p.add_argument("--urls", type=Path, help="a list of URLs, or a CSV/TSV with url, identifier and metadata columns")
+    p.add_argument("--trackdb", help="a UCSC hub trackDb.txt (path or URL): bigDataUrl, labels, subGroups")
+    p.add_argument("--metadata", type=Path, help="extra metadata keyed by identifier")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--clip", type=float, default=32)
+    p.add_argument("--scale", type=float, default=2)
+    p.add_argument("--sum-stat", default="mean")
+    p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("targets", help="build (or --validate) a Basenji targets table")
     p.add_argument("--bigwigs", nargs="+", metavar="BW")

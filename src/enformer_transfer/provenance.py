@@ -18,6 +18,11 @@ STAGE_RECORD = "stage.json"
 HASH_LIMIT = 16 * 1024 * 1024  # files up to this size are hashed; larger ones use size + mtime
 
 
+def safe_filename(name: str) -> str:
+    """A track identifier as a file name: letters, digits, '-', '_' and '.' kept, others '_'."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def file_fingerprint(path: Path) -> dict[str, Any]:
     """Path, size and either a content hash (small files) or the modification time."""
     path = Path(path).resolve()

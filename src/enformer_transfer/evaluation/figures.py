@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..plots import figures as draw
+from ..provenance import safe_filename
 
 
 def hierarchy_order(tracks: pd.DataFrame) -> list[int]:
@@ -118,6 +119,3 @@ def evaluation_figures(run, name: str, out: Path, per_track: pd.DataFrame, split
         made["training_curves"] = draw.training_curves(pd.read_csv(logs), figures / "training_curves")
     return made
 
-
-def safe_filename(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..genome.intervals import IntervalSet
 from ..genome.onehot import one_hot_padded
 from ..genome.sequence import Genome
-from .figures import safe_filename
+from ..provenance import safe_filename
 
 log = logging.getLogger("enformer_transfer")
 

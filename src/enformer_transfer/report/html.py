@@ -178,7 +178,7 @@ def write_report(run_dir: Path | str, heads: list[str] | None = None, out: Path 
         parts.append("<h3>Per track</h3><p class='small'>click a column to sort; an identifier links to its track plot</p>")
         parts.append(_table(per_track[keep], link_column="identifier", link_prefix=f"{head}-track-"))
         parts.append("<h3>Track plots</h3>")
-        from ..evaluation.figures import safe_filename
+        from ..provenance import safe_filename
 
         for ident in meta["tracks"]:
             path = figures / "tracks" / f"{safe_filename(ident['identifier'])}.png"
