@@ -201,3 +201,25 @@ def test_example_study_config_parses():
     assert config.dataset.genome == path.parent / "data" / "hg38.fa"
     again = RunConfig.model_validate(tomllib.loads(config_to_toml(config)))
     assert again == config
+
+
+def test_run_command_runs_every_stage_and_resumes(synthetic, tmp_path, caplog):
+    from enformer_transfer.backbone.load import init_backbone
+
+    backbone = init_backbone(tmp_path / "bb", dim=48, depth=1, heads=2, attn_dim_key=16, target_length=64,
+                             human_tracks=8)
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(
+        f'run_dir = "run"\n[geometry]\nseq_length = 16384\nn_bins = 64\n'
+        f'[dataset]\ngenome = "{synthetic.genome}"\ntargets = "{synthetic.targets}"\n'
+        f'windows = "{synthetic.windows}"\nworkers = 1\n'
+        f'[embed]\nbackbone = "{backbone}"\nloader_workers = 0\n'
+        f'[train]\nmax_epochs = 2\nbatch_size = 8\nloader_workers = 0\n'
+    )
+    assert main(["run", str(config_path), "--quiet"]) == 0
+    run = Run(tmp_path / "run")
+    assert run.heads() == ["default"] and run.predictions("default", "test").shape == (23, 64, 12)
+    assert (tmp_path / "run" / "report.html").is_file()
+    caplog.clear()
+    assert main(["run", str(config_path), "--quiet"]) == 0  # everything up to date: nothing redone
+    assert caplog.text.count("up to date") >= 4
