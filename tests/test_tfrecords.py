@@ -69,3 +69,27 @@ def test_export_run_reads_back(demo_run, tmp_path):
             np.testing.assert_array_equal(seq, base_indices(str(genome[w.chrom][w.row_start : w.row_end])))
     bed = pd.read_csv(out / "sequences.bed", sep="\t", header=None)
     assert list(bed[3].unique()) == ["train", "valid", "test"] and (bed[2] - bed[1] == 16384).all()
+
+
+def test_import_round_trip_and_genome_check(demo_run, tmp_path, capsys):
+    out = tmp_path / "basenji"
+    assert main(["tfrecords", "export", str(demo_run), "--out", str(out), "--base-indices"]) == 0
+    genome = demo_run.parent / "data" / "genome.fa"
+    imported = tmp_path / "imported"
+    assert main(["tfrecords", "import", str(out), "--genome", str(genome), "--out", str(imported),
+                 "--seq-length", "16384"]) == 0
+    ours, theirs = Run(demo_run), Run(imported)
+    assert theirs.splits == ours.splits and list(theirs.tracks["identifier"]) == list(ours.tracks["identifier"])
+    for split in ours.splits:
+        np.testing.assert_array_equal(np.asarray(theirs.targets(split)), np.asarray(ours.targets(split)))
+        cols = ["chrom", "start", "end", "input_start", "input_end"]
+        pd.testing.assert_frame_equal(theirs.windows(split)[cols], ours.windows(split)[cols])
+    assert theirs.stage_record("dataset")["config"]["dataset"]["genome"] == str(genome)
+    # records that do not come from the genome given are refused
+    other = tmp_path / "other.fa"
+    text = genome.read_text().splitlines()
+    other.write_text("\n".join(line if line.startswith(">") else line[::-1] for line in text) + "\n")
+    assert main(["tfrecords", "import", str(out), "--genome", str(other), "--out", str(tmp_path / "bad"),
+                 "--seq-length", "16384"]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "dataset").exists() and not (tmp_path / "bad" / "dataset.partial").exists()

@@ -198,6 +198,14 @@ def cmd_tfrecords_export(args) -> int:
     return 0
 
 
+def cmd_tfrecords_import(args) -> int:
+    from .data.tfrecords import import_tfrecords
+
+    out = import_tfrecords(args.folder, args.out, args.genome, args.seq_length, args.chrom_aliases, args.force)
+    print(f"tfrecords: imported into {out}")
+    return 0
+
+
 def cmd_backbone_init(args) -> int:
     from .backbone.load import init_backbone
 
@@ -378,6 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--windows-per-file", type=int, default=256)
     t.add_argument("--base-indices", action="store_true", help="sequence as uint8 base indices, not bool one-hot")
     t.set_defaults(func=cmd_tfrecords_export)
+    t = tsub.add_parser("import", help="a run's dataset from Basenji TFRecords (statistics.json, sequences.bed, targets.txt)")
+    t.add_argument("folder", type=Path, metavar="BASENJI_DIR")
+    t.add_argument("--genome", type=Path, required=True, help="the genome the records were made from")
+    t.add_argument("--out", type=Path, required=True, help="run directory")
+    t.add_argument("--seq-length", type=int, default=None, help="model input length (default 196,608)")
+    t.add_argument("--chrom-aliases", choices=["none", "auto"], default="none")
+    t.add_argument("--force", action="store_true")
+    t.set_defaults(func=cmd_tfrecords_import)
 
     p = sub.add_parser("backbone", help="backbone utilities")
     bsub = p.add_subparsers(dest="backbone_command", required=True)

@@ -9,6 +9,7 @@ uint64 length, masked CRC32C of the length, data, masked CRC32C of the data.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import struct
@@ -223,3 +224,91 @@ def export_run(run, out: Path | str, windows_per_file: int = 256, one_hot: bool 
     }
     (out / "statistics.json").write_text(json.dumps(statistics, indent=2))
     return out
+
+
+def import_tfrecords(folder: Path | str, run_dir: Path | str, genome: Path | str, seq_length: int | None = None,
+                     chrom_aliases: str = "none", force: bool = False, check_windows: int = 8) -> Path:
+    """A dataset stage from Basenji TFRecords: targets as stored, windows from sequences.bed,
+    tracks from targets.txt, geometry from statistics.json (``seq_length`` = model input,
+    default Enformer's 196,608 or the records' own length if longer). The records' sequences
+    are checked against ``genome`` on ``check_windows`` windows per split: the embedding stage
+    reads the (longer) model inputs from the genome."""
+    import time
+
+    from ..config import Geometry, RunConfig
+    from ..genome.onehot import base_indices
+    from ..genome.sequence import Genome
+    from ..genome.windows import read_windows_bed
+    from ..provenance import StageDir, fingerprints, write_config_snapshot
+    from . import store
+    from .build import TARGETS_STORE, _extreme_clip_and_stats
+    from .targets_table import read_targets_table, write_targets_table
+
+    started = time.time()
+    folder = Path(folder)
+    stats = read_statistics(folder)
+    records_dir = folder / "tfrecords" if (folder / "tfrecords").is_dir() else folder
+    target_length = stats["target_length"] * stats["pool_width"]
+    seq_length = seq_length or max(196_608, stats["seq_length"])
+    try:
+        geometry = Geometry(seq_length=seq_length, bin_size=stats["pool_width"], n_bins=stats["target_length"])
+    except ValueError as err:
+        raise InputError(f"--seq-length {seq_length} does not fit the records' {target_length}-bp targets ({err})") from None
+    for name in ("sequences.bed", "targets.txt"):
+        if not (folder / name).is_file():
+            raise InputError(f"{folder}: no {name} (a Basenji data folder has statistics.json, sequences.bed, targets.txt)")
+    windows = read_windows_bed(folder / "sequences.bed", geometry)
+    for split in windows.splits:
+        expected = stats.get(f"{split}_seqs")
+        if expected is not None and expected != len(windows.split(split)):
+            raise InputError(f"{folder}: sequences.bed has {len(windows.split(split))} {split} windows, "
+                             f"statistics.json says {expected}")
+    tracks = read_targets_table(folder / "targets.txt", check_files=False)
+    if len(tracks) != stats["num_targets"]:
+        raise InputError(f"{folder}: targets.txt has {len(tracks)} tracks, statistics.json says {stats['num_targets']}")
+    reference = Genome(genome, chrom_aliases)
+    crop = stats.get("crop_bp", 0)
+    for split in windows.splits:  # before any work: do the records come from this genome?
+        rows = windows.split(split)
+        for i, (seq, _) in enumerate(itertools.islice(read_split(records_dir, split, stats), check_windows)):
+            w = rows.iloc[i]
+            start = int(w.start) - crop
+            dna, left, right = reference.fetch_padded(w.chrom, start, start + len(seq))
+            genome_idx = np.concatenate([np.full(left, 4, np.uint8), base_indices(dna), np.full(right, 4, np.uint8)])
+            known = (genome_idx < 4) & (seq < 4)
+            if known.any() and (genome_idx[known] != seq[known]).mean() > 0.01:
+                raise InputError(
+                    f"{records_dir}: the {split} record {i} does not match {genome} at {w.chrom}:{start}-"
+                    f"{start + len(seq)} ({100 * (genome_idx[known] != seq[known]).mean():.0f}% of bases differ): "
+                    "wrong genome, or sequences.bed rows are not the records' target intervals")
+    config = RunConfig(run_dir=Path(run_dir), geometry=geometry)
+    config.dataset.genome, config.dataset.targets = Path(genome), folder / "targets.txt"
+    config.dataset.windows, config.dataset.chrom_aliases = folder / "sequences.bed", chrom_aliases
+    config.dataset.extreme_clip_percentile = None  # done by Basenji already
+    files = [folder / "statistics.json", folder / "sequences.bed", folder / "targets.txt", Path(genome)]
+    files += sorted(records_dir.glob("*.tfr"))
+    stage = StageDir(Path(run_dir), "dataset", {"tfrecords": fingerprints(files), "geometry": geometry.model_dump()})
+    if stage.check(force) == "done":
+        return stage.final
+    write_config_snapshot(config)
+    work = stage.start()
+    write_targets_table(tracks, work / "tracks.tsv")
+    table = windows.table.copy()
+    table.insert(0, "index", table.groupby("split").cumcount())
+    table.to_csv(work / "windows.tsv", sep="\t", index=False)
+    for split in windows.splits:
+        rows = windows.split(split)
+        array = store.create_array(work / TARGETS_STORE, split, (len(rows), geometry.n_bins, len(tracks)),
+                                   (8, geometry.n_bins, len(tracks)), "float16")
+        count = 0
+        for i, (_, targets) in enumerate(read_split(records_dir, split, stats)):
+            if i >= len(rows):
+                raise InputError(f"{records_dir}: more {split} records than sequences.bed rows ({len(rows)})")
+            array[i] = targets
+            count += 1
+        if count != len(rows):
+            raise InputError(f"{records_dir}: {count} {split} records for {len(rows)} sequences.bed rows")
+    stats_out = _extreme_clip_and_stats(work, windows, tracks, None, geometry.n_bins)
+    stats_out.update({"windows": {s: len(windows.split(s)) for s in windows.splits}, "tracks": len(tracks),
+                      "imported_from": str(folder)})
+    return stage.finish(config.model_dump(mode="json"), stats_out, started)
