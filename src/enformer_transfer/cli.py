@@ -251,9 +251,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_targets(args) -> int:
-    import pandas as pd
 
-    from .data.targets_table import build_targets_table, read_targets_table, write_targets_table
+    from .data.targets_table import (
+        build_targets_table,
+        read_metadata_table,
+        read_targets_table,
+        save_targets_table,
+    )
 
     if args.validate:
         df = read_targets_table(args.validate)
@@ -265,17 +269,10 @@ def cmd_targets(args) -> int:
         if not found:
             raise EnformerTransferError(f"{folder}: no .bw / .bigWig files")
         bigwigs += found
-    metadata = None
-    if args.metadata:
-        sep = "\t" if str(args.metadata).endswith((".tsv", ".txt")) else ","
-        metadata = pd.read_csv(args.metadata, sep=sep, dtype=str, keep_default_na=False)
+    metadata = read_metadata_table(args.metadata) if args.metadata else None
     df = build_targets_table(bigwigs, metadata, clip=args.clip, scale=args.scale,
                              sum_stat=args.sum_stat, clip_soft=args.clip_soft)
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    write_targets_table(df, tmp)
-    read_targets_table(tmp)  # the table we write must pass our own validation
-    tmp.replace(out)
+    out = save_targets_table(df, args.out)
     print(f"targets: {len(df)} tracks -> {out}")
     return 0
 

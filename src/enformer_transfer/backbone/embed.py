@@ -216,9 +216,7 @@ def embed_run(config: RunConfig, force: bool = False, progress: bool = True) -> 
     # windows left to do, split between ranks
     todo = []
     for s in e.splits:
-        done: set[int] = set()
-        for log_file in (work / "progress").glob(f"{s}.rank*.txt"):
-            done |= store.ProgressLog(log_file).done()
+        done = _done_windows(work, s)
         left = [i for i in range(len(windows[s])) if i not in done]
         todo.append((s, left[dist.rank :: dist.world]))
     _barrier(dist)  # every rank has read the logs before anyone writes
@@ -266,9 +264,7 @@ def embed_run(config: RunConfig, force: bool = False, progress: bool = True) -> 
     final = stage.final
     if dist.rank == 0:
         for s in e.splits:
-            done = set()
-            for log_file in (work / "progress").glob(f"{s}.rank*.txt"):
-                done |= store.ProgressLog(log_file).done()
+            done = _done_windows(work, s)
             if len(done) != len(windows[s]):
                 raise EnformerTransferError(f"embed: {len(windows[s]) - len(done)} window(s) of {s} missing; rerun to resume")
         seconds = time.time() - started
@@ -290,6 +286,14 @@ def embed_run(config: RunConfig, force: bool = False, progress: bool = True) -> 
 
         td.destroy_process_group()
     return final
+
+
+def _done_windows(work: Path, split: str) -> set[int]:
+    """Windows of a split finished by any rank of any earlier or current run."""
+    done: set[int] = set()
+    for log_file in (work / "progress").glob(f"{split}.rank*.txt"):
+        done |= store.ProgressLog(log_file).done()
+    return done
 
 
 def _kept_bins(split: str, n_bins: int, fraction: float) -> int:

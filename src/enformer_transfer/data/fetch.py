@@ -18,7 +18,13 @@ import pandas as pd
 
 from ..errors import InputError
 from ..provenance import safe_filename
-from .targets_table import build_targets_table, is_bigwig, read_targets_table, write_targets_table
+from .targets_table import (
+    build_targets_table,
+    is_bigwig,
+    read_metadata_table,
+    save_targets_table,
+    track_name,
+)
 
 log = logging.getLogger("enformer_transfer")
 BLOCK = 1 << 20
@@ -40,7 +46,7 @@ def read_url_list(path: Path | str) -> pd.DataFrame:
     if table.empty:
         raise InputError(f"{path}: no URLs")
     if "identifier" not in table.columns:
-        table["identifier"] = [_stem(u) for u in table["url"]]
+        table["identifier"] = [track_name(urllib.parse.urlparse(u).path) or "track" for u in table["url"]]
     return table
 
 
@@ -116,16 +122,10 @@ def fetch(out_dir: Path | str, urls: Path | str | None = None, trackdb: str | No
     if "longLabel" in meta.columns and "description" not in meta.columns:
         meta["description"] = meta["longLabel"]
     if metadata is not None:
-        extra = pd.read_csv(metadata, sep="\t" if str(metadata).endswith((".tsv", ".txt")) else ",", dtype=str,
-                            keep_default_na=False)
+        extra = read_metadata_table(metadata)
         meta = meta.merge(extra, on="identifier", how="left", suffixes=("", "_metadata"))
     targets = build_targets_table(files, meta, clip=clip, scale=scale, sum_stat=sum_stat)
-    path = out / "targets.tsv"
-    tmp = path.with_name("targets.tsv.partial")
-    write_targets_table(targets, tmp)
-    read_targets_table(tmp)  # what we write must pass our own validation
-    os.replace(tmp, path)
-    return path
+    return save_targets_table(targets, out / "targets.tsv")
 
 
 def _read_text(source: str) -> str:
@@ -137,10 +137,4 @@ def _read_text(source: str) -> str:
         raise InputError(f"{source}: trackDb not found")
     return path.read_text()
 
-
-def _stem(url: str) -> str:
-    name = Path(urllib.parse.urlparse(url).path).name
-    for suffix in (".bw", ".bigWig", ".bigwig"):
-        name = name.removesuffix(suffix)
-    return name or "track"
 

@@ -18,6 +18,14 @@ STANDARD_COLUMNS = ["index", "identifier", "file", "clip", "clip_soft", "scale",
 BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
 
 
+def track_name(file_name: str) -> str:
+    """A track identifier from a BigWig file name or URL path: the name without .bw/.bigWig."""
+    name = Path(file_name).name
+    for suffix in (".bw", ".bigWig", ".bigwig"):
+        name = name.removesuffix(suffix)
+    return name
+
+
 def is_bigwig(path: Path) -> bool:
     with open(path, "rb") as handle:
         magic = handle.read(4)
@@ -141,7 +149,7 @@ def build_targets_table(
         rows.append(
             {
                 "index": i,
-                "identifier": bw.name.removesuffix(".bw").removesuffix(".bigWig").removesuffix(".bigwig"),
+                "identifier": track_name(bw.name),
                 "file": str(bw.resolve()),
                 "clip": None if clip is None else float(clip),
                 "clip_soft": None if clip_soft is None else float(clip_soft),
@@ -182,6 +190,25 @@ def build_targets_table(
         df = df.drop(columns=[c for c in ("_file_name",) if c in df.columns])
         df = df[[c for c in STANDARD_COLUMNS if c in df.columns] + [c for c in df.columns if c not in STANDARD_COLUMNS]]
     return df
+
+
+def read_metadata_table(path: Path | str) -> pd.DataFrame:
+    """Track metadata as text: tab-separated for .tsv/.txt, comma-separated otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: metadata table not found")
+    sep = "\t" if path.suffix in (".tsv", ".txt") else ","
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+
+
+def save_targets_table(df: pd.DataFrame, path: Path | str) -> Path:
+    """Write a table we built, under a temporary name, check it passes our own validation, rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    write_targets_table(df, tmp)
+    read_targets_table(tmp)
+    tmp.replace(path)
+    return path
 
 
 def write_targets_table(df: pd.DataFrame, path: Path | str) -> None:

@@ -187,7 +187,7 @@ def export_run(run, out: Path | str, windows_per_file: int = 256, one_hot: bool 
     """Basenji TFRecords of a run's dataset: sequences of the BED rows from the genome, our
     targets; with sequences.bed, targets.txt and statistics.json beside them."""
     from ..config import RunConfig
-    from ..genome.onehot import base_indices
+    from ..genome.onehot import base_indices_padded
     from ..genome.sequence import Genome
     from .targets_table import write_targets_table
 
@@ -208,7 +208,7 @@ def export_run(run, out: Path | str, windows_per_file: int = 256, one_hot: bool 
             for i in range(start, min(len(table), start + windows_per_file)):
                 w = table.iloc[i]
                 seq, left, right = genome.fetch_padded(w.chrom, int(w.row_start), int(w.row_end))
-                idx = np.concatenate([np.full(left, 4, np.uint8), base_indices(seq), np.full(right, 4, np.uint8)])
+                idx = base_indices_padded(seq, left, right)
                 sequence = (np.eye(5, 4, dtype=bool)[idx] if one_hot else idx).tobytes()
                 records.append(serialize_example({"sequence": sequence,
                                                   "target": np.asarray(targets[i]).astype("<f2").tobytes()}))
@@ -236,7 +236,7 @@ def import_tfrecords(folder: Path | str, run_dir: Path | str, genome: Path | str
     import time
 
     from ..config import Geometry, RunConfig
-    from ..genome.onehot import base_indices
+    from ..genome.onehot import base_indices_padded
     from ..genome.sequence import Genome
     from ..genome.windows import read_windows_bed
     from ..provenance import StageDir, fingerprints, write_config_snapshot
@@ -274,7 +274,7 @@ def import_tfrecords(folder: Path | str, run_dir: Path | str, genome: Path | str
             w = rows.iloc[i]
             start = int(w.start) - crop
             dna, left, right = reference.fetch_padded(w.chrom, start, start + len(seq))
-            genome_idx = np.concatenate([np.full(left, 4, np.uint8), base_indices(dna), np.full(right, 4, np.uint8)])
+            genome_idx = base_indices_padded(dna, left, right)
             known = (genome_idx < 4) & (seq < 4)
             if known.any() and (genome_idx[known] != seq[known]).mean() > 0.01:
                 raise InputError(

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..genome.intervals import parse_region
 from ..plots import figures as draw
 
 
@@ -47,13 +48,13 @@ def read_dar_table(path: Path | str, label_column: str) -> pd.DataFrame:
     if {"chrom", "start", "end"} <= set(table.columns):
         regions = table[["chrom", "start", "end"]].copy()
     elif "region" in table.columns:
-        parsed = table["region"].astype(str).str.extract(r"^([^:]+):([\d,]+)-([\d,]+)$")
-        bad = parsed[0].isna()
-        if bad.any():
-            raise InputError(f"{path} row {int(np.flatnonzero(bad)[0]) + 2}: region {table['region'][bad].iloc[0]!r} "
-                             "is not chrom:start-end")
-        regions = pd.DataFrame({"chrom": parsed[0], "start": parsed[1].str.replace(",", "").astype(int),
-                                "end": parsed[2].str.replace(",", "").astype(int)})
+        parsed = []
+        for row, text in enumerate(table["region"], 2):
+            try:
+                parsed.append(parse_region(text))
+            except ValueError:
+                raise InputError(f"{path} row {row}: region {text!r} is not chrom:start-end") from None
+        regions = pd.DataFrame(parsed, columns=["chrom", "start", "end"])
     else:
         raise InputError(f"{path}: needs a 'region' column (chrom:start-end) or chrom, start, end columns")
     regions["label"] = table[label_column].astype(str).to_numpy()

@@ -21,7 +21,7 @@ from ..data import store
 from ..data.targets_table import metadata_columns
 from ..errors import InputError
 from ..provenance import StageDir, write_json_atomic
-from .metrics import AcrossTracksPerBin, PearsonSums, SplitMetrics
+from .metrics import AcrossTracksPerBin, PearsonPerTrack, SplitMetrics
 
 log = logging.getLogger("enformer_transfer")
 
@@ -176,12 +176,10 @@ def _add_baselines(run, name, head, track_index, splits, per_track, summary, com
         ridge_index = ridge_head.check_compatible(run)
         if list(ridge_index) == list(track_index):
             for split in splits:
-                sums = PearsonSums((len(track_index),))
+                metric = PearsonPerTrack(len(track_index))
                 for _, _, pred, obs, mask in _windows_of(run, split, ridge_head, track_index):
-                    w = np.ones_like(pred, dtype=np.float64) if mask is None else (~mask).astype(np.float64)
-                    flat = (-1, len(track_index))
-                    sums.add(pred.reshape(flat).astype(np.float64), obs.reshape(flat).astype(np.float64), w.reshape(flat), 0)
-                per_track.loc[per_track["split"] == split, "ridge_pearson"] = sums.pearson()
+                    metric.update(pred, obs, mask)
+                per_track.loc[per_track["split"] == split, "ridge_pearson"] = metric.pearson()
             summary["baselines"] = summary.get("baselines", {}) | {"ridge": ridge[0]}
     # the backbone's own tracks, best match chosen on valid
     if run.backbone_predictions("valid") is not None and all(run.backbone_predictions(s) is not None for s in splits):
@@ -237,13 +235,11 @@ def _zero_shot_choice(run, track_index) -> np.ndarray:
 
 def _zero_shot_pearson(run, split, track_index, choice) -> np.ndarray:
     backbone, targets = run.backbone_predictions(split), run.targets(split)
-    sums = PearsonSums((len(track_index),))
+    metric = PearsonPerTrack(len(track_index))
     for start in range(0, backbone.shape[0], WINDOWS_PER_STEP):
-        x = np.asarray(backbone[start : start + WINDOWS_PER_STEP], dtype=np.float64)[..., choice]
-        y = np.asarray(targets[start : start + WINDOWS_PER_STEP])[..., track_index].astype(np.float64)
-        x, y = x.reshape(-1, len(track_index)), y.reshape(-1, len(track_index))
-        sums.add(x, y, np.ones_like(x), 0)
-    return sums.pearson()
+        x = np.asarray(backbone[start : start + WINDOWS_PER_STEP])[..., choice]
+        metric.update(x, np.asarray(targets[start : start + WINDOWS_PER_STEP])[..., track_index])
+    return metric.pearson()
 
 
 def _enformer_track_names(path, n: int) -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..genome.intervals import parse_region
 from ..plots import figures as draw
 from ..provenance import safe_filename
 
@@ -32,11 +33,9 @@ def parse_regions(regions: list[str] | None) -> list[tuple[str, int, int]]:
                     out.append((fields[0], int(fields[1]), int(fields[2])))
             continue
         try:
-            chrom, span = item.rsplit(":", 1)
-            start, end = (int(x.replace(",", "")) for x in span.split("-"))
+            out.append(parse_region(item))
         except ValueError:
             raise InputError(f"--plot-regions {item!r}: expected chrom:start-end or a BED file") from None
-        out.append((chrom, start, end))
     return out
 
 

@@ -10,6 +10,15 @@ from ..errors import InputError
 from .chroms import ChromNames
 
 
+def parse_region(text: str) -> tuple[str, int, int]:
+    """'chr1:1,000-2,000' -> ('chr1', 1000, 2000); ValueError otherwise."""
+    chrom, sep, span = str(text).strip().rpartition(":")
+    start, dash, end = span.partition("-")
+    if not (sep and dash and chrom):
+        raise ValueError(f"{text!r} is not chrom:start-end")
+    return chrom, int(start.replace(",", "")), int(end.replace(",", ""))
+
+
 class IntervalSet:
     """Regions of a BED file, queried by window; chromosome names resolved like every input."""
 

@@ -22,6 +22,11 @@ def base_indices(seq: str | bytes) -> np.ndarray:
     return _LOOKUP[np.frombuffer(seq, dtype=np.uint8)]
 
 
+def base_indices_padded(seq: str | bytes, left_pad: int, right_pad: int) -> np.ndarray:
+    """Base indices of ``seq`` with ``left_pad``/``right_pad`` positions beyond the chromosome as 4."""
+    return np.concatenate([np.full(left_pad, 4, np.uint8), base_indices(seq), np.full(right_pad, 4, np.uint8)])
+
+
 def one_hot(seq: str | bytes, dtype: type = np.float32) -> np.ndarray:
     """(len, 4) one-hot in ACGT order; N is all zeros."""
     idx = base_indices(seq)
