@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -27,11 +30,27 @@ def synthetic(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
-    """The whole demo pipeline, run once; tests that change it work on a copy."""
-    from enformer_transfer.pipeline import run_demo
+def demo(tmp_path_factory):
+    """The demo, run once through its command: (run directory, what it printed). Tests that
+    change the run work on a copy."""
+    from enformer_transfer.cli import main
 
-    return run_demo(tmp_path_factory.mktemp("demo"), progress=False)
+    out = tmp_path_factory.mktemp("demo")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    return out / "run", printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo):
+    return demo[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fingerprint_cache(tmp_path_factory):
+    """Content hashes cached in the session's temporary folder, not the user's cache."""
+    os.environ["ENFORMER_TRANSFER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(autouse=True)

@@ -37,9 +37,10 @@ def test_windows_command(synthetic, tmp_path, capsys):
     assert set(bed[3]) == {"train", "valid", "test"}
 
 
-def test_demo(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "demo: run directory" in out
-    run = Run(tmp_path / "demo" / "run")
+def test_demo(demo):
+    run_dir, printed = demo
+    assert f"demo: run directory {run_dir}" in printed and f"demo: report {run_dir / 'report' / 'report.html'}" in printed
+    assert "valid mean Pearson per level (default head | ridge): Class" in printed
+    run = Run(run_dir)
     assert run.targets("train").shape == (46, 64, 12)
+    assert run.heads() == ["default", "ridge"] and run.evaluations() == ["default", "ridge"]

@@ -43,7 +43,7 @@ def _dar_table(run, path):
 def test_dar_analysis_on_demo(demo_run, tmp_path, capsys):
     import shutil
 
-    demo_run = shutil.copytree(demo_run, tmp_path / "run")  # the analysis writes into the run
+    demo_run = shutil.copytree(demo_run, tmp_path / "run", ignore=shutil.ignore_patterns("dar"))
     run = Run(demo_run)
     rows = _dar_table(run, tmp_path / "dar.csv")
     args = ["dar", str(demo_run), "--head", "default", "--regions", str(tmp_path / "dar.csv"),
@@ -71,7 +71,9 @@ def test_dar_analysis_on_demo(demo_run, tmp_path, capsys):
     assert first["observed_top"] == run.tracks["subclass"][sub[np.argmax(obs)]] == first["label"]
     for name in ("dar_pearson_histogram", "dar_confusion", "dar_heatmaps"):
         assert (out / "figures" / f"{name}.png").is_file()
-    assert main(args + ["--tracks-where", "level == 'Subclass'", "--bin-rule", "study"]) == 0
+    assert main(args + ["--tracks-where", "level == 'Subclass'", "--bin-rule", "study"]) == 2  # other settings
+    assert "--force" in capsys.readouterr().err
+    assert main(args + ["--tracks-where", "level == 'Subclass'", "--bin-rule", "study", "--force"]) == 0
     shifted = pd.read_csv(out / "regions.csv")
     assert (shifted["bins"] == 3).all() and len(shifted) <= len(table)
 
@@ -80,4 +82,4 @@ def test_demo_runs_a_dar_analysis_of_its_planted_motifs(demo_run):
     summary = json.loads((demo_run / "dar" / "default" / "summary.json").read_text())
     assert summary["regions"] > 50 and len(summary["cell_types"]) == 6
     assert summary["top_agreement_observed_predicted"] > 2 * summary["chance_agreement"]
-    assert "DAR analysis" in (demo_run / "report.html").read_text()
+    assert "DAR analysis" in (demo_run / "report" / "report.html").read_text()

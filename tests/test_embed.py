@@ -10,13 +10,13 @@ import pytest
 import torch
 from _kill import kill_when
 
-from enformer_transfer import InputError, Run, RunConfig, build_dataset
+from enformer_transfer import EnformerTransferError, InputError, Run, RunConfig, StaleStageError, build_dataset
 from enformer_transfer.backbone.embed import embed_run
 from enformer_transfer.backbone.load import init_backbone
 from enformer_transfer.cli import main
 from enformer_transfer.synthetic import DEMO_GEOMETRY
 
-TINY = dict(dim=48, depth=1, heads=2, attn_dim_key=16, target_length=64, human_tracks=8)
+TINY = dict(dim=48, depth=1, heads=2, attn_dim_key=16, n_bins=64, human_tracks=8)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +86,8 @@ def test_embeddings_equal_direct_forward(fresh_run, backbone, synthetic):
     direct = _direct(backbone, synthetic.genome, windows)
     ours = np.asarray(emb.get_orthogonal_selection(([0, 7, 22], slice(None), slice(None)))).astype(np.float32)
     np.testing.assert_allclose(ours, direct, rtol=2**-10, atol=1e-5)  # float16 rounding
-    record = run.stage_record("embeddings")
-    assert record["stats"]["precision"] == "fp32" and record["stats"]["embedding_dim"] == 96
-    assert record["key"]["backbone"]["files"][0]["path"].endswith("config.json")
+    assert run.embed_precision == "fp32" and run.embedding_dim == 96
+    assert run.embeddings_record.key["backbone"]["files"][0]["path"].endswith("config.json")
     with pytest.raises(InputError, match="split 'train' was not embedded"):
         run.embeddings("train")
 
@@ -107,7 +106,7 @@ def test_bf16_close_to_fp32(fresh_run, backbone, tmp_path):
 
 
 def test_train_bin_fraction_and_backbone_heads(fresh_run, backbone, tmp_path):
-    _embed(fresh_run, backbone, train_bin_fraction=0.125, store_backbone_heads=True, batch_size=4)
+    _embed(fresh_run, backbone, train_bin_fraction=0.125, store_backbone_outputs=True, batch_size=4)
     run = Run(fresh_run)
     emb, bins = run.embeddings("train"), run.embedding_bins("train")
     assert emb.shape == (46, 8, 96) and bins.shape == (46, 8)
@@ -120,10 +119,10 @@ def test_train_bin_fraction_and_backbone_heads(fresh_run, backbone, tmp_path):
 
     shutil.copytree(fresh_run, full)
     shutil.rmtree(full / "embeddings")
-    _embed(full, backbone, splits=["train"], train_bin_fraction=1.0, store_backbone_heads=False)
+    _embed(full, backbone, splits=["train"], train_bin_fraction=1.0, store_backbone_outputs=False)
     all_bins = np.asarray(Run(full).embeddings("train"))
     np.testing.assert_array_equal(np.asarray(emb), np.take_along_axis(all_bins, b[..., None].astype(int), axis=1))
-    heads = np.asarray(run.backbone_predictions("test"))
+    heads = np.asarray(run.backbone_outputs("test"))
     assert heads.shape == (23, 64, 8) and (heads >= 0).all()
     from enformer_pytorch import Enformer
 
@@ -172,7 +171,7 @@ def test_two_processes_gloo(fresh_run, backbone, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     logs = sorted(p.name for p in (fresh_run / "embeddings" / "progress").glob("train.rank*.txt"))
     assert logs == ["train.rank0.txt", "train.rank1.txt"]
-    assert Run(fresh_run).stage_record("embeddings")["stats"]["world_size"] == 2
+    assert Run(fresh_run).embeddings_record.stats["world_size"] == 2
     _embed(single, backbone, batch_size=2)
     for split in ("train", "valid", "test"):
         np.testing.assert_allclose(np.asarray(Run(fresh_run).embeddings(split)).astype(np.float32),
@@ -184,7 +183,7 @@ def test_skip_when_up_to_date_and_refuse_other_backbone(fresh_run, backbone, tmp
     _embed(fresh_run, backbone, splits=["test"])
     assert "up to date" in caplog.text
     other = init_backbone(tmp_path / "other", seed=2, **TINY)
-    with pytest.raises(Exception, match="built from different inputs.*--force"):
+    with pytest.raises(StaleStageError, match="built from different inputs.*--force"):
         _embed(fresh_run, other, splits=["test"])
 
 
@@ -200,7 +199,7 @@ def test_bad_inputs(fresh_run, backbone, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     fails(base + ["--backbone", str(tmp_path / "empty")], "no config.json")
     fails(base + ["--backbone", "EleutherAI/enformer-official-rough"], "huggingface-cli download", "--allow-download")
-    wrong = init_backbone(tmp_path / "wrong", seed=0, **{**TINY, "target_length": 128}, num_downsamples=6)
+    wrong = init_backbone(tmp_path / "wrong", seed=0, **{**TINY, "n_bins": 128}, num_downsamples=6)
     fails(base + ["--backbone", str(wrong)], "pools the sequence by 64 bp", "bin_size is 128")
     (tmp_path / "nodata").mkdir()
     fails(["embed", str(tmp_path / "nodata"), "--backbone", str(backbone)], "no finished dataset stage")
@@ -226,7 +225,7 @@ def test_float16_overflow_is_an_error(fresh_run, backbone, tmp_path):
         for p in model.final_pointwise.parameters():
             p.mul_(1e4)
     model.save_pretrained(str(tmp_path / "huge"), safe_serialization=False)
-    with pytest.raises(Exception, match="outside the float16 range.*--storage-dtype float32"):
+    with pytest.raises(EnformerTransferError, match="outside the float16 range.*--storage-dtype float32"):
         _embed(fresh_run, tmp_path / "huge", splits=["test"])
     _embed(fresh_run, tmp_path / "huge", splits=["test"], storage_dtype="float32")
     assert Run(fresh_run).embeddings("test").dtype == np.float32

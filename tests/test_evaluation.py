@@ -14,7 +14,7 @@ import torch
 from enformer_transfer import Run
 from enformer_transfer.cli import main
 from enformer_transfer.evaluation.evaluate import grouping_columns
-from enformer_transfer.evaluation.metrics import AcrossTracksPerBin, PearsonPerTrack, SplitMetrics
+from enformer_transfer.metrics import AcrossTracksPerBin, PearsonPerTrack, SplitMetrics
 
 
 def _enformer_pytorch_pearson(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -142,13 +142,14 @@ def test_predict_fasta_table(demo_run, tmp_path):
     seq = Genome(data / "genome.fa").fetch("chr2", 50_000, 50_000 + 16384)
     fasta = tmp_path / "seqs.fa"
     fasta.write_text(f">a\n{seq}\n>b\n{seq[::-1]}\n")
-    assert main(["predict", str(demo_run), "--head", "default", "--fasta", str(fasta), "--out", str(tmp_path / "p.tsv")]) == 0
-    table = pd.read_csv(tmp_path / "p.tsv", sep="\t")
+    assert main(["predict", str(demo_run), "--head", "default", "--fasta", str(fasta), "--out", str(tmp_path / "p")]) == 0
+    table = pd.read_csv(tmp_path / "p" / "predictions.tsv", sep="\t")
     assert len(table) == 2 * 64 and list(table.columns[:4]) == ["sequence", "bin", "start", "end"]
     assert table["start"].iloc[0] == 4096 and (table.iloc[:, 4:] >= 0).all().all()
     bad = tmp_path / "bad.fa"
     bad.write_text(">short\nACGT\n")
-    assert main(["predict", str(demo_run), "--head", "default", "--fasta", str(bad), "--out", str(tmp_path / "x.tsv")]) == 2
+    assert main(["predict", str(demo_run), "--head", "default", "--fasta", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
 
 
 def test_weights_find_the_backbone_track_a_head_copies(demo_run, tmp_path):
@@ -169,7 +170,7 @@ def test_weights_find_the_backbone_track_a_head_copies(demo_run, tmp_path):
     first = top[top["rank"] == 1].reset_index(drop=True)
     assert list(first["backbone_index"][:4]) == [3, 7, 3, 7]
     assert np.allclose(first["cosine"], 1.0)
-    assert (run_dir / "weights" / "default" / "similarity_by_assay.png").is_file()
+    assert (run_dir / "weights" / "default" / "figures" / "similarity_by_assay.png").is_file()
 
 
 def test_weights_by_assay_with_enformer_track_names(tiny_hg38, demo_run, tmp_path):
@@ -179,7 +180,7 @@ def test_weights_by_assay_with_enformer_track_names(tiny_hg38, demo_run, tmp_pat
     run_dir = tmp_path / "run"
     shutil.copytree(demo_run, run_dir)
     stage = json.loads((run_dir / "embeddings" / "stage.json").read_text())
-    full_head = init_backbone(tmp_path / "bb5313", dim=48, depth=1, heads=2, attn_dim_key=16, target_length=64,
+    full_head = init_backbone(tmp_path / "bb5313", dim=48, depth=1, heads=2, attn_dim_key=16, n_bins=64,
                               human_tracks=5313, calibrate_batches=0)
     stage["config"]["embed"]["backbone"] = str(full_head)
     (run_dir / "embeddings" / "stage.json").write_text(json.dumps(stage))
@@ -194,7 +195,7 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium not installed (.ci/run installs Debian's chromium)")
-    report = demo_run / "report.html"
+    report = demo_run / "report" / "report.html"
     text = report.read_text()
     assert "Per track" in text and "data:image/png;base64" in text and 'href="#default-track-00_Glutamatergic"' in text
     result = subprocess.run(
@@ -219,7 +220,7 @@ def test_compare_run_and_whole_chromosome_prediction(demo_run, tmp_path):
     assert plotted == [f"region_test_{window.chrom}_{window.start}.png"]
     table = pd.read_csv(other / "evaluation" / "default" / "per_track.csv")
     np.testing.assert_allclose(table["compare_run_pearson"], table["pearson"])
-    assert main(["predict", str(demo_run), "--head", "ridge", "--chrom", "chr3", "--out", str(tmp_path / "bw")]) == 0
+    assert main(["predict", str(demo_run), "--head", "ridge", "--chroms", "chr3", "--out", str(tmp_path / "bw")]) == 0
     reader = pybigtools.open(str(tmp_path / "bw" / "00_Glutamatergic.bw"))
     assert reader.chroms() == {"chr3": 200_000}
     values = reader.values("chr3", 0, 200_000, fillna=np.nan)

@@ -40,8 +40,8 @@ def test_real_hg38_end_to_end(tiny_hg38, tmp_path):
     embed_run(config, progress=False)
     config.train.max_epochs, config.train.lr, config.train.batch_size, config.train.loader_workers = 3, 1e-3, 4, 0
     train_head(config, progress=False)
-    evaluate_head(config.run_dir, "default", progress=False)
-    report = write_report(config.run_dir)
+    evaluate_head(config, progress=False)
+    report = write_report(config, progress=False)
 
     run = Run(config.run_dir)
     assert run.targets("test").shape == (10, 896, 10)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from _kill import kill_when
 
-from enformer_transfer import Run, RunConfig, StaleStageError, build_dataset, load_config
+from enformer_transfer import InputError, Run, RunConfig, StaleStageError, build_dataset, load_config
 from enformer_transfer.cli import main
 from enformer_transfer.synthetic import DEMO_GEOMETRY
 
@@ -43,9 +43,9 @@ def test_run_api_and_store_layout(synthetic, tmp_path):
     assert targets.shape == (len(test), 64, 12) and targets.dtype == np.float16
     assert targets.chunks == (8, 64, 12)  # read by window, never the whole array
     assert np.asarray(targets[3]).shape == (64, 12)
-    record = run.stage_record("dataset")
-    assert record["tool_version"] and record["key"]["inputs"][0]["path"].endswith("genome.fa")
-    assert all("sha256" in f or "mtime_ns" in f for f in record["key"]["inputs"])
+    record = run.dataset_record
+    assert record.tool_version and record.key["inputs"]["genome"]["path"].endswith("genome.fa")
+    assert all("sha256" in f for f in record.key["inputs"]["bigwigs"])
     assert load_config(tmp_path / "run" / "config.toml").dataset.targets == synthetic.targets
     assert run.masks("test") is None
 
@@ -147,7 +147,7 @@ def test_run_command_with_toml_config(synthetic, tmp_path, capsys):
 
 def test_run_without_dataset_says_what_to_do(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(Exception, match="no finished dataset stage yet"):
+    with pytest.raises(InputError, match="no finished dataset stage yet"):
         Run(tmp_path / "empty").targets("train")
 
 
@@ -182,7 +182,7 @@ def test_unmappable_windows_are_dropped(synthetic, tmp_path):
     run = Run(build_dataset(_config(synthetic, tmp_path / "run", unmappable=unmap), progress=False).parent)
     assert len(run.windows("train")) == len(run_all.windows("train")) - 1
     assert run.windows("train").iloc[0]["start"] == second.start
-    dropped = pd.read_csv(run.dataset_dir / "dropped_windows.tsv", sep="\t")
+    dropped = pd.read_csv(run.layout.dataset.dropped_windows, sep="\t")
     assert list(dropped["start"]) == [first.start] and dropped["reason"][0].startswith("unmappable bins 1.00")
     np.testing.assert_array_equal(np.asarray(run.targets("train")), np.asarray(run_all.targets("train"))[1:])
 
@@ -196,7 +196,7 @@ def test_example_study_config_parses():
 
     path = Path(__file__).resolve().parents[1] / "examples" / "study.toml"
     config = load_config(path)
-    assert config.geometry.target_length == 114_688 and config.dataset.transform_order == "old"
+    assert config.geometry.target_interval_bp == 114_688 and config.dataset.transform_order == "old"
     assert config.embed.backbone == str(path.parent / "enformer-weights") and config.train.devices == 2
     assert config.dataset.genome == path.parent / "data" / "hg38.fa"
     again = RunConfig.model_validate(tomllib.loads(config_to_toml(config)))
@@ -206,7 +206,7 @@ def test_example_study_config_parses():
 def test_run_command_runs_every_stage_and_resumes(synthetic, tmp_path, caplog):
     from enformer_transfer.backbone.load import init_backbone
 
-    backbone = init_backbone(tmp_path / "bb", dim=48, depth=1, heads=2, attn_dim_key=16, target_length=64,
+    backbone = init_backbone(tmp_path / "bb", dim=48, depth=1, heads=2, attn_dim_key=16, n_bins=64,
                              human_tracks=8)
     config_path = tmp_path / "config.toml"
     config_path.write_text(
@@ -219,7 +219,7 @@ def test_run_command_runs_every_stage_and_resumes(synthetic, tmp_path, caplog):
     assert main(["run", str(config_path), "--quiet"]) == 0
     run = Run(tmp_path / "run")
     assert run.heads() == ["default"] and run.predictions("default", "test").shape == (23, 64, 12)
-    assert (tmp_path / "run" / "report.html").is_file()
+    assert (tmp_path / "run" / "report" / "report.html").is_file()
     caplog.clear()
     assert main(["run", str(config_path), "--quiet"]) == 0  # everything up to date: nothing redone
     assert caplog.text.count("up to date") >= 4

@@ -84,7 +84,7 @@ def test_import_round_trip_and_genome_check(demo_run, tmp_path, capsys):
         np.testing.assert_array_equal(np.asarray(theirs.targets(split)), np.asarray(ours.targets(split)))
         cols = ["chrom", "start", "end", "input_start", "input_end"]
         pd.testing.assert_frame_equal(theirs.windows(split)[cols], ours.windows(split)[cols])
-    assert theirs.stage_record("dataset")["config"]["dataset"]["genome"] == str(genome)
+    assert theirs.dataset_config.genome == genome
     # records that do not come from the genome given are refused
     other = tmp_path / "other.fa"
     text = genome.read_text().splitlines()

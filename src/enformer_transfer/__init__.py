@@ -1,9 +1,11 @@
 """enformer-transfer: teach a pretrained Enformer new genomic tracks.
 
-Public API (mirrors the CLI): ``Run`` reads a run directory; ``build_dataset``, ``embed_run``,
-``train_head``, ``evaluate_head``, ``write_report``, ``predict_regions``, ``weight_similarity``,
-``run_pipeline`` and ``run_demo`` run stages; ``RunConfig`` / ``load_config`` configure them.
-Names are imported on first use, so worker processes and ``--help`` start fast.
+The public API follows the workflow and the command line: ``fetch`` and ``make_targets_table``
+prepare tracks; each stage of a run is one function taking a ``RunConfig`` (or a run
+directory, whose config.toml it uses): ``dataset``, ``embed``, ``train``, ``evaluate``,
+``predict``, ``weights``, ``dar``, ``report``; ``run_pipeline`` runs them in order and
+``run_demo`` on synthetic data. ``Run`` reads a run directory. Names are imported on first
+use, so worker processes and ``--help`` start fast.
 """
 
 from __future__ import annotations
@@ -13,27 +15,28 @@ import importlib
 from ._version import __version__
 
 _EXPORTS = {
-    "DatasetConfig": ".config",
-    "Geometry": ".config",
-    "RunConfig": ".config",
-    "load_config": ".config",
-    "build_dataset": ".data.build",
-    "plan_dataset": ".data.build",
-    "build_targets_table": ".data.targets_table",
-    "read_targets_table": ".data.targets_table",
-    "EnformerTransferError": ".errors",
-    "InputError": ".errors",
-    "StaleStageError": ".errors",
-    "embed_run": ".backbone.embed",
+    # configuration
+    "RunConfig": ".config", "Geometry": ".config", "DatasetConfig": ".config", "load_config": ".config",
+    "as_config": ".config",
+    # errors
+    "EnformerTransferError": ".errors", "InputError": ".errors", "StaleStageError": ".errors",
+    "IntegrityError": ".errors",
+    # tracks
+    "fetch": ".data.fetch", "make_targets_table": ".data.targets_table",
+    "build_targets_table": ".data.targets_table", "read_targets_table": ".data.targets_table",
+    # stages, by their command names and their descriptive names
+    "dataset": (".data.build", "build_dataset"), "build_dataset": ".data.build", "plan_dataset": ".data.build",
+    "embed": (".backbone.embed", "embed_run"), "embed_run": ".backbone.embed",
     "init_backbone": ".backbone.load",
-    "train_head": ".heads.train",
-    "evaluate_head": ".evaluation.evaluate",
-    "predict_regions": ".evaluation.predict",
-    "weight_similarity": ".evaluation.weights",
-    "write_report": ".report.html",
-    "run_demo": ".pipeline",
-    "run_pipeline": ".pipeline",
-    "Run": ".run",
+    "train": (".heads.train", "train_head"), "train_head": ".heads.train",
+    "evaluate": (".evaluation.evaluate", "evaluate_head"), "evaluate_head": ".evaluation.evaluate",
+    "predict": ".evaluation.predict",
+    "weights": (".evaluation.weights", "weight_similarity"), "weight_similarity": ".evaluation.weights",
+    "dar": (".evaluation.dar", "dar_analysis"), "dar_analysis": ".evaluation.dar",
+    "report": (".report.html", "write_report"), "write_report": ".report.html",
+    "run_pipeline": ".pipeline", "run_demo": ".pipeline",
+    # reading results
+    "Run": ".run", "SequenceModel": ".backbone.model", "load_sequence_model": ".backbone.model",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -41,7 +44,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        module, attribute = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
+        value = getattr(importlib.import_module(module, __name__), attribute)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'enformer_transfer' has no attribute {name!r}")

@@ -1,12 +1,20 @@
-"""The run configuration as typed models; defaults equal the reference study (reference.md)."""
+"""The run configuration as typed models, one section per stage; defaults equal the reference study.
+
+Every key of a stage's section is a flag of its command (``train.batch_size`` is
+``train --batch-size``) and any key can be set on any command with ``--set section.key=value``.
+Paths are stored absolute: relative paths in a config file are relative to that file, on the
+command line relative to the working directory, so a path means the same file after any
+number of commands, from any directory.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import InputError
 
@@ -17,9 +25,22 @@ else:  # pragma: no cover
 
 SUM_STATS = ("mean", "sum", "max", "sum_sqrt", "mean_sqrt", "peak")
 
+# The study's transform of every track (reference.md section 2): the defaults of new targets tables.
+STUDY_CLIP = 32.0
+STUDY_SCALE = 2.0
+STUDY_SUM_STAT = "mean"
+
+# Lightning's spellings of precision, accepted where users may have configs from earlier versions.
+_PRECISION_ALIASES = {"32": "fp32", "32-true": "fp32", "16-mixed": "fp16", "16": "fp16",
+                      "bf16-mixed": "bf16", "bf16-true": "bf16"}
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+def _path_field(description: str):
+    return Field(None, description=description)
 
 
 class Geometry(_Section):
@@ -30,94 +51,98 @@ class Geometry(_Section):
     n_bins: int = Field(896, gt=0, description="output bins per window")
 
     @property
-    def target_length(self) -> int:
+    def target_interval_bp(self) -> int:
+        """Length of the target interval in bp (n_bins x bin_size)."""
         return self.n_bins * self.bin_size
 
     @property
     def context(self) -> int:
         """bp of input on each side of the target interval."""
-        return (self.seq_length - self.target_length) // 2
+        return (self.seq_length - self.target_interval_bp) // 2
 
     @model_validator(mode="after")
     def _check(self) -> Geometry:
-        excess = self.seq_length - self.target_length
+        excess = self.seq_length - self.target_interval_bp
         if excess < 0 or excess % 2:
             raise ValueError(
                 f"seq_length {self.seq_length} must exceed n_bins x bin_size "
-                f"({self.target_length}) by an even number of bp"
+                f"({self.target_interval_bp}) by an even number of bp"
             )
         return self
 
 
-class DatasetConfig(_Section):
-    """Stage 2: BigWigs + genome + windows -> binned targets (Basenji semantics)."""
+class TargetsConfig(_Section):
+    """How new targets tables transform their tracks (``targets``, ``fetch``): the study's values."""
 
-    genome: Path | None = Field(None, description="genome FASTA (plain or bgzip) or 2bit")
-    targets: Path | None = Field(None, description="targets table (TSV)")
-    windows: Path | None = Field(None, description="windows BED: chrom start end split")
-    blacklist: Path | None = Field(None, description="blacklist BED; regions clipped to baseline")
+    clip: float | None = Field(STUDY_CLIP, gt=0, description="hard clip of the binned values")
+    clip_soft: float | None = Field(None, gt=0, description="soft clip: values above it grow as a square root")
+    scale: float = Field(STUDY_SCALE, gt=0, description="multiply the binned values by this")
+    sum_stat: Literal[SUM_STATS] = Field(STUDY_SUM_STAT, description="statistic of each bin's per-base values")
+
+
+class DatasetConfig(_Section):
+    """Stage dataset: BigWigs + genome + windows -> binned targets (Basenji semantics)."""
+
+    genome: Path | None = _path_field("genome FASTA (plain or bgzip) or 2bit")
+    targets: Path | None = _path_field("targets table (TSV)")
+    windows: Path | None = _path_field("windows BED: chrom start end split")
+    blacklist: Path | None = _path_field("blacklist BED; regions clipped to baseline")
     blacklist_pad: int = Field(20, ge=0, description="bp added on each side of blacklist regions")
     blacklist_quirk: bool = Field(
-        False,
-        description="reproduce Basenji: a blacklist region starting left of the window is not masked",
-    )
+        False, description="reproduce Basenji: a blacklist region starting left of the window is not masked")
     baseline_percentile: float = Field(50.0, ge=0, le=100, description="percentile of the baseline")
-    unmappable: Path | None = Field(None, description="unmappable regions BED; mostly-unmappable windows are dropped")
+    unmappable: Path | None = _path_field("unmappable regions BED; mostly-unmappable windows are dropped")
     unmappable_max_fraction: float = Field(
-        0.5, gt=0, le=1, description="drop windows with at least this fraction of unmappable bins"
-    )
+        0.5, gt=0, le=1, description="drop windows with at least this fraction of unmappable bins")
     transform_order: Literal["old", "new"] = Field(
-        "old", description="old = the study (stat, soft clip, clip, scale); new = Basenji since 2023-03"
-    )
+        "old", description="old = the study (stat, soft clip, clip, scale); new = Basenji since 2023-03")
     clip_floor_zero: bool = Field(False, description="hard clip to [0, clip] (Basenji2 era) instead of [-clip, clip]")
     extreme_clip_percentile: float | None = Field(
-        99.99999, gt=0, le=100, description="per-track clip to +/- this percentile over all windows"
-    )
+        99.99999, gt=0, le=100, description="per-track clip to +/- this percentile over all windows")
     uncovered: Literal["fill", "mask"] = Field(
-        "fill", description="fill = uncovered bases get the baseline (Basenji); mask = also store a mask of bins with uncovered bases"
-    )
+        "fill", description="fill = uncovered bases get the baseline (Basenji); mask = also store a mask of "
+                            "bins with uncovered bases, left out of training and metrics")
     beyond_chrom_end: Literal["pad", "error"] = Field(
-        "pad", description="model input past a chromosome end: pad (and warn) or error"
-    )
+        "pad", description="model input past a chromosome end: pad (and warn) or error")
     chrom_aliases: Literal["none", "auto"] = Field(
-        "none", description="auto = match chr1/1 and chrM/MT between genome, BigWigs, windows and blacklist"
-    )
+        "none", description="auto = match chr1/1 and chrM/MT between genome, BigWigs, windows and blacklist")
     allow_missing_chroms: bool = Field(
-        False, description="a BigWig lacking a window's chromosome gives uncovered bases instead of an error"
-    )
+        False, description="a BigWig lacking a window's chromosome gives uncovered bases instead of an error")
     chunk_windows: int = Field(8, gt=0, description="windows per store chunk")
     workers: int = Field(0, ge=0, description="worker processes (0 = all cores)")
-    free_space_limit: int | None = Field(
-        None, ge=0, description="treat at most this many bytes as free on the run disk"
-    )
+    free_space_limit: int | None = Field(None, ge=0, description="treat at most this many bytes as free on the run disk")
 
 
 class EmbedConfig(_Section):
-    """Stage 3: Enformer's trunk over every window -> embeddings store."""
+    """Stage embed: Enformer's trunk over every window -> embeddings store."""
 
-    backbone: str | None = Field(None, description="backbone directory (config.json + pytorch_model.bin) or hub name")
+    backbone: str | None = Field(None, description="backbone folder (config.json + pytorch_model.bin) or hub name",
+                                 json_schema_extra={"path_like": True})
     tf_gamma: bool = Field(False, description="TensorFlow gamma positional features (the study ran without)")
     allow_download: bool = Field(False, description="allow fetching a hub backbone from the network")
-    splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"], description="splits to embed (comma-separated)")
+    splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"], description="splits to embed")
     batch_size: int = Field(4, gt=0, description="windows per forward pass")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="compute precision (auto: bf16 on GPU, fp32 on CPU)")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="stored precision; float16 overflow is an error")
     compile: bool = Field(False, description="torch.compile the trunk")
     loader_workers: int = Field(2, ge=0, description="DataLoader worker processes preparing one-hot inputs")
     train_bin_fraction: float = Field(1.0, gt=0, le=1, description="store this seeded fraction of each train window's bins")
-    store_backbone_heads: bool = Field(False, description="also store the backbone's own human-head predictions")
+    store_backbone_outputs: bool = Field(
+        False, validation_alias=AliasChoices("store_backbone_outputs", "store_backbone_heads"),
+        description="also store the backbone's own output tracks (its human head), the zero-shot baseline")
     pad_value: float = Field(0.25, ge=0, le=1, description="one-hot value of positions beyond a chromosome end")
     device: str = Field("auto", description="torch device (auto: cuda if available, with LOCAL_RANK)")
 
 
 class TrainConfig(_Section):
-    """Stage 4: a head trained on stored embeddings (defaults = the study, loss = ours)."""
+    """Stage train: a head on stored embeddings (defaults = the study, loss = ours)."""
 
     head: str = Field("default", description="name of the head (folder RUN_DIR/heads/NAME)")
-    model: Literal["linear", "mlp", "ridge"] = Field("linear", description="linear + softplus (the study's), a small MLP, or closed-form ridge")
+    model: Literal["linear", "mlp", "ridge"] = Field(
+        "linear", description="linear + softplus (the study's), a small MLP, or closed-form ridge")
     loss: Literal["poisson", "poisson-log-input", "mse", "poisson-multinomial"] = Field(
-        "poisson", description="poisson = rate form (Enformer's; ours); poisson-log-input = the study's PoissonNLLLoss(log_input=True) quirk"
-    )
+        "poisson", description="poisson = rate form (Enformer's; ours); poisson-log-input = the study's "
+                               "PoissonNLLLoss(log_input=True) quirk")
     tracks_where: str | None = Field(None, description="train on tracks matching this pandas query, e.g. \"level == 'Class'\"")
     lr: float = Field(1e-4, gt=0, description="Adam learning rate")
     batch_size: int = Field(64, gt=0, description="windows per batch per device")
@@ -128,13 +153,70 @@ class TrainConfig(_Section):
     init: Literal["random", "ridge"] = Field("random", description="initialise a linear head from the ridge solution")
     ridge_lambdas: list[float] = Field(
         default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0],
-        description="ridge strengths (relative to the mean embedding variance), chosen on valid",
-    )
-    precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = Field("auto", description="auto: 16-mixed on GPU (the study), 32 on CPU")
+        description="ridge strengths (relative to the mean embedding variance), chosen on valid")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="mixed precision (auto: fp16 on GPU, the study's, fp32 on CPU)")
     accelerator: str = Field("auto", description="lightning accelerator")
     devices: int = Field(1, gt=0, description="devices per node (DDP when more than one in all)")
     num_nodes: int = Field(1, gt=0, description="nodes")
     loader_workers: int = Field(2, ge=0, description="DataLoader workers reading the embeddings store")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_alias(cls, value):
+        return _PRECISION_ALIASES.get(str(value), value)
+
+
+class EvaluateConfig(_Section):
+    """Stage evaluate: a head's predictions for every window of each split, stored and scored."""
+
+    head: str = Field("default", description="the head to evaluate (RUN_DIR/heads/NAME)")
+    splits: list[str] = Field(default_factory=list, description="splits to evaluate (default: test and valid)")
+    compare_run: Path | None = _path_field("another run (e.g. a random backbone) evaluated with the same head name")
+    enformer_targets: Path | None = _path_field("targets_human.txt naming the backbone's own tracks")
+    plot_regions: list[str] = Field(
+        default_factory=list, description="chrom:start-end regions or BED files: plot observed vs predicted there",
+        json_schema_extra={"path_like": True})
+
+
+class PredictConfig(_Section):
+    """Stage predict: a head's predictions for new regions (BigWigs) or sequences (a table)."""
+
+    head: str = Field("default", description="the head to predict with")
+    regions: Path | None = _path_field("BED of regions, tiled into windows")
+    chroms: list[str] = Field(default_factory=list, description="whole chromosomes to predict")
+    fasta: Path | None = _path_field("sequences of exactly the model input length: write a table")
+    out: Path | None = _path_field("output folder (default: RUN_DIR/predictions/HEAD)")
+    stride: int | None = Field(None, gt=0, description="bp between windows (default: half the target interval)")
+    batch_size: int = Field(4, gt=0, description="windows per forward pass")
+    device: str = Field("auto", description="torch device (auto: cuda if available)")
+
+
+class WeightsConfig(_Section):
+    """Stage weights: head weights vs the backbone's own output tracks."""
+
+    head: str = Field("default", description="a trained linear head")
+    enformer_targets: Path | None = _path_field("targets_human.txt naming the backbone's tracks")
+    top: int = Field(5, gt=0, description="backbone tracks listed per new track")
+
+
+class DarConfig(_Section):
+    """Stage dar: do predictions recover differentially accessible regions between cell types?"""
+
+    head: str = Field("default", description="an evaluated head")
+    regions: Path | None = _path_field("DAR table: region (chr:start-end) or chrom/start/end, and a cell-type label")
+    label_column: str | None = Field(None, description="column of both tables naming the cell type, e.g. subclass")
+    tracks_where: str | None = Field(None, description="which tracks form the level, e.g. \"level == 'Subclass'\"")
+    splits: list[str] = Field(default_factory=list, description="splits (default: the evaluated ones)")
+    bin_rule: Literal["contained", "study"] = Field(
+        "contained", description="contained = bins inside the region; study = the study's rule (one bin downstream)")
+    min_overlap: int = Field(256, gt=0, description="bp of a region inside a target interval")
+
+
+class ReportConfig(_Section):
+    """Stage report: one self-contained HTML page of the run."""
+
+    heads: list[str] = Field(default_factory=list, description="evaluated heads to include (default: all)")
 
 
 class RunConfig(_Section):
@@ -143,9 +225,37 @@ class RunConfig(_Section):
     run_dir: Path | None = Field(None, description="the run directory")
     seed: int = Field(0, description="random seed of every stage")
     geometry: Geometry = Field(default_factory=Geometry)
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    weights: WeightsConfig = Field(default_factory=WeightsConfig)
+    dar: DarConfig = Field(default_factory=DarConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+
+# Sections of stages a run has many of (heads, evaluations, analyses, each by name): a command on a
+# run starts them from their defaults, never from the settings of the previous such command in
+# RUN_DIR/config.toml (train --head b must not inherit --tracks-where of train --head a).
+PER_COMMAND_SECTIONS = ("train", "evaluate", "predict", "weights", "dar", "report")
+
+SECTIONS: dict[str, type[_Section]] = {
+    name: field.annotation for name, field in RunConfig.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+}
+
+
+def as_config(config: RunConfig | Path | str) -> RunConfig:
+    """A stage's config: a RunConfig as given, or a run directory's own (its config.toml)."""
+    if isinstance(config, RunConfig):
+        return config
+    run_dir = Path(config)
+    snapshot = run_dir / "config.toml"
+    loaded = load_config(snapshot) if snapshot.is_file() else RunConfig()
+    loaded.run_dir = Path(os.path.abspath(run_dir))
+    return loaded
 
 
 def load_config(path: Path | str) -> RunConfig:
@@ -157,27 +267,57 @@ def load_config(path: Path | str) -> RunConfig:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"{path}: not valid TOML ({err})") from None
+    return validate_config(data, f"{path}: ", base=path.parent)
+
+
+def validate_config(data: dict, where: str = "", base: Path | None = None) -> RunConfig:
+    """A RunConfig from plain data; relative paths become absolute against ``base`` (default: cwd)."""
     try:
         config = RunConfig.model_validate(data)
     except ValueError as err:
-        raise InputError(f"{path}: {_first_error(err)}") from None
-    return resolve_paths(config, path.parent)
+        raise InputError(f"{where}{first_error(err)}") from None
+    return absolute_paths(config, base or Path.cwd())
 
 
-def resolve_paths(config: RunConfig, base: Path) -> RunConfig:
-    """Make every relative path of the config relative to ``base``."""
-    if config.run_dir is not None and not config.run_dir.is_absolute():
-        config.run_dir = base / config.run_dir
-    for section in (config.dataset,):
-        for name, value in section:
-            if isinstance(value, Path) and not value.is_absolute():
-                setattr(section, name, base / value)
-    backbone = config.embed.backbone
-    # a relative folder is relative to the config file; 'Org/name' (not a folder there) is a hub name
-    if backbone is not None and not Path(backbone).is_absolute():
-        if (base / backbone).exists() or "/" not in backbone:
-            config.embed.backbone = str(base / backbone)
+def _absolute(base: Path, value: Path) -> Path:
+    return Path(os.path.normpath(base / value)) if not value.is_absolute() else value
+
+
+def absolute_paths(config: RunConfig, base: Path) -> RunConfig:
+    """Make every relative path of the config absolute against ``base`` (in place)."""
+    base = Path(os.path.abspath(base))
+    if config.run_dir is not None:
+        config.run_dir = _absolute(base, config.run_dir)
+    for name in SECTIONS:
+        section = getattr(config, name)
+        for key, field in type(section).model_fields.items():
+            value = getattr(section, key)
+            if isinstance(value, Path):
+                setattr(section, key, _absolute(base, value))
+            elif (field.json_schema_extra or {}).get("path_like"):
+                setattr(section, key, _absolute_path_like(base, value))
     return config
+
+
+def _absolute_path_like(base: Path, value):
+    """Strings that may name files: made absolute when they do (or, for a backbone, when they
+    are not of the hub's 'Org/name' form)."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_absolute_path_like(base, v) for v in value]
+    path = Path(value)
+    if path.is_absolute():
+        return value
+    if (base / path).exists():
+        return str(_absolute(base, path))
+    if _looks_like_region(value) or ("/" in value and not value.startswith(".")):
+        return value  # a region, or a hub name such as EleutherAI/enformer-official-rough
+    return str(_absolute(base, path))
+
+
+def _looks_like_region(text: str) -> bool:
+    return ":" in text and "-" in text.rpartition(":")[2]
 
 
 def config_to_toml(config: RunConfig) -> str:
@@ -187,7 +327,8 @@ def config_to_toml(config: RunConfig) -> str:
     return tomli_w.dumps(data)
 
 
-def _first_error(err: ValueError) -> str:
+def first_error(err: ValueError) -> str:
+    """The first validation error of a pydantic error as 'section.key: message'."""
     errors = getattr(err, "errors", None)
     if callable(errors):
         first = errors()[0]

@@ -1,148 +1,117 @@
-"""Stage records: config, input fingerprints and tool version next to every result."""
+"""Provenance next to every result: input fingerprints (content hashes), stage records, and the
+rules that decide whether a stage folder is done, resumable or stale.
+
+A fingerprint is a file's resolved path, size and SHA-256. Hashing a 3-GB genome takes seconds,
+so hashes are cached per file by (device, inode, size, mtime, ctime): any edit changes the
+ctime, so a cached hash is never trusted for a changed file.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
 from .errors import InputError, StaleStageError
+from .fs import read_json, write_json_atomic
+from .layout import STAGE_RECORD, partial_of
 
-STAGE_RECORD = "stage.json"
-HASH_LIMIT = 16 * 1024 * 1024  # files up to this size are hashed; larger ones use size + mtime
-
-
-def safe_filename(name: str) -> str:
-    """A track identifier as a file name: letters, digits, '-', '_' and '.' kept, others '_'."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+log = logging.getLogger("enformer_transfer")
 
 
-def file_fingerprint(path: Path) -> dict[str, Any]:
-    """Path, size and either a content hash (small files) or the modification time."""
+# --- fingerprints ------------------------------------------------------------------------
+
+def _cache_dir() -> Path | None:
+    root = os.environ.get("ENFORMER_TRANSFER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "enformer-transfer")
+    return Path(root) / "sha256"
+
+
+def _stat_key(stat: os.stat_result) -> list[int]:
+    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def sha256_of(path: Path | str) -> str:
+    """SHA-256 of a file's content, cached by its stat (recomputed after any change)."""
     path = Path(path).resolve()
     stat = path.stat()
-    record: dict[str, Any] = {"path": str(path), "size": stat.st_size}
-    if stat.st_size <= HASH_LIMIT:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        record["sha256"] = digest.hexdigest()
-    else:
-        record["mtime_ns"] = stat.st_mtime_ns
-    return record
+    cache = _cache_dir()
+    entry = cache / (hashlib.sha1(str(path).encode()).hexdigest() + ".json") if cache else None
+    if entry is not None and entry.is_file():
+        try:
+            cached = read_json(entry)
+            if cached.get("stat") == _stat_key(stat):
+                return cached["sha256"]
+        except (OSError, ValueError, KeyError):
+            pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    value = digest.hexdigest()
+    if entry is not None and path.stat().st_ctime_ns == stat.st_ctime_ns:
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(entry, {"path": str(path), "stat": _stat_key(stat), "sha256": value})
+        except OSError:
+            pass  # a read-only cache only costs time
+    return value
 
 
-def fingerprints(paths: Iterable[Path]) -> list[dict[str, Any]]:
+def file_fingerprint(path: Path | str) -> dict[str, Any]:
+    """{'path', 'size', 'sha256'} of a file."""
+    path = Path(path).resolve()
+    return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def fingerprints(paths) -> list[dict[str, Any]]:
     return [file_fingerprint(p) for p in paths]
+
+
+def verify_fingerprint(recorded: dict[str, Any], what: str, fix: str) -> Path:
+    """Refuse a file that is gone or whose content differs from what a stage recorded."""
+    path = Path(recorded["path"])
+    if not path.is_file():
+        raise InputError(f"{path}: {what} recorded by an earlier stage is gone; restore it or {fix}")
+    if path.stat().st_size != recorded["size"] or ("sha256" in recorded and sha256_of(path) != recorded["sha256"]):
+        raise InputError(f"{path}: {what} changed since an earlier stage recorded it (content differs); "
+                         f"restore it or {fix}")
+    return path
 
 
 def digest_of(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON under a temporary name, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=True, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+# --- stage records -----------------------------------------------------------------------
 
+@dataclass
+class StageRecord:
+    """A finished stage's ``stage.json``: what it was built from, with which settings, and facts
+    about the build. Read by ``Run``; other modules use ``Run``'s typed accessors."""
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    stage: str
+    key_digest: str
+    key: dict
+    config: dict
+    stats: dict = field(default_factory=dict)
+    tool_version: str = ""
+    started: str = ""
+    finished: str = ""
+    seconds: float = 0.0
 
-
-def read_json(path: Path) -> Any:
-    with open(path) as handle:
-        return json.load(handle)
-
-
-class StageDir:
-    """A stage's output folder: built in ``NAME.partial`` and renamed to ``NAME`` when complete.
-
-    ``key`` is everything that determines the stage's result (config section and input
-    fingerprints). A finished stage with the same key is skipped; with a different key it is
-    refused unless ``force``. A partial build with the same key is resumed.
-    """
-
-    def __init__(self, run_dir: Path, name: str, key: dict[str, Any]):
-        self.run_dir = Path(run_dir)
-        self.name = name
-        self.key = key
-        self.final = self.run_dir / name
-        self.partial = self.run_dir / f"{name}.partial"
-
-    @property
-    def key_digest(self) -> str:
-        return digest_of(self.key)
-
-    def is_done(self) -> bool:
-        return (self.final / STAGE_RECORD).is_file()
-
-    def check(self, force: bool) -> str:
-        """Return 'done' (skip), 'resume' or 'fresh'; raise StaleStageError on a stale result."""
-        if force:
-            for path in (self.final, self.partial):
-                if path.exists():
-                    shutil.rmtree(path)
-            return "fresh"
-        if self.is_done():
-            record = read_json(self.final / STAGE_RECORD)
-            if record.get("key_digest") == self.key_digest:
-                return "done"
-            raise StaleStageError(
-                f"{self.final} was built from different inputs or settings "
-                f"({describe_difference(record.get('key', {}), self.key)}); "
-                "rerun with --force to rebuild it"
-            )
-        if self.final.exists():
-            raise StaleStageError(
-                f"{self.final} exists but has no {STAGE_RECORD} (not made by this tool, or "
-                "damaged); remove it or rerun with --force"
-            )
-        marker = self.partial / "key.json"
-        if marker.is_file():
-            if read_json(marker).get("key_digest") == self.key_digest:
-                return "resume"
-            shutil.rmtree(self.partial)  # an interrupted build of other inputs: nothing to reuse
-        elif self.partial.exists():
-            shutil.rmtree(self.partial)
-        return "fresh"
-
-    def start(self) -> Path:
-        self.partial.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.partial / "key.json", {"key_digest": self.key_digest})
-        return self.partial
-
-    def finish(self, config: dict[str, Any], stats: dict[str, Any], started: float) -> Path:
-        record = {
-            "stage": self.name,
-            "tool_version": __version__,
-            "key_digest": self.key_digest,
-            "key": self.key,
-            "config": config,
-            "stats": stats,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "seconds": round(time.time() - started, 3),
-        }
-        write_json_atomic(self.partial / STAGE_RECORD, record)
-        (self.partial / "key.json").unlink(missing_ok=True)
-        os.replace(self.partial, self.final)
-        return self.final
+    @classmethod
+    def read(cls, folder: Path) -> StageRecord:
+        data = read_json(Path(folder) / STAGE_RECORD)
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
 
 
 def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -165,25 +134,85 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(diffs) or "record differs"
 
 
-def check_free_space(path: Path, needed: int, what: str, limit: int | None = None) -> None:
-    """Fail early, with the numbers, when the disk under ``path`` cannot hold ``needed`` bytes."""
-    path = Path(path)
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if limit is not None:
-        free = min(free, limit)
-    if needed > free:
-        raise InputError(
-            f"{path}: not enough disk space for {what}: needs up to {needed / 1e9:.3f} GB, "
-            f"{free / 1e9:.3f} GB free; free space or choose another run directory"
-        )
+class StageDir:
+    """A stage's output folder: built in ``NAME.partial`` and renamed to ``NAME`` when complete.
 
+    ``key`` is everything that determines the stage's result (settings and input fingerprints).
+    A finished stage with the same key is done; with a different key it is stale. A partial
+    build with the same key is resumed; one with another key is discarded.
+    """
 
-def write_config_snapshot(config) -> None:
-    """RUN_DIR/config.toml: the merged config of the latest stage run (after its inputs validated)."""
-    from .config import config_to_toml
+    def __init__(self, folder: Path, key: dict[str, Any]):
+        self.final = Path(folder)
+        self.partial = partial_of(self.final)
+        self.name = self.final.name
+        self.key = key
 
-    config.run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config.run_dir / "config.toml", config_to_toml(config))
+    @property
+    def key_digest(self) -> str:
+        return digest_of(self.key)
+
+    def check(self, force: bool = False, on_stale: str = "refuse") -> str:
+        """'done' (skip), 'resume' or 'fresh'; a stale result raises StaleStageError, or is
+        removed and rebuilt when ``on_stale`` is 'rebuild'."""
+        if force:
+            self.discard()
+            return "fresh"
+        if (self.final / STAGE_RECORD).is_file():
+            record = read_json(self.final / STAGE_RECORD)
+            if record.get("key_digest") == self.key_digest:
+                return "done"
+            if on_stale != "rebuild":
+                raise StaleStageError(
+                    f"{self.final} was built from different inputs or settings "
+                    f"({describe_difference(record.get('key', {}), self.key)}); rerun with --force to rebuild it"
+                )
+            self.discard()
+            return "fresh"
+        if self.final.exists():
+            raise StaleStageError(
+                f"{self.final} exists but has no {STAGE_RECORD} (not made by this tool, or damaged); "
+                "remove it or rerun with --force"
+            )
+        marker = self.partial / "key.json"
+        if marker.is_file() and read_json(marker).get("key_digest") == self.key_digest:
+            return "resume"
+        if self.partial.exists():  # an interrupted build of other inputs: nothing to reuse
+            shutil.rmtree(self.partial)
+        return "fresh"
+
+    def state_without_changes(self) -> str:
+        """'done', 'resume', 'stale' or 'fresh', without removing or refusing anything."""
+        if (self.final / STAGE_RECORD).is_file():
+            return "done" if read_json(self.final / STAGE_RECORD).get("key_digest") == self.key_digest else "stale"
+        marker = self.partial / "key.json"
+        if marker.is_file() and read_json(marker).get("key_digest") == self.key_digest:
+            return "resume"
+        return "fresh"
+
+    def discard(self) -> None:
+        for path in (self.final, self.partial):
+            if path.exists():
+                shutil.rmtree(path)
+
+    def start(self) -> Path:
+        self.partial.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.partial / "key.json", {"key_digest": self.key_digest})
+        return self.partial
+
+    def finish(self, config: dict[str, Any], stats: dict[str, Any], started: float) -> Path:
+        record = {
+            "stage": self.name,
+            "tool_version": __version__,
+            "key_digest": self.key_digest,
+            "key": self.key,
+            "config": config,
+            "stats": stats,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "seconds": round(time.time() - started, 3),
+        }
+        write_json_atomic(self.partial / STAGE_RECORD, record)
+        (self.partial / "key.json").unlink(missing_ok=True)
+        os.replace(self.partial, self.final)
+        return self.final

@@ -1,56 +1,78 @@
-"""``Run``: read access to a run directory's artifacts, stage by stage."""
+"""``Run``: typed read access to a run directory, stage by stage.
+
+Every stage reads what earlier stages wrote through ``Run`` (never by opening another stage's
+``stage.json`` or spelling its file names): the dataset's geometry, tracks, windows and
+targets; the embeddings; heads; evaluations. Files an earlier stage recorded by fingerprint
+(the genome, the backbone's weights) are checked against it before use.
+"""
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .config import RunConfig, load_config
+from .config import DatasetConfig, EmbedConfig, Geometry, RunConfig, load_config
 from .data import store
-from .data.build import MASKS_STORE, TARGETS_STORE
 from .data.targets_table import read_targets_table
 from .errors import InputError
-from .provenance import STAGE_RECORD, read_json
+from .layout import DarFolder, EvaluationFolder, RunLayout, finished, finished_names
+from .provenance import StageRecord, verify_fingerprint
 
 
 class Run:
-    """A run directory: ``Run(path).tracks``, ``.windows(split)``, ``.targets(split)``."""
+    """A run directory: ``Run(path).tracks``, ``.windows(split)``, ``.targets(split)``, ..."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
         if not self.path.is_dir():
             raise InputError(f"{self.path}: run directory not found")
+        self.layout = RunLayout(self.path)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
 
-    def _stage(self, name: str, hint: str) -> Path:
-        folder = self.path / name
-        if not (folder / STAGE_RECORD).is_file():
-            raise InputError(f"{self.path} has no finished {name} stage yet; {hint}")
-        return folder
-
-    @property
-    def dataset_dir(self) -> Path:
-        return self._stage("dataset", "run 'enformer-transfer dataset ... --out RUN_DIR' first")
-
-    def stage_record(self, name: str) -> dict:
-        return read_json(self._stage(name, f"run the {name} stage first") / STAGE_RECORD)
+    def _record(self, folder: Path, hint: str) -> StageRecord:
+        if not finished(folder):
+            raise InputError(f"{self.path} has no finished {folder.relative_to(self.path)} stage yet; {hint}")
+        return StageRecord.read(folder)
 
     @property
     def config(self) -> RunConfig:
-        return load_config(self.path / "config.toml")
+        """The merged config of the latest successful command (RUN_DIR/config.toml)."""
+        if not self.layout.config.is_file():
+            raise InputError(f"{self.path}: no config.toml (not a run directory, or no stage finished yet)")
+        config = load_config(self.layout.config)
+        config.run_dir = self.path.absolute()
+        return config
+
+    # --- dataset ---------------------------------------------------------------------------
+
+    @cached_property
+    def dataset_record(self) -> StageRecord:
+        return self._record(self.layout.dataset.path, "run 'enformer-transfer dataset ... --out RUN_DIR' first")
+
+    @cached_property
+    def dataset_config(self) -> DatasetConfig:
+        return DatasetConfig.model_validate(self.dataset_record.config["dataset"])
+
+    @cached_property
+    def geometry(self) -> Geometry:
+        return Geometry.model_validate(self.dataset_record.config["geometry"])
 
     @cached_property
     def tracks(self) -> pd.DataFrame:
         """The targets table of the dataset (one row per track, with metadata columns)."""
-        return read_targets_table(self.dataset_dir / "tracks.tsv", check_files=False)
+        self.dataset_record  # noqa: B018  (a clear error when there is no dataset)
+        return read_targets_table(self.layout.dataset.tracks, check_files=False)
 
     @cached_property
     def _windows(self) -> pd.DataFrame:
-        return pd.read_csv(self.dataset_dir / "windows.tsv", sep="\t")
+        self.dataset_record  # noqa: B018
+        return pd.read_csv(self.layout.dataset.windows, sep="\t")
 
     @property
     def splits(self) -> list[str]:
@@ -62,21 +84,69 @@ class Run:
         df = self._windows[self._windows["split"] == split].reset_index(drop=True)
         return df[["chrom", "start", "end"] + [c for c in df.columns if c not in ("chrom", "start", "end")]]
 
+    def split_offset(self, split: str) -> int:
+        """Index of the split's first window among all windows, in store order."""
+        self._check_split(split)
+        return int(np.flatnonzero(self._windows["split"].to_numpy() == split)[0])
+
     def targets(self, split: str):
         """Array-like (windows, bins, tracks) float16, read from disk by window."""
         self._check_split(split)
-        return store.open_array(self.dataset_dir / TARGETS_STORE, split)
+        return store.open_array(self.layout.dataset.targets_store, split)
 
     def masks(self, split: str):
         """(windows, bins, tracks) bool, True where a bin has uncovered bases; None if not stored."""
         self._check_split(split)
-        if not store.has_array(self.dataset_dir / MASKS_STORE, split):
+        if not store.has_array(self.layout.dataset.masks_store, split):
             return None
-        return store.open_array(self.dataset_dir / MASKS_STORE, split)
+        return store.open_array(self.layout.dataset.masks_store, split)
 
     @property
-    def embeddings_dir(self) -> Path:
-        return self._stage("embeddings", "run 'enformer-transfer embed RUN_DIR --backbone DIR' first")
+    def track_stats(self) -> pd.DataFrame | None:
+        """Per-track mean / std / max / extreme-clip threshold over all windows."""
+        path = self.layout.dataset.track_stats
+        return pd.read_csv(path, sep="\t") if path.is_file() else None
+
+    def genome(self):
+        """The dataset's genome, refused when its content differs from what the dataset recorded."""
+        from .genome.sequence import Genome
+
+        recorded = self.dataset_record.key["inputs"]["genome"]
+        path = verify_fingerprint(recorded, "the genome of the dataset",
+                                  f"rebuild the dataset ('enformer-transfer dataset --out {self.path} --force')")
+        return Genome(path, self.dataset_config.chrom_aliases)
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise InputError(f"{self.path}: no split {split!r} (has {', '.join(self.splits)})")
+
+    # --- embeddings ------------------------------------------------------------------------
+
+    @cached_property
+    def embeddings_record(self) -> StageRecord:
+        return self._record(self.layout.embeddings.path, "run 'enformer-transfer embed RUN_DIR --backbone DIR' first")
+
+    @cached_property
+    def embed_config(self) -> EmbedConfig:
+        return EmbedConfig.model_validate(self.embeddings_record.config["embed"])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.embeddings_record.stats["embedding_dim"])
+
+    @property
+    def embedded_splits(self) -> list[str]:
+        return list(self.embed_config.splits)
+
+    @property
+    def embed_precision(self) -> str:
+        """The precision the embeddings were computed in (fp32 or bf16)."""
+        return self.embeddings_record.stats["precision"]
+
+    @property
+    def backbone_info(self) -> dict:
+        """Source, tf_gamma and architecture of the backbone that made the embeddings."""
+        return self.embeddings_record.stats["backbone"]
 
     def embeddings(self, split: str):
         """Array-like (windows, bins, dim), float16 by default, read from disk by window.
@@ -84,43 +154,54 @@ class Run:
         For a train split stored with ``--train-bin-fraction``, ``bins`` < n_bins and
         ``embedding_bins(split)`` says which bins each window kept.
         """
-        from .backbone.embed import EMBEDDINGS_STORE
-
         self._check_split(split)
-        folder = self.embeddings_dir
-        if not store.has_array(folder / EMBEDDINGS_STORE, split):
+        folder = self.layout.embeddings
+        self.embeddings_record  # noqa: B018
+        if not store.has_array(folder.embeddings_store, split):
             raise InputError(f"{self.path}: split {split!r} was not embedded (see embed --splits)")
-        return store.open_array(folder / EMBEDDINGS_STORE, split)
+        return store.open_array(folder.embeddings_store, split)
 
     def embedding_bins(self, split: str):
         """(windows, kept bins) int16 bin indices, or None when every bin is stored."""
-        from .backbone.embed import EMBEDDINGS_STORE
-
-        folder = self.embeddings_dir
-        if not store.has_array(folder / EMBEDDINGS_STORE, f"{split}.bins"):
+        folder = self.layout.embeddings
+        self.embeddings_record  # noqa: B018
+        if not store.has_array(folder.embeddings_store, f"{split}.bins"):
             return None
-        return store.open_array(folder / EMBEDDINGS_STORE, f"{split}.bins")
+        return store.open_array(folder.embeddings_store, f"{split}.bins")
 
-    def backbone_predictions(self, split: str):
-        """(windows, bins, 5313) float16 predictions of the backbone's human head, or None."""
-        from .backbone.embed import HEADS_STORE
-
-        folder = self.embeddings_dir
-        if not store.has_array(folder / HEADS_STORE, split):
+    def backbone_outputs(self, split: str):
+        """(windows, bins, backbone tracks) float16 predictions of the backbone's own head, or None."""
+        folder = self.layout.embeddings
+        self.embeddings_record  # noqa: B018
+        if not store.has_array(folder.backbone_outputs_store, split):
             return None
-        return store.open_array(folder / HEADS_STORE, split)
+        return store.open_array(folder.backbone_outputs_store, split)
+
+    def backbone(self, device: str = "cpu"):
+        """The backbone that made the embeddings, its weights checked against their fingerprints."""
+        from .backbone.load import load_backbone
+
+        fix = f"re-embed ('enformer-transfer embed {self.path} --force')"
+        for recorded in self.embeddings_record.key["backbone"].get("files", []):
+            verify_fingerprint(recorded, "a backbone weights file", fix)
+        e = self.embed_config
+        return load_backbone(e.backbone, self.geometry, e.tf_gamma, e.allow_download, device)
+
+    # --- heads -----------------------------------------------------------------------------
 
     def heads(self) -> list[str]:
         """Names of the trained heads."""
-        folder = self.path / "heads"
-        return sorted(p.name for p in folder.iterdir() if (p / STAGE_RECORD).is_file()) if folder.is_dir() else []
+        return finished_names(self.layout.heads)
+
+    def head_record(self, name: str) -> StageRecord:
+        return self._record(self.layout.head(name).path, f"run 'enformer-transfer train {self.path} --head {name}'")
 
     def head(self, name: str):
         """A trained head (torch module + metadata, ``.predict(embeddings)``), checked against this run."""
         from .heads.checkpoint import load_head
 
-        folder = self.path / "heads" / name
-        if not (folder / STAGE_RECORD).is_file():
+        folder = self.layout.head(name)
+        if not finished(folder.path):
             raise InputError(
                 f"{self.path} has no trained head {name!r} (has: {', '.join(self.heads()) or 'none'}); "
                 f"run 'enformer-transfer train {self.path} --head {name}'"
@@ -129,15 +210,97 @@ class Run:
         head.check_compatible(self)
         return head
 
+    # --- evaluations -----------------------------------------------------------------------
+
+    def evaluations(self) -> list[str]:
+        """Names of the evaluated heads."""
+        return finished_names(self.layout.evaluations)
+
+    def evaluation(self, name: str) -> Evaluation:
+        folder = self.layout.evaluation(name)
+        record = self._record(folder.path, f"run 'enformer-transfer evaluate {self.path} --head {name}' first")
+        return Evaluation(folder, record)
+
     def predictions(self, name: str, split: str):
         """Stored predictions of head ``name``: array-like (windows, bins, tracks) float16."""
-        from .evaluation.evaluate import PREDICTIONS_STORE
+        return self.evaluation(name).predictions(split)
 
-        folder = self._stage(f"evaluation/{name}", f"run 'enformer-transfer evaluate {self.path} --head {name}' first")
-        if not store.has_array(folder / PREDICTIONS_STORE, split):
-            raise InputError(f"{self.path}: head {name!r} was not evaluated on split {split!r}")
-        return store.open_array(folder / PREDICTIONS_STORE, split)
+    # --- analyses --------------------------------------------------------------------------
 
-    def _check_split(self, split: str) -> None:
-        if split not in self.splits:
-            raise InputError(f"{self.path}: no split {split!r} (has {', '.join(self.splits)})")
+    def dars(self) -> list[str]:
+        """Heads with a finished DAR analysis."""
+        return finished_names(self.layout.dars)
+
+    def dar(self, name: str) -> DarResult:
+        folder = self.layout.dar(name)
+        record = self._record(folder.path, f"run 'enformer-transfer dar {self.path} --head {name} ...' first")
+        return DarResult(folder, record)
+
+
+class Evaluation:
+    """A finished evaluation: tables, summary and stored predictions of one head."""
+
+    def __init__(self, folder: EvaluationFolder, record: StageRecord):
+        self.folder = folder
+        self.record = record
+
+    @property
+    def head(self) -> str:
+        return self.folder.path.name
+
+    @cached_property
+    def summary(self) -> dict:
+        return json.loads(self.folder.summary.read_text())
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.summary["splits"])
+
+    @cached_property
+    def per_track(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.per_track)
+
+    @cached_property
+    def per_level(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.per_level)
+
+    @cached_property
+    def bin_position(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.bin_position)
+
+    @property
+    def figures(self) -> list[dict]:
+        """The evaluation's figures in reading order: name, caption, kind, path."""
+        from .plots.figures import read_figure_index
+
+        return read_figure_index(self.folder.figures)
+
+    def correlations(self, split: str) -> dict[str, np.ndarray]:
+        return dict(np.load(self.folder.correlations(split)))
+
+    def predictions(self, split: str):
+        if not store.has_array(self.folder.predictions_store, split):
+            raise InputError(f"{self.folder.path}: head {self.head!r} was not evaluated on split {split!r}")
+        return store.open_array(self.folder.predictions_store, split)
+
+
+class DarResult:
+    """A finished DAR analysis: summary, per-region table, figures."""
+
+    def __init__(self, folder: DarFolder, record: StageRecord):
+        self.folder = folder
+        self.record = record
+
+    @cached_property
+    def summary(self) -> dict:
+        return json.loads(self.folder.summary.read_text())
+
+    @cached_property
+    def regions(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.regions)
+
+    @property
+    def figures(self) -> list[dict]:
+        from .plots.figures import read_figure_index
+
+        return read_figure_index(self.folder.figures)

@@ -160,7 +160,7 @@ def make_synthetic(
     crop = min(8192, geometry.context)
     test_chrom, valid_chrom = chroms[-1], chroms[-2]
     rows = []
-    T = geometry.target_length
+    T = geometry.target_interval_bp
     for chrom in chroms:
         split = "test" if chrom == test_chrom else "valid" if chrom == valid_chrom else "train"
         for tstart in range(geometry.context, chrom_length - T - geometry.context + 1, T):

@@ -1,16 +1,19 @@
-"""Stage 3, embed: Enformer's trunk over every window -> (windows, bins, dim) store, resumable.
+"""Stage embed: Enformer's trunk over every window -> (windows, bins, dim) store, resumable.
 
 One-hot inputs are prepared in DataLoader workers, the trunk runs in batches (bf16 autocast
 on GPU), and a writer thread stores finished batches while the next one computes. Each
 window is one chunk of the store and one line of a progress log, so a killed run resumes
 exactly where it stopped, with any number of processes (torchrun / SLURM ranks each take
 a disjoint share of the windows left).
+
+The stage in four steps: ``plan_embed`` (validate everything, before any compute),
+``allocate`` (create the stores), ``embed_windows`` (the loop), ``finish_embed`` (check every
+window is there, summarise).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -21,100 +24,50 @@ import numpy as np
 import pandas as pd
 
 from .._progress import Progress
-from ..config import Geometry, RunConfig
+from ..config import EmbedConfig, Geometry, RunConfig, as_config
 from ..data import store
+from ..devices import (
+    Dist,
+    autocast,
+    close_process_group,
+    dist_from_env,
+    init_process_group,
+    resolve_device,
+    resolve_precision,
+)
 from ..errors import EnformerTransferError, InputError
-from ..genome.onehot import one_hot_padded
-from ..provenance import StageDir, check_free_space, write_config_snapshot
-from .load import load_backbone, resolve_backbone
+from ..fs import check_free_space
+from ..layout import EmbeddingsFolder, RunLayout
+from ..provenance import StageDir
+from ..run import Run
+from ..stage import run_stage
+from .inputs import WindowSequences
+from .load import Backbone, load_backbone, resolve_backbone
 
 log = logging.getLogger("enformer_transfer")
 
-EMBEDDINGS_STORE = "embeddings.zarr"
-HEADS_STORE = "heads.zarr"
-F16_MAX = 65504.0
-
-
-class WindowSequences:
-    """torch Dataset: window i -> (i, one-hot of its model input), padded past chromosome ends."""
-
-    def __init__(self, genome_path: str, chrom_aliases: str, windows: pd.DataFrame, pad_value: float):
-        self.genome_path = genome_path
-        self.chrom_aliases = chrom_aliases
-        self.chrom = windows["chrom"].tolist()
-        self.start = windows["input_start"].to_numpy()
-        self.end = windows["input_end"].to_numpy()
-        self.index = windows["_store_index"].to_numpy()
-        self.pad_value = pad_value
-        self._genome = None
-
-    def __len__(self) -> int:
-        return len(self.chrom)
-
-    def __getitem__(self, i: int):
-        import torch
-
-        if self._genome is None:  # opened in each worker process
-            from ..genome.sequence import Genome
-
-            self._genome = Genome(self.genome_path, self.chrom_aliases)
-        seq, left, right = self._genome.fetch_padded(self.chrom[i], int(self.start[i]), int(self.end[i]))
-        x = one_hot_padded(seq, left, right, self.pad_value)
-        return int(self.index[i]), torch.from_numpy(x)
-
 
 @dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
+class EmbedPlan:
+    """Validated inputs of the embed stage."""
+
+    config: RunConfig
+    run: Run
+    backbone: Backbone
+    device: object  # torch.device
+    precision: str
+    dist: Dist
+    windows: dict[str, pd.DataFrame]
+    kept_bins: dict[str, int]
+    n_outputs: int  # backbone output tracks stored per bin (0: none)
 
     @property
-    def active(self) -> bool:
-        return self.world > 1
+    def settings(self) -> EmbedConfig:
+        return self.config.embed
 
-
-def dist_from_env() -> Dist:
-    """torchrun (RANK/WORLD_SIZE/LOCAL_RANK) or SLURM (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID).
-
-    Under SLURM across nodes, export MASTER_ADDR (the first node) and MASTER_PORT in the job
-    script, as for any torch.distributed job; on one node they default to localhost.
-    """
-    env = os.environ
-    if "WORLD_SIZE" in env:
-        return Dist(int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
-    if "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1:
-        return Dist(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
-    return Dist()
-
-
-def _init_dist(dist: Dist, device) -> None:
-    import torch.distributed as td
-
-    if not dist.active or td.is_initialized():
-        return
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29531")
-    os.environ.setdefault("RANK", str(dist.rank))
-    os.environ.setdefault("WORLD_SIZE", str(dist.world))
-    td.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=dist.rank, world_size=dist.world)
-
-
-def _broadcast(obj, dist: Dist):
-    if not dist.active:
-        return obj
-    import torch.distributed as td
-
-    box = [obj]
-    td.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _barrier(dist: Dist) -> None:
-    if dist.active:
-        import torch.distributed as td
-
-        td.barrier()
+    @property
+    def geometry(self) -> Geometry:
+        return self.run.geometry
 
 
 def bin_subset(seed: int, global_index: int, n_bins: int, k: int) -> np.ndarray:
@@ -123,200 +76,208 @@ def bin_subset(seed: int, global_index: int, n_bins: int, k: int) -> np.ndarray:
     return np.sort(rng.choice(n_bins, size=k, replace=False)).astype(np.int16)
 
 
-def resolve_device(name: str, dist: Dist):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
-        return torch.device("cpu")
-    return torch.device(name)
+def kept_bins(split: str, n_bins: int, fraction: float) -> int:
+    if split != "train" or fraction >= 1:
+        return n_bins
+    return max(1, int(round(n_bins * fraction)))
 
 
-def embed_key(config: RunConfig, dataset_record: dict, backbone_fingerprint: dict, precision: str) -> dict:
-    e = config.embed
-    return {
-        "dataset": dataset_record["key_digest"],
-        "backbone": backbone_fingerprint,
-        "tf_gamma": e.tf_gamma,
-        "precision": precision,
-        "storage_dtype": e.storage_dtype,
-        "train_bin_fraction": e.train_bin_fraction,
-        "store_backbone_heads": e.store_backbone_heads,
-        "pad_value": e.pad_value,
-        "splits": e.splits,
-        "seed": config.seed,
-    }
-
-
-def embed_run(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
-    """Embed every window of the configured splits into RUN_DIR/embeddings; resume or skip."""
-    import torch
-
-    from ..run import Run
-
-    started = time.time()
+def plan_embed(config: RunConfig) -> EmbedPlan:
+    """Check every input of the embed stage and load the backbone; nothing is computed yet."""
     e = config.embed
     if config.run_dir is None:
         raise InputError("embed: no run directory given")
     if e.backbone is None:
         raise InputError("embed: no backbone given; pass --backbone DIR (config.json + pytorch_model.bin) or a hub name")
     run = Run(config.run_dir)
-    record = run.stage_record("dataset")
-    dataset_config = RunConfig.model_validate(record["config"])
-    geometry: Geometry = dataset_config.geometry
-    config.geometry = geometry  # geometry comes from the dataset
+    config.geometry = run.geometry  # the geometry is the dataset's
     missing = [s for s in e.splits if s not in run.splits]
     if missing:
         raise InputError(f"embed: the dataset has no split {', '.join(missing)} (it has {', '.join(run.splits)})")
+    run.genome()  # the genome the dataset recorded, unchanged
     resolve_backbone(e.backbone, e.allow_download)  # fail fast, before torch work
     dist = dist_from_env()
     device = resolve_device(e.device, dist)
-    precision = e.precision if e.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    backbone = load_backbone(e.backbone, geometry, e.tf_gamma, e.allow_download, str(device))
-    dim = backbone.embedding_dim
-    heads_n = backbone.head_sizes.get("human", 0) if e.store_backbone_heads else 0
-    if e.store_backbone_heads and not heads_n:
-        raise InputError(f"backbone {e.backbone} has no human head to store")
-
+    precision = resolve_precision(e.precision, device)
+    backbone = load_backbone(e.backbone, run.geometry, e.tf_gamma, e.allow_download, str(device))
+    n_outputs = backbone.head_sizes.get("human", 0) if e.store_backbone_outputs else 0
+    if e.store_backbone_outputs and not n_outputs:
+        raise InputError(f"backbone {e.backbone} has no human head whose output tracks could be stored")
     windows = {s: run.windows(s) for s in e.splits}
-    keep = {s: _kept_bins(s, geometry.n_bins, e.train_bin_fraction) for s in e.splits}
-    itemsize = 2 if e.storage_dtype == "float16" else 4
-    needed = sum(len(windows[s]) * keep[s] * (dim * itemsize + heads_n * 2) for s in e.splits)
-    check_free_space(config.run_dir, needed, "the embeddings store", config.dataset.free_space_limit)
+    keep = {s: kept_bins(s, run.geometry.n_bins, e.train_bin_fraction) for s in e.splits}
+    return EmbedPlan(config, run, backbone, device, precision, dist, windows, keep, n_outputs)
 
-    _init_dist(dist, device)
-    stage = StageDir(config.run_dir, "embeddings", embed_key(config, record, backbone.fingerprint, precision))
-    state = None
-    if dist.rank == 0:
-        write_config_snapshot(config)
-        state = stage.check(force)
-        if state != "done":
-            work = stage.start()
-            if state == "fresh":
-                for s in e.splits:
-                    shape = (len(windows[s]), keep[s], dim)
-                    store.create_array(work / EMBEDDINGS_STORE, s, shape, (1, keep[s], dim), e.storage_dtype,
-                                       compress=False)
-                    if keep[s] < geometry.n_bins:
-                        store.create_array(work / EMBEDDINGS_STORE, f"{s}.bins", (len(windows[s]), keep[s]),
-                                           (1, keep[s]), "int16")
-                    if heads_n:
-                        store.create_array(work / HEADS_STORE, s, (len(windows[s]), geometry.n_bins, heads_n),
-                                           (1, geometry.n_bins, heads_n), "float16")
-    state = _broadcast(state, dist)
-    if state == "done":
-        log.info("embeddings: up to date in %s (use --force to recompute)", stage.final)
-        return stage.final
-    if state == "resume" and dist.rank == 0:
-        log.info("embeddings: resuming the interrupted run in %s", stage.partial)
-    _barrier(dist)
-    work = stage.partial
 
-    # windows left to do, split between ranks
+def embed_key(plan: EmbedPlan) -> dict:
+    e = plan.settings
+    return {
+        "dataset": plan.run.dataset_record.key_digest,
+        "backbone": plan.backbone.fingerprint,
+        "tf_gamma": e.tf_gamma,
+        "precision": plan.precision,
+        "storage_dtype": e.storage_dtype,
+        "train_bin_fraction": e.train_bin_fraction,
+        "store_backbone_outputs": e.store_backbone_outputs,
+        "pad_value": e.pad_value,
+        "splits": e.splits,
+        "seed": plan.config.seed,
+    }
+
+
+def embed_run(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
+    """Embed every window of the configured splits into RUN_DIR/embeddings; resume or skip."""
+    config = as_config(config)
+    plan = plan_embed(config)
+    key = embed_key(plan)
+    if plan.dist.primary and not force:
+        check_space(plan, key)
+    init_process_group(plan.dist, plan.device)
+    try:
+        return run_stage(plan.run.layout.embeddings.path, key,
+                         lambda work, state: _build(plan, EmbeddingsFolder(work), state, progress),
+                         config, ("embed",), force=force, what="embed", dist=plan.dist)
+    finally:
+        close_process_group(plan.dist)
+
+
+def _build(plan: EmbedPlan, folder: EmbeddingsFolder, state: str, progress: bool) -> dict:
+    from ..devices import barrier
+
+    started = time.time()
+    if plan.dist.primary and state == "fresh":
+        allocate(plan, folder)
+    barrier(plan.dist)
+    todo = _windows_left(plan, folder)
+    barrier(plan.dist)  # every rank has read the logs before anyone writes
+    embed_windows(plan, folder, todo, progress)
+    barrier(plan.dist)
+    return finish_embed(plan, folder, sum(len(left) for _, left in todo), started) if plan.dist.primary else {}
+
+
+def _bytes_per_window(plan: EmbedPlan, split: str) -> int:
+    itemsize = 2 if plan.settings.storage_dtype == "float16" else 4
+    return plan.kept_bins[split] * plan.backbone.embedding_dim * itemsize + plan.geometry.n_bins * plan.n_outputs * 2
+
+
+def check_space(plan: EmbedPlan, key: dict) -> None:
+    """Before any work: room for every window still to embed (a resumable partial run counts
+    what it has; a finished, up-to-date store needs nothing)."""
+    stage = StageDir(plan.run.layout.embeddings.path, key)
+    if stage.state_without_changes() == "done":
+        return
+    partial = EmbeddingsFolder(stage.partial)
+    resumable = stage.state_without_changes() == "resume"
+    needed = sum((len(w) - (len(_done_windows(partial, s)) if resumable else 0)) * _bytes_per_window(plan, s)
+                 for s, w in plan.windows.items())
+    check_free_space(plan.run.path, needed, "the embeddings store", plan.config.dataset.free_space_limit)
+
+
+def allocate(plan: EmbedPlan, folder: EmbeddingsFolder) -> None:
+    """Create the stores: one chunk per window."""
+    dim, n_bins = plan.backbone.embedding_dim, plan.geometry.n_bins
+    for s, table in plan.windows.items():
+        keep = plan.kept_bins[s]
+        store.create_array(folder.embeddings_store, s, (len(table), keep, dim), (1, keep, dim),
+                           plan.settings.storage_dtype, compress=False)
+        if keep < n_bins:
+            store.create_array(folder.embeddings_store, f"{s}.bins", (len(table), keep), (1, keep), "int16")
+        if plan.n_outputs:
+            store.create_array(folder.backbone_outputs_store, s, (len(table), n_bins, plan.n_outputs),
+                               (1, n_bins, plan.n_outputs), "float16")
+
+
+def _done_windows(folder: EmbeddingsFolder, split: str) -> set[int]:
+    """Windows of a split finished by any rank of any earlier or current run."""
+    done: set[int] = set()
+    for log_file in folder.progress.glob(f"{split}.rank*.txt"):
+        done |= store.ProgressLog(log_file).done()
+    return done
+
+
+def _windows_left(plan: EmbedPlan, folder: EmbeddingsFolder) -> list[tuple[str, list[int]]]:
+    """Per split, the windows left to do that are this rank's share."""
     todo = []
-    for s in e.splits:
-        done = _done_windows(work, s)
-        left = [i for i in range(len(windows[s])) if i not in done]
-        todo.append((s, left[dist.rank :: dist.world]))
-    _barrier(dist)  # every rank has read the logs before anyone writes
+    for s, table in plan.windows.items():
+        done = _done_windows(folder, s)
+        left = [i for i in range(len(table)) if i not in done]
+        todo.append((s, left[plan.dist.rank :: plan.dist.world]))
+    return todo
 
-    model = backbone.model
+
+def embed_windows(plan: EmbedPlan, folder: EmbeddingsFolder, todo: list[tuple[str, list[int]]],
+                  progress: bool) -> None:
+    """Run the trunk over this rank's windows, writing each finished window."""
+    import torch
+
+    e, device, geometry = plan.settings, plan.device, plan.geometry
+    model = plan.backbone.model
     trunk = torch.compile(model.trunk) if e.compile else model.trunk
-    head = model.heads["human"] if heads_n else None
+    head = model.heads["human"] if plan.n_outputs else None
     n_todo = sum(len(left) for _, left in todo)
-    bar = Progress(n_todo, f"embed (rank {dist.rank})" if dist.active else "embed", enabled=progress)
-    writer = _Writer(work, e.storage_dtype, dist.rank)
-    seconds_compute = 0.0
+    bar = Progress(n_todo, f"embed (rank {plan.dist.rank})" if plan.dist.active else "embed", enabled=progress)
+    writer = _Writer(folder, plan.dist.rank)
+    genome = plan.run.genome()
     try:
         for split, left in todo:
             if not left:
                 continue
-            table = windows[split].iloc[left].assign(_store_index=left)
-            global_offset = _global_offset(run, split)
-            dataset = WindowSequences(str(dataset_config.dataset.genome), dataset_config.dataset.chrom_aliases,
-                                      table, e.pad_value)
+            table = plan.windows[split].iloc[left].assign(store_index=left)
+            offset = plan.run.split_offset(split)
+            dataset = WindowSequences(str(genome.path), genome.names.mode, table, e.pad_value)
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=e.batch_size, shuffle=False, num_workers=e.loader_workers,
                 pin_memory=device.type == "cuda", persistent_workers=False,
                 prefetch_factor=4 if e.loader_workers else None,
             )
-            bins = None
+            keep = plan.kept_bins[split]
             for indices, x in loader:
-                t0 = time.time()
-                with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                with torch.inference_mode(), autocast(device, plan.precision):
                     emb = trunk(x.to(device, non_blocking=True))
-                    preds = head(emb) if head is not None else None
+                    outputs = head(emb) if head is not None else None
                 idx = indices.numpy()
-                if keep[split] < geometry.n_bins:
-                    bins = np.stack([bin_subset(config.seed, global_offset + i, geometry.n_bins, keep[split]) for i in idx])
+                bins = None
+                if keep < geometry.n_bins:
+                    bins = np.stack([bin_subset(plan.config.seed, offset + i, geometry.n_bins, keep) for i in idx])
                     emb = emb[torch.arange(len(idx))[:, None], torch.from_numpy(bins.astype(np.int64)).to(emb.device)]
-                emb = _to_storage(emb.float(), e.storage_dtype, split, idx, windows[split])
-                preds = preds.float().clamp(max=F16_MAX).to(torch.float16).cpu().numpy() if preds is not None else None
-                seconds_compute += time.time() - t0
-                writer.put(split, idx, emb, bins, preds)
+                emb = _to_storage(emb.float(), e.storage_dtype, split, idx, plan.windows[split])
+                if outputs is not None:
+                    outputs = outputs.float().clamp(max=store.FLOAT16_MAX).to(torch.float16).cpu().numpy()
+                writer.put(split, idx, emb, bins, outputs)
                 bar.update(len(idx))
         writer.close()
     except BaseException:
         writer.abort()
         raise
-    _barrier(dist)
-    final = stage.final
-    if dist.rank == 0:
-        for s in e.splits:
-            done = _done_windows(work, s)
-            if len(done) != len(windows[s]):
-                raise EnformerTransferError(f"embed: {len(windows[s]) - len(done)} window(s) of {s} missing; rerun to resume")
-        seconds = time.time() - started
-        gb = sum(f.stat().st_size for f in work.rglob("*") if f.is_file()) / 1e9
-        stats = {
-            "windows": {s: len(windows[s]) for s in e.splits}, "embedding_dim": dim, "bins_kept": keep,
-            "precision": precision, "device": str(device), "world_size": dist.world,
-            "seconds": round(seconds, 2), "windows_this_run": n_todo, "gb": round(gb, 3),
-            "backbone": {"source": backbone.source, "tf_gamma": backbone.tf_gamma,
-                         "config": {k: v for k, v in model.config.to_dict().items() if k in
-                                    ("dim", "depth", "heads", "num_downsamples", "output_heads", "attn_dim_key")}},
-        }
-        final = stage.finish(config.model_dump(mode="json"), stats, started)
-        print(f"embed: {n_todo} windows in {seconds:.1f} s, {n_todo / max(seconds, 1e-9):.2f} windows/s, "
-              f"{gb:.4f} GB written -> {final}", flush=True)
-    _barrier(dist)
-    if dist.active:
-        import torch.distributed as td
-
-        td.destroy_process_group()
-    return final
 
 
-def _done_windows(work: Path, split: str) -> set[int]:
-    """Windows of a split finished by any rank of any earlier or current run."""
-    done: set[int] = set()
-    for log_file in (work / "progress").glob(f"{split}.rank*.txt"):
-        done |= store.ProgressLog(log_file).done()
-    return done
-
-
-def _kept_bins(split: str, n_bins: int, fraction: float) -> int:
-    if split != "train" or fraction >= 1:
-        return n_bins
-    return max(1, int(round(n_bins * fraction)))
-
-
-def _global_offset(run, split: str) -> int:
-    """Index of the split's first window among all windows (seeds bin subsets per window)."""
-    offset = 0
-    for s in run.splits:
-        if s == split:
-            return offset
-        offset += len(run.windows(s))
-    return offset
+def finish_embed(plan: EmbedPlan, folder: EmbeddingsFolder, n_embedded: int, started: float) -> dict:
+    """Check that every window of every split is stored; the stage's stats."""
+    for s, table in plan.windows.items():
+        done = _done_windows(folder, s)
+        if len(done) != len(table):
+            raise EnformerTransferError(f"embed: {len(table) - len(done)} window(s) of {s} missing; rerun to resume")
+    seconds = time.time() - started
+    gb = sum(f.stat().st_size for f in folder.path.rglob("*") if f.is_file()) / 1e9
+    config = plan.backbone.model.config.to_dict()
+    stats = {
+        "windows": {s: len(w) for s, w in plan.windows.items()}, "embedding_dim": plan.backbone.embedding_dim,
+        "bins_kept": plan.kept_bins, "precision": plan.precision, "device": str(plan.device),
+        "world_size": plan.dist.world, "seconds": round(seconds, 2), "windows_this_run": n_embedded,
+        "gb": round(gb, 3),
+        "backbone": {"source": plan.backbone.source, "tf_gamma": plan.backbone.tf_gamma,
+                     "config": {k: v for k, v in config.items() if k in
+                                ("dim", "depth", "heads", "num_downsamples", "output_heads", "attn_dim_key")}},
+    }
+    print(f"embed: {n_embedded} windows in {seconds:.1f} s, {n_embedded / max(seconds, 1e-9):.2f} windows/s, "
+          f"{gb:.4f} GB written -> {RunLayout(plan.config.run_dir).embeddings.path}", flush=True)
+    return stats
 
 
 def _to_storage(emb, dtype: str, split: str, idx, windows: pd.DataFrame) -> np.ndarray:
     import torch
 
     if dtype == "float16":
-        bad = ~torch.isfinite(emb) | (emb.abs() > F16_MAX)
+        bad = ~torch.isfinite(emb) | (emb.abs() > store.FLOAT16_MAX)
         if bool(bad.any()):
             b = int(bad.flatten(1).any(1).nonzero()[0])
             w = windows.iloc[int(idx[b])]
@@ -332,8 +293,8 @@ def _to_storage(emb, dtype: str, split: str, idx, windows: pd.DataFrame) -> np.n
 class _Writer:
     """Writes finished batches in a background thread (file writes release the GIL)."""
 
-    def __init__(self, work: Path, storage_dtype: str, rank: int):
-        self.work = work
+    def __init__(self, folder: EmbeddingsFolder, rank: int):
+        self.folder = folder
         self.rank = rank
         self.queue: queue.Queue = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
@@ -342,12 +303,12 @@ class _Writer:
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
-    def _array(self, name: str, key: str):
+    def _array(self, path: Path, key: str):
         """The store array, or its raw chunk writer when the array allows one (embeddings)."""
-        if (name, key) not in self.arrays:
-            array = store.open_array(self.work / name, key, "r+")
-            self.arrays[name, key] = store.RawWindowChunks.of(array) or array
-        return self.arrays[name, key]
+        if (path, key) not in self.arrays:
+            array = store.open_array(path, key, "r+")
+            self.arrays[path, key] = store.RawWindowChunks.of(array) or array
+        return self.arrays[path, key]
 
     @staticmethod
     def _set(target, i: int, values) -> None:
@@ -357,19 +318,20 @@ class _Writer:
             target[i] = values
 
     def _loop(self) -> None:
+        embeddings, outputs_store = self.folder.embeddings_store, self.folder.backbone_outputs_store
         while True:
             item = self.queue.get()
             if item is None:
                 return
             try:
-                split, idx, emb, bins, preds = item
+                split, idx, emb, bins, outputs = item
                 for j, i in enumerate(idx):
-                    self._set(self._array(EMBEDDINGS_STORE, split), int(i), emb[j])
+                    self._set(self._array(embeddings, split), int(i), emb[j])
                     if bins is not None:
-                        self._set(self._array(EMBEDDINGS_STORE, f"{split}.bins"), int(i), bins[j])
-                    if preds is not None:
-                        self._set(self._array(HEADS_STORE, split), int(i), preds[j])
-                log_ = self.logs.setdefault(split, store.ProgressLog(self.work / "progress" / f"{split}.rank{self.rank}.txt"))
+                        self._set(self._array(embeddings, f"{split}.bins"), int(i), bins[j])
+                    if outputs is not None:
+                        self._set(self._array(outputs_store, split), int(i), outputs[j])
+                log_ = self.logs.setdefault(split, store.ProgressLog(self.folder.progress / f"{split}.rank{self.rank}.txt"))
                 for i in idx:
                     log_.add(int(i))
             except BaseException as err:  # surfaced to the main thread on the next put
@@ -398,4 +360,3 @@ class _Writer:
             self.queue.put_nowait(None)
         except queue.Full:
             pass
-

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import Geometry
 from ..errors import InputError
+from ..fs import atomic_folder
 from ..provenance import file_fingerprint
 
 OFFICIAL = "EleutherAI/enformer-official-rough"
@@ -125,7 +126,7 @@ def init_backbone(
     heads: int = 8,
     attn_dim_key: int = 64,
     num_downsamples: int = 7,
-    target_length: int = 896,
+    n_bins: int = 896,
     human_tracks: int = 5313,
     seed: int = 0,
     calibrate_batches: int = 2,
@@ -155,20 +156,15 @@ def init_backbone(
     torch.manual_seed(seed)
     config = EnformerConfig(
         dim=dim, depth=depth, heads=heads, attn_dim_key=attn_dim_key, num_downsamples=num_downsamples,
-        target_length=target_length, dim_divisible_by=divisible, output_heads={"human": human_tracks},
+        target_length=n_bins, dim_divisible_by=divisible, output_heads={"human": human_tracks},
     )
     model = Enformer(config)
     if stem_motifs:
         _seed_stem(model, stem_motifs)
     if calibrate_batches:
-        calibrate_batchnorm(model, target_length, num_downsamples, calibrate_batches)
-    tmp = out.with_name(out.name + ".partial")
-    model.save_pretrained(str(tmp), safe_serialization=False)  # safetensors fails: shared trunk tensors
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
+        calibrate_batchnorm(model, n_bins, num_downsamples, calibrate_batches)
+    with atomic_folder(out, force=True) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=False)  # safetensors fails: shared trunk tensors
     return out
 
 
@@ -189,10 +185,10 @@ def _seed_stem(model, motifs: list[str]) -> None:
             conv.bias[j] = -(len(unit) - 2.0)
 
 
-def calibrate_batchnorm(model, target_length: int, num_downsamples: int, batches: int) -> None:
+def calibrate_batchnorm(model, n_bins: int, num_downsamples: int, batches: int) -> None:
     import torch
 
-    positions = target_length + 2 * round(target_length * 320 / 896)  # 896 -> 1536, as Enformer
+    positions = n_bins + 2 * round(n_bins * 320 / 896)  # 896 -> 1536, as Enformer
     length = positions * 2**num_downsamples
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     model.eval()

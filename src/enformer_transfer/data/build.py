@@ -1,8 +1,8 @@
-"""Stage 2, dataset: windows x BigWigs -> binned targets in a chunked store, resumable.
+"""Stage dataset: windows x BigWigs -> binned targets in a chunked store, resumable.
 
 Every input is validated before any coverage is read (``plan_dataset``); the store is built
 in ``RUN_DIR/dataset.partial`` chunk by chunk (an interrupted build resumes) and renamed to
-``RUN_DIR/dataset`` only when complete.
+``RUN_DIR/dataset`` only when complete (``stage.run_stage``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +18,16 @@ import numpy as np
 import pandas as pd
 
 from .._progress import Progress
-from ..config import RunConfig
+from ..config import RunConfig, as_config
 from ..errors import InputError
+from ..fs import check_free_space, read_json, write_bytes_atomic, write_json_atomic
 from ..genome.chroms import mismatch_message
 from ..genome.intervals import IntervalSet
 from ..genome.sequence import Genome
 from ..genome.windows import Windows, read_windows_bed
-from ..provenance import (
-    StageDir,
-    check_free_space,
-    fingerprints,
-    read_json,
-    write_config_snapshot,
-    write_json_atomic,
-)
+from ..layout import DatasetFolder, RunLayout
+from ..provenance import file_fingerprint
+from ..stage import run_stage
 from . import store
 from ._worker import compute_chunk, init_worker
 from .bigwig import chrom_maps_for
@@ -40,9 +35,6 @@ from .targets_table import read_targets_table, write_targets_table
 from .transform import TopValues, TrackParams
 
 log = logging.getLogger("enformer_transfer")
-
-TARGETS_STORE = "targets.zarr"
-MASKS_STORE = "masks.zarr"
 
 
 @dataclass
@@ -55,7 +47,6 @@ class DatasetPlan:
     dropped: pd.DataFrame
     chrom_maps: list[dict[str, str | None]]
     blacklist: IntervalSet | None
-    input_files: list[Path]
 
 
 def plan_dataset(config: RunConfig) -> DatasetPlan:
@@ -115,11 +106,7 @@ def plan_dataset(config: RunConfig) -> DatasetPlan:
     n_values = len(windows) * geometry.n_bins * len(tracks)
     needed = n_values * 2 + (n_values if ds.uncovered == "mask" else 0)
     check_free_space(config.run_dir, needed, "the targets store", ds.free_space_limit)
-
-    inputs = [Path(ds.genome), Path(ds.targets), Path(ds.windows)]
-    inputs += [Path(f) for f in tracks["file"]]
-    inputs += [Path(p) for p in (ds.blacklist, ds.unmappable) if p is not None]
-    return DatasetPlan(config, tracks, windows, dropped, chrom_maps, blacklist, inputs)
+    return DatasetPlan(config, tracks, windows, dropped, chrom_maps, blacklist)
 
 
 def _unmappable_bin_fraction(unmap: IntervalSet, row, geometry) -> float:
@@ -130,14 +117,21 @@ def _unmappable_bin_fraction(unmap: IntervalSet, row, geometry) -> float:
 
 
 def dataset_key(plan: DatasetPlan) -> dict:
+    """Everything the targets depend on: settings and the content of every input file."""
     cfg = plan.config
-    settings = cfg.dataset.model_dump(mode="json", exclude={"workers", "chunk_windows", "free_space_limit"})
+    ds = cfg.dataset
+    settings = ds.model_dump(mode="json", exclude={"workers", "chunk_windows", "free_space_limit"} | set(INPUT_FILES))
+    inputs = {name: file_fingerprint(getattr(ds, name)) for name in INPUT_FILES if getattr(ds, name) is not None}
+    inputs["bigwigs"] = [file_fingerprint(f) for f in plan.tracks["file"]]
     return {
         "geometry": cfg.geometry.model_dump(mode="json"),
         "dataset": settings,
-        "chunk_windows": cfg.dataset.chunk_windows,
-        "inputs": fingerprints(plan.input_files),
+        "chunk_windows": ds.chunk_windows,
+        "inputs": inputs,
     }
+
+
+INPUT_FILES = ("genome", "targets", "windows", "blacklist", "unmappable")
 
 
 def blacklist_slices(blacklist: IntervalSet | None, chrom: str, row_start: int, row_end: int,
@@ -169,34 +163,35 @@ def _worker_count(requested: int) -> int:
 
 # --- the stage ---------------------------------------------------------------------------
 
-def build_dataset(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
+def build_dataset(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
     """Build (or resume, or skip) the dataset stage of ``config.run_dir``; return its folder."""
-    started = time.time()
+    config = as_config(config)
     plan = plan_dataset(config)
-    write_config_snapshot(config)
-    stage = StageDir(config.run_dir, "dataset", dataset_key(plan))
-    state = stage.check(force)
-    if state == "done":
-        log.info("dataset: up to date in %s (use --force to rebuild)", stage.final)
-        return stage.final
-    if state == "resume":
-        log.info("dataset: resuming the interrupted build in %s", stage.partial)
-    work = stage.start()
-    ds, geometry = config.dataset, config.geometry
+    folder = RunLayout(config.run_dir).dataset.path
+    return run_stage(folder, dataset_key(plan), lambda work, state: _build(plan, DatasetFolder(work), state, progress),
+                     config, ("geometry", "dataset"), force=force, what="dataset")
+
+
+def write_windows_table(windows: Windows, folder: DatasetFolder) -> None:
+    table = windows.table.copy()
+    table.insert(0, "index", table.groupby("split").cumcount())
+    table.to_csv(folder.windows, sep="\t", index=False)
+
+
+def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool) -> dict:
+    ds, geometry = plan.config.dataset, plan.config.geometry
     tracks, windows = plan.tracks, plan.windows
     n_tracks = len(tracks)
     cw = ds.chunk_windows
     if state == "fresh":
-        write_targets_table(tracks, work / "tracks.tsv")
-        wt = windows.table.copy()
-        wt.insert(0, "index", wt.groupby("split").cumcount())
-        wt.to_csv(work / "windows.tsv", sep="\t", index=False)
-        plan.dropped.to_csv(work / "dropped_windows.tsv", sep="\t", index=False)
+        write_targets_table(tracks, folder.tracks)
+        write_windows_table(windows, folder)
+        plan.dropped.to_csv(folder.dropped_windows, sep="\t", index=False)
         for split in windows.splits:
             shape = (len(windows.split(split)), geometry.n_bins, n_tracks)
-            store.create_array(work / TARGETS_STORE, split, shape, (cw, geometry.n_bins, n_tracks), "float16")
+            store.create_array(folder.targets_store, split, shape, (cw, geometry.n_bins, n_tracks), "float16")
             if ds.uncovered == "mask":
-                store.create_array(work / MASKS_STORE, split, shape, (cw, geometry.n_bins, n_tracks), "bool")
+                store.create_array(folder.masks_store, split, shape, (cw, geometry.n_bins, n_tracks), "bool")
 
     payload = {
         "files": list(tracks["file"]),
@@ -207,12 +202,12 @@ def build_dataset(config: RunConfig, force: bool = False, progress: bool = True)
         "order": ds.transform_order,
         "baseline_percentile": ds.baseline_percentile,
         "clip_floor_zero": ds.clip_floor_zero,
-        "want_uncovered": ds.uncovered == "mask",
+        "store_mask": ds.uncovered == "mask",
     }
     jobs = []
     for split in windows.splits:
         split_windows = windows.split(split)
-        done = store.ProgressLog(work / "progress" / f"{split}.txt").done()
+        done = store.ProgressLog(folder.progress / f"{split}.txt").done()
         for chunk, (a, b) in enumerate(store.chunk_ranges(len(split_windows), cw)):
             if chunk in done:
                 continue
@@ -224,15 +219,18 @@ def build_dataset(config: RunConfig, force: bool = False, progress: bool = True)
             jobs.append((split, chunk, a, b, rows))
 
     bar = Progress(sum(b - a for _, _, a, b, _ in jobs), "dataset", enabled=progress)
-    arrays = {s: store.open_array(work / TARGETS_STORE, s, "r+") for s in windows.splits}
-    masks = {s: store.open_array(work / MASKS_STORE, s, "r+") for s in windows.splits} if ds.uncovered == "mask" else {}
-    logs = {s: store.ProgressLog(work / "progress" / f"{s}.txt") for s in windows.splits}
+    arrays = {s: store.open_array(folder.targets_store, s, "r+") for s in windows.splits}
+    masks = {s: store.open_array(folder.masks_store, s, "r+") for s in windows.splits} if ds.uncovered == "mask" else {}
+    logs = {s: store.ProgressLog(folder.progress / f"{s}.txt") for s in windows.splits}
 
     def write(job, result):
         split, chunk, a, b, _ = job
-        arrays[split][a:b] = result[0]
+        targets, mask, uncovered_bins = result
+        arrays[split][a:b] = targets
         if masks:
-            masks[split][a:b] = result[1]
+            masks[split][a:b] = mask
+        # per-chunk counts on disk first, so an interrupted build still counts every chunk
+        write_bytes_atomic(folder.progress / f"uncovered-{split}-{chunk}.npy", _npy(uncovered_bins), fsync=False)
         logs[split].add(chunk)
         bar.update(b - a)
 
@@ -255,55 +253,84 @@ def build_dataset(config: RunConfig, force: bool = False, progress: bool = True)
             for fut in list(pending):
                 write(pending.pop(fut), fut.result())
 
-    stats = _extreme_clip_and_stats(work, windows, tracks, ds.extreme_clip_percentile, geometry.n_bins)
+    uncovered = _uncovered_counts(folder, windows, cw, n_tracks)
+    stats = finish_targets(folder, windows, tracks, ds.extreme_clip_percentile, geometry.n_bins, uncovered)
     stats["windows"] = {s: len(windows.split(s)) for s in windows.splits}
     stats["dropped_windows"] = len(plan.dropped)
     stats["tracks"] = n_tracks
-    final = stage.finish(config.model_dump(mode="json"), stats, started)
-    log.info("dataset: %d windows x %d bins x %d tracks in %s (%.1f s)",
-             len(windows), geometry.n_bins, n_tracks, final, time.time() - started)
-    return final
+    _report_uncovered(stats, ds.uncovered)
+    log.info("dataset: %d windows x %d bins x %d tracks", len(windows), geometry.n_bins, n_tracks)
+    return stats
 
 
-def _extreme_clip_and_stats(work: Path, windows: Windows, tracks: pd.DataFrame, q: float | None, n_bins: int) -> dict:
-    """Per track, over all windows of all splits: clip to +/- the q-th percentile (Basenji step 7).
+def _npy(values: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, values)
+    return buffer.getvalue()
+
+
+def _uncovered_counts(folder: DatasetFolder, windows: Windows, chunk_windows: int, n_tracks: int) -> np.ndarray:
+    total = np.zeros(n_tracks, dtype=np.int64)
+    for split in windows.splits:
+        for chunk in range(len(store.chunk_ranges(len(windows.split(split)), chunk_windows))):
+            total += np.load(folder.progress / f"uncovered-{split}-{chunk}.npy")
+    return total
+
+
+def _report_uncovered(stats: dict, mode: str) -> None:
+    """Say once how many target bins had bases without coverage, and what was done with them."""
+    fraction = stats["uncovered_bin_fraction"]
+    if fraction <= 0:
+        return
+    if mode == "fill":
+        log.warning("dataset: %.1f%% of target bins (over all tracks) have bases without coverage; they were "
+                    "filled with each window's baseline (Basenji's rule) and count as data. To leave them out of "
+                    "training and metrics, rebuild with --uncovered mask", 100 * fraction)
+    else:
+        log.info("dataset: %.1f%% of target bins have bases without coverage; they are masked", 100 * fraction)
+
+
+def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame, q: float | None, n_bins: int,
+                   uncovered_bins: np.ndarray | None = None) -> dict:
+    """Per track, over all windows of all splits: clip to +/- the q-th percentile (Basenji
+    step 7), then write track_stats.tsv.
 
     The thresholds are saved before clipping so that an interrupted clip pass resumes with
     the same thresholds (clipping twice with them changes nothing).
     """
     n_tracks = len(tracks)
-    arrays = {s: store.open_array(work / TARGETS_STORE, s, "r+") for s in windows.splits}
-    thresholds_path = work / "extreme_clip.json"
+    arrays = {s: store.open_array(folder.targets_store, s, "r+") for s in windows.splits}
     thresholds = None
     if q is not None:
-        if thresholds_path.exists():
-            thresholds = np.array(read_json(thresholds_path)["thresholds"], dtype=np.float16)
+        if folder.extreme_clip.exists():
+            thresholds = np.array(read_json(folder.extreme_clip)["thresholds"], dtype=np.float16)
         else:
             top = TopValues(n_tracks, len(windows) * n_bins, q)
             for arr in arrays.values():
                 for _, _, values in store.iter_chunks(arr):
                     top.add(values)
             thresholds = top.thresholds()
-            write_json_atomic(thresholds_path, {"percentile": q, "thresholds": [float(t) for t in thresholds],
-                                                "identifiers": list(tracks["identifier"])})
+            write_json_atomic(folder.extreme_clip, {"percentile": q, "thresholds": [float(t) for t in thresholds],
+                                                    "identifiers": list(tracks["identifier"])})
     total = np.zeros(n_tracks)
     total_sq = np.zeros(n_tracks)
     maximum = np.full(n_tracks, -np.inf)
     n_clipped = np.zeros(n_tracks, dtype=np.int64)
     count = 0
     for split, arr in arrays.items():
-        clip_log = store.ProgressLog(work / "progress" / f"clip-{split}.txt")
+        clip_log = store.ProgressLog(folder.progress / f"clip-{split}.txt")
         done = clip_log.done()
         for chunk, (a, b) in enumerate(store.chunk_ranges(arr.shape[0], arr.chunks[0])):
             values = np.asarray(arr[a:b])
-            counts_file = work / "progress" / f"clip-{split}-{chunk}.npy"
+            counts_file = folder.progress / f"clip-{split}-{chunk}.npy"
             if thresholds is not None and chunk not in done:
                 lim = thresholds.astype(np.float32)
                 v32 = values.astype(np.float32)
                 if not counts_file.exists():  # counted before this chunk was first clipped
-                    tmp = counts_file.with_name(counts_file.stem + ".partial.npy")
-                    np.save(tmp, ((v32 > lim) | (v32 < -lim)).reshape(-1, n_tracks).sum(axis=0))
-                    os.replace(tmp, counts_file)
+                    counts = ((v32 > lim) | (v32 < -lim)).reshape(-1, n_tracks).sum(axis=0)
+                    write_bytes_atomic(counts_file, _npy(counts), fsync=False)
                 values = np.clip(values, -thresholds, thresholds)
                 arr[a:b] = values
                 clip_log.add(chunk)
@@ -316,10 +343,12 @@ def _extreme_clip_and_stats(work: Path, windows: Windows, tracks: pd.DataFrame, 
             count += len(v)
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0))
+    uncovered_fraction = (uncovered_bins / max(count, 1)) if uncovered_bins is not None else np.zeros(n_tracks)
     track_stats = pd.DataFrame({
         "identifier": tracks["identifier"], "mean": mean, "std": std, "max": maximum,
         "extreme_clip_threshold": thresholds.astype(np.float64) if thresholds is not None else np.nan,
-        "values_clipped": n_clipped,
+        "values_clipped": n_clipped, "uncovered_bin_fraction": uncovered_fraction,
     })
-    track_stats.to_csv(work / "track_stats.tsv", sep="\t", index=False)
-    return {"extreme_clip_percentile": q, "values_clipped": int(n_clipped.sum())}
+    track_stats.to_csv(folder.track_stats, sep="\t", index=False)
+    return {"extreme_clip_percentile": q, "values_clipped": int(n_clipped.sum()),
+            "uncovered_bin_fraction": float(uncovered_fraction.mean())}

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..config import TargetsConfig
 from ..errors import InputError
-from ..provenance import safe_filename
+from ..fs import safe_filename
 from .targets_table import (
     build_targets_table,
     is_bigwig,
@@ -101,8 +102,7 @@ def download(url: str, target: Path) -> Path:
 
 
 def fetch(out_dir: Path | str, urls: Path | str | None = None, trackdb: str | None = None,
-          metadata: Path | str | None = None, clip: float | None = 32, scale: float = 2,
-          sum_stat: str = "mean") -> Path:
+          metadata: Path | str | None = None, settings: TargetsConfig | None = None) -> Path:
     """Download the BigWigs of a URL list or a trackDb into OUT/bigwigs and write OUT/targets.tsv."""
     if (urls is None) == (trackdb is None):
         raise InputError("fetch: give exactly one of --urls LIST or --trackdb TRACKDB")
@@ -124,7 +124,9 @@ def fetch(out_dir: Path | str, urls: Path | str | None = None, trackdb: str | No
     if metadata is not None:
         extra = read_metadata_table(metadata)
         meta = meta.merge(extra, on="identifier", how="left", suffixes=("", "_metadata"))
-    targets = build_targets_table(files, meta, clip=clip, scale=scale, sum_stat=sum_stat)
+    settings = settings or TargetsConfig()
+    targets = build_targets_table(files, meta, clip=settings.clip, scale=settings.scale, sum_stat=settings.sum_stat,
+                                  clip_soft=settings.clip_soft)
     return save_targets_table(targets, out / "targets.tsv")
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ..fs import write_bytes_atomic
+
+# Largest finite float16: values stored as float16 are checked (or clipped, where documented) against it.
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def create_array(path: Path, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype,
@@ -115,7 +119,4 @@ class RawWindowChunks:
         data = np.ascontiguousarray(values, dtype=self.dtype)
         if data.shape != self.shape:
             raise ValueError(f"window {i}: shape {data.shape}, the store holds {self.shape}")
-        tmp = path.with_name(path.name + ".partial")
-        with open(tmp, "wb") as handle:
-            handle.write(memoryview(data.reshape(-1).view(np.uint8)))
-        os.replace(tmp, path)
+        write_bytes_atomic(path, memoryview(data.reshape(-1).view(np.uint8)), fsync=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import SUM_STATS
+from ..config import STUDY_CLIP, STUDY_SCALE, STUDY_SUM_STAT, SUM_STATS, TargetsConfig
 from ..errors import InputError
 
 log = logging.getLogger("enformer_transfer")
@@ -35,6 +35,45 @@ def is_bigwig(path: Path) -> bool:
 def metadata_columns(tracks: pd.DataFrame) -> list[str]:
     """Columns beyond the Basenji standard ones (cell-type levels and the like)."""
     return [c for c in tracks.columns if c not in STANDARD_COLUMNS and c != "strand_pair"]
+
+
+def grouping_columns(tracks: pd.DataFrame) -> list[str]:
+    """Metadata columns that group tracks (cell-type levels): text columns with at least two
+    distinct values and fewer distinct values than tracks (empty = not at that level)."""
+    out = []
+    for col in metadata_columns(tracks):
+        values = tracks[col].astype(str).replace({"nan": "", "None": ""})
+        values = values[values != ""]
+        if values.empty or pd.api.types.is_numeric_dtype(tracks[col]):
+            continue
+        counts = values.value_counts()
+        if 2 <= len(counts) < len(tracks):
+            out.append(col)
+    return out
+
+
+def select_tracks(tracks: pd.DataFrame, where: str | None) -> np.ndarray:
+    """Positions of the tracks matching a pandas query (all tracks when ``where`` is None)."""
+    if not where:
+        return np.arange(len(tracks))
+    try:
+        chosen = tracks.reset_index(drop=True).query(where)
+    except Exception as err:
+        raise InputError(
+            f"--tracks-where {where!r} is not a valid query on the targets table "
+            f"({type(err).__name__}: {err}); columns: {', '.join(tracks.columns)}"
+        ) from None
+    if chosen.empty:
+        raise InputError(f"--tracks-where {where!r} matches no track")
+    return chosen.index.to_numpy()
+
+
+def hierarchy_order(tracks: pd.DataFrame) -> list[int]:
+    """Track positions ordered by level, then class, subclass, cluster when those columns exist."""
+    keys = [c for c in ("level", "class", "subclass", "cluster") if c in tracks.columns]
+    if not keys:
+        return list(range(len(tracks)))
+    return list(tracks.reset_index(drop=True).sort_values(keys, kind="stable").index)
 
 
 def read_targets_table(path: Path | str, check_files: bool = True) -> pd.DataFrame:
@@ -130,9 +169,9 @@ def _number(value, where: str, column: str, allow_empty: bool = False) -> float 
 def build_targets_table(
     bigwigs: list[Path],
     metadata: pd.DataFrame | None = None,
-    clip: float | None = 32,
-    scale: float = 2,
-    sum_stat: str = "mean",
+    clip: float | None = STUDY_CLIP,
+    scale: float = STUDY_SCALE,
+    sum_stat: str = STUDY_SUM_STAT,
     clip_soft: float | None = None,
 ) -> pd.DataFrame:
     """A targets table for BigWigs, with the study's defaults (clip 32, scale 2, mean).
@@ -190,6 +229,26 @@ def build_targets_table(
         df = df.drop(columns=[c for c in ("_file_name",) if c in df.columns])
         df = df[[c for c in STANDARD_COLUMNS if c in df.columns] + [c for c in df.columns if c not in STANDARD_COLUMNS]]
     return df
+
+
+def make_targets_table(out: Path | str, bigwigs: list[Path] | None = None, bigwig_dirs: list[Path] | None = None,
+                       metadata: Path | str | None = None, settings: TargetsConfig | None = None) -> pd.DataFrame:
+    """The ``targets`` command: a validated targets table for BigWig files and folders, with
+    metadata keyed by identifier (file stem) or file name, written to ``out``."""
+    settings = settings or TargetsConfig()
+    files = [Path(p) for p in bigwigs or []]
+    for folder in bigwig_dirs or []:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"{folder}: --bigwig-dir folder not found")
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".bw", ".bigwig"))
+        if not found:
+            raise InputError(f"{folder}: no .bw / .bigWig files")
+        files += found
+    table = build_targets_table(files, read_metadata_table(metadata) if metadata else None, clip=settings.clip,
+                                scale=settings.scale, sum_stat=settings.sum_stat, clip_soft=settings.clip_soft)
+    save_targets_table(table, out)
+    return table
 
 
 def read_metadata_table(path: Path | str) -> pd.DataFrame:

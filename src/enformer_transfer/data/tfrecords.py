@@ -183,47 +183,46 @@ def read_statistics(folder: Path | str) -> dict:
     return json.loads(path.read_text())
 
 
-def export_run(run, out: Path | str, windows_per_file: int = 256, one_hot: bool = True) -> Path:
+def export_run(run, out: Path | str, windows_per_file: int = 256, one_hot: bool = True, force: bool = False) -> Path:
     """Basenji TFRecords of a run's dataset: sequences of the BED rows from the genome, our
-    targets; with sequences.bed, targets.txt and statistics.json beside them."""
-    from ..config import RunConfig
+    targets; with sequences.bed, targets.txt and statistics.json beside them. Written in
+    ``OUT.partial`` and renamed to ``OUT`` when complete."""
+    from ..fs import atomic_folder
     from ..genome.onehot import base_indices_padded
-    from ..genome.sequence import Genome
     from .targets_table import write_targets_table
 
-    out = Path(out)
-    (out / "tfrecords").mkdir(parents=True, exist_ok=True)
-    config = RunConfig.model_validate(run.stage_record("dataset")["config"])
-    geometry = config.geometry
-    genome = Genome(config.dataset.genome, config.dataset.chrom_aliases)
+    geometry = run.geometry
+    genome = run.genome()
     rows = {s: run.windows(s) for s in run.splits}
     lengths = {int(r) for s in rows for r in (rows[s]["row_end"] - rows[s]["row_start"])}
     if len(lengths) != 1:
         raise InputError("TFRecords need one sequence length; this dataset's BED rows have several")
     seq_length = lengths.pop()
-    for split, table in rows.items():
-        targets = run.targets(split)
-        for file_index, start in enumerate(range(0, len(table), windows_per_file)):
-            records = []
-            for i in range(start, min(len(table), start + windows_per_file)):
-                w = table.iloc[i]
-                seq, left, right = genome.fetch_padded(w.chrom, int(w.row_start), int(w.row_end))
-                idx = base_indices_padded(seq, left, right)
-                sequence = (np.eye(5, 4, dtype=bool)[idx] if one_hot else idx).tobytes()
-                records.append(serialize_example({"sequence": sequence,
-                                                  "target": np.asarray(targets[i]).astype("<f2").tobytes()}))
-            write_records(out / "tfrecords" / f"{split}-{file_index}.tfr", records)
-    bed = [f"{w.chrom}\t{w.row_start}\t{w.row_end}\t{s}" for s, t in rows.items() for w in t.itertuples()]
-    (out / "sequences.bed").write_text("\n".join(bed) + "\n")
-    write_targets_table(run.tracks, out / "targets.txt")
-    statistics = {
-        "num_targets": len(run.tracks), "seq_length": seq_length, "seq_1hot": one_hot,
-        "pool_width": geometry.bin_size, "crop_bp": (seq_length - geometry.target_length) // 2,
-        "target_length": geometry.n_bins,
-        **{f"{s}_seqs": len(t) for s, t in rows.items()},
-    }
-    (out / "statistics.json").write_text(json.dumps(statistics, indent=2))
-    return out
+    with atomic_folder(out, force) as work:
+        (work / "tfrecords").mkdir(parents=True, exist_ok=True)
+        for split, table in rows.items():
+            targets = run.targets(split)
+            for file_index, start in enumerate(range(0, len(table), windows_per_file)):
+                records = []
+                for i in range(start, min(len(table), start + windows_per_file)):
+                    w = table.iloc[i]
+                    seq, left, right = genome.fetch_padded(w.chrom, int(w.row_start), int(w.row_end))
+                    idx = base_indices_padded(seq, left, right)
+                    sequence = (np.eye(5, 4, dtype=bool)[idx] if one_hot else idx).tobytes()
+                    records.append(serialize_example({"sequence": sequence,
+                                                      "target": np.asarray(targets[i]).astype("<f2").tobytes()}))
+                write_records(work / "tfrecords" / f"{split}-{file_index}.tfr", records)
+        bed = [f"{w.chrom}\t{w.row_start}\t{w.row_end}\t{s}" for s, t in rows.items() for w in t.itertuples()]
+        (work / "sequences.bed").write_text("\n".join(bed) + "\n")
+        write_targets_table(run.tracks, work / "targets.txt")
+        statistics = {
+            "num_targets": len(run.tracks), "seq_length": seq_length, "seq_1hot": one_hot,
+            "pool_width": geometry.bin_size, "crop_bp": (seq_length - geometry.target_interval_bp) // 2,
+            "target_length": geometry.n_bins,
+            **{f"{s}_seqs": len(t) for s, t in rows.items()},
+        }
+        (work / "statistics.json").write_text(json.dumps(statistics, indent=2))
+    return Path(out)
 
 
 def import_tfrecords(folder: Path | str, run_dir: Path | str, genome: Path | str, seq_length: int | None = None,
@@ -233,27 +232,27 @@ def import_tfrecords(folder: Path | str, run_dir: Path | str, genome: Path | str
     default Enformer's 196,608 or the records' own length if longer). The records' sequences
     are checked against ``genome`` on ``check_windows`` windows per split: the embedding stage
     reads the (longer) model inputs from the genome."""
-    import time
-
     from ..config import Geometry, RunConfig
     from ..genome.onehot import base_indices_padded
     from ..genome.sequence import Genome
     from ..genome.windows import read_windows_bed
-    from ..provenance import StageDir, fingerprints, write_config_snapshot
+    from ..layout import DatasetFolder, RunLayout
+    from ..provenance import file_fingerprint
+    from ..stage import run_stage
     from . import store
-    from .build import TARGETS_STORE, _extreme_clip_and_stats
+    from .build import finish_targets, write_windows_table
     from .targets_table import read_targets_table, write_targets_table
 
-    started = time.time()
-    folder = Path(folder)
+    folder = Path(folder).absolute()
+    genome = Path(genome).absolute()
     stats = read_statistics(folder)
     records_dir = folder / "tfrecords" if (folder / "tfrecords").is_dir() else folder
-    target_length = stats["target_length"] * stats["pool_width"]
+    target_bp = stats["target_length"] * stats["pool_width"]
     seq_length = seq_length or max(196_608, stats["seq_length"])
     try:
         geometry = Geometry(seq_length=seq_length, bin_size=stats["pool_width"], n_bins=stats["target_length"])
     except ValueError as err:
-        raise InputError(f"--seq-length {seq_length} does not fit the records' {target_length}-bp targets ({err})") from None
+        raise InputError(f"--seq-length {seq_length} does not fit the records' {target_bp}-bp targets ({err})") from None
     for name in ("sequences.bed", "targets.txt"):
         if not (folder / name).is_file():
             raise InputError(f"{folder}: no {name} (a Basenji data folder has statistics.json, sequences.bed, targets.txt)")
@@ -281,34 +280,34 @@ def import_tfrecords(folder: Path | str, run_dir: Path | str, genome: Path | str
                     f"{records_dir}: the {split} record {i} does not match {genome} at {w.chrom}:{start}-"
                     f"{start + len(seq)} ({100 * (genome_idx[known] != seq[known]).mean():.0f}% of bases differ): "
                     "wrong genome, or sequences.bed rows are not the records' target intervals")
-    config = RunConfig(run_dir=Path(run_dir), geometry=geometry)
-    config.dataset.genome, config.dataset.targets = Path(genome), folder / "targets.txt"
+    config = RunConfig(run_dir=Path(run_dir).absolute(), geometry=geometry)
+    config.dataset.genome, config.dataset.targets = genome, folder / "targets.txt"
     config.dataset.windows, config.dataset.chrom_aliases = folder / "sequences.bed", chrom_aliases
     config.dataset.extreme_clip_percentile = None  # done by Basenji already
-    files = [folder / "statistics.json", folder / "sequences.bed", folder / "targets.txt", Path(genome)]
-    files += sorted(records_dir.glob("*.tfr"))
-    stage = StageDir(Path(run_dir), "dataset", {"tfrecords": fingerprints(files), "geometry": geometry.model_dump()})
-    if stage.check(force) == "done":
-        return stage.final
-    write_config_snapshot(config)
-    work = stage.start()
-    write_targets_table(tracks, work / "tracks.tsv")
-    table = windows.table.copy()
-    table.insert(0, "index", table.groupby("split").cumcount())
-    table.to_csv(work / "windows.tsv", sep="\t", index=False)
-    for split in windows.splits:
-        rows = windows.split(split)
-        array = store.create_array(work / TARGETS_STORE, split, (len(rows), geometry.n_bins, len(tracks)),
-                                   (8, geometry.n_bins, len(tracks)), "float16")
-        count = 0
-        for i, (_, targets) in enumerate(read_split(records_dir, split, stats)):
-            if i >= len(rows):
-                raise InputError(f"{records_dir}: more {split} records than sequences.bed rows ({len(rows)})")
-            array[i] = targets
-            count += 1
-        if count != len(rows):
-            raise InputError(f"{records_dir}: {count} {split} records for {len(rows)} sequences.bed rows")
-    stats_out = _extreme_clip_and_stats(work, windows, tracks, None, geometry.n_bins)
-    stats_out.update({"windows": {s: len(windows.split(s)) for s in windows.splits}, "tracks": len(tracks),
-                      "imported_from": str(folder)})
-    return stage.finish(config.model_dump(mode="json"), stats_out, started)
+    files = [folder / "statistics.json", folder / "sequences.bed", folder / "targets.txt"]
+    key = {"geometry": geometry.model_dump(),
+           "inputs": {"genome": file_fingerprint(genome),
+                      "tfrecords": [file_fingerprint(f) for f in files + sorted(records_dir.glob("*.tfr"))]}}
+
+    def build(work: Path, state: str) -> dict:
+        out = DatasetFolder(work)
+        write_targets_table(tracks, out.tracks)
+        write_windows_table(windows, out)
+        for split in windows.splits:
+            rows = windows.split(split)
+            array = store.create_array(out.targets_store, split, (len(rows), geometry.n_bins, len(tracks)),
+                                       (8, geometry.n_bins, len(tracks)), "float16")
+            count = 0
+            for i, (_, targets) in enumerate(read_split(records_dir, split, stats)):
+                if i >= len(rows):
+                    raise InputError(f"{records_dir}: more {split} records than sequences.bed rows ({len(rows)})")
+                array[i] = targets
+                count += 1
+            if count != len(rows):
+                raise InputError(f"{records_dir}: {count} {split} records for {len(rows)} sequences.bed rows")
+        stats_out = finish_targets(out, windows, tracks, None, geometry.n_bins)
+        stats_out.update({"windows": {s: len(windows.split(s)) for s in windows.splits}, "tracks": len(tracks),
+                          "imported_from": str(folder)})
+        return stats_out
+
+    return run_stage(RunLayout(config.run_dir).dataset.path, key, build, config, ("geometry", "dataset"), force=force, what="tfrecords import")

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .store import FLOAT16_MAX
+
 if TYPE_CHECKING:
     import pandas as pd
 
-F16_MIN = float(np.finfo(np.float16).min)
-F16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass(frozen=True)
@@ -154,15 +154,14 @@ def bin_window(
     baseline_percentile: float = 50.0,
     clip_floor_zero: bool = False,
     uncovered_value: float = np.nan,
-    want_uncovered: bool = True,
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Binned targets of one window for all tracks.
 
     coverage: (tracks, row_length) float64 per-base values of the coverage window;
         uncovered bases are NaN or ``uncovered_value``.
     blacklist_slices: [start, end) offsets into the row to clip to the baseline.
-    Returns targets (n_bins, tracks) float16 and, if ``want_uncovered``, a (n_bins, tracks)
-    bool array marking bins with any uncovered base.
+    Returns targets (n_bins, tracks) float16 and a (n_bins, tracks) bool array marking bins
+    with any uncovered base (filled with the baseline).
 
     Coverage is piecewise constant (BigWig records), so the work is done on runs of equal
     values: float16 rounding and the baseline percentile per run (weighted by run length),
@@ -198,14 +197,11 @@ def bin_window(
         np.clip(seg, -b32, b32, out=seg)
     length = n_bins * bin_size
     x = x[:, crop : crop + length]
-    uncovered = None
-    if want_uncovered:
-        if has_uncovered.any():
-            per_base = np.repeat(uncovered_runs, lengths).reshape(n_tracks, row_length)
-            uncovered = per_base[:, crop : crop + length].reshape(-1, n_bins, bin_size).any(axis=2).T
-        else:
-            uncovered = np.zeros((n_bins, n_tracks), dtype=bool)
-        uncovered = np.ascontiguousarray(uncovered)
+    if has_uncovered.any():
+        per_base = np.repeat(uncovered_runs, lengths).reshape(n_tracks, row_length)
+        uncovered = np.ascontiguousarray(per_base[:, crop : crop + length].reshape(-1, n_bins, bin_size).any(axis=2).T)
+    else:
+        uncovered = np.zeros((n_bins, n_tracks), dtype=bool)
     if order == "new":
         scale16 = params.scale.astype(np.float16).astype(np.float32)[:, None]
         x = (x * scale16).astype(np.float16).astype(np.float32)
@@ -216,7 +212,7 @@ def bin_window(
     _soft_and_hard_clip(out, params, order, clip_floor_zero)
     if order == "old":
         out *= params.scale.astype(np.float32)[:, None]
-    targets = np.clip(out, F16_MIN, F16_MAX).astype(np.float16).T
+    targets = np.clip(out, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16).T
     return np.ascontiguousarray(targets), uncovered
 
 

@@ -14,16 +14,24 @@ two bins are skipped.
 
 from __future__ import annotations
 
-import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..config import RunConfig, as_config
+from ..data.targets_table import select_tracks
 from ..errors import InputError
+from ..fs import write_json_atomic
 from ..genome.intervals import parse_region
+from ..layout import DarFolder
 from ..plots import figures as draw
+from ..plots.figures import FigureIndex
+from ..provenance import file_fingerprint
+from ..run import Run
+from ..stage import run_stage
 
 
 def region_bins(a: int, b: int, bin_size: int, rule: str = "contained") -> np.ndarray:
@@ -61,53 +69,91 @@ def read_dar_table(path: Path | str, label_column: str) -> pd.DataFrame:
     return regions
 
 
-def dar_analysis(run, head_name: str, dar_table: Path | str, label_column: str, splits: list[str] | None = None,
-                 tracks_where: str | None = None, bin_rule: str = "contained", min_overlap: int = 256,
-                 out_dir: Path | str | None = None) -> Path:
-    """Write RUN_DIR/dar/NAME/: regions.csv, confusion.csv, summary.json and figures."""
-    from ..heads.train import select_tracks
+@dataclass
+class DarPlan:
+    config: RunConfig
+    run: Run
+    regions: pd.DataFrame
+    cell_types: list[str]
+    columns: np.ndarray  # the level's tracks among the head's outputs
+    track_columns: np.ndarray  # the same tracks in the targets store
+    unknown_labels: list[str]
+    splits: list[str]
 
-    head = run.head(head_name)
+
+def plan_dar(config: RunConfig) -> DarPlan:
+    """Check the DAR table, the level's tracks and the evaluation before any work."""
+    d = config.dar
+    if config.run_dir is None:
+        raise InputError("dar: no run directory given")
+    if d.regions is None or d.label_column is None:
+        raise InputError("dar: pass --regions TABLE (region or chrom/start/end, and a cell-type label) and "
+                         "--label-column COLUMN (e.g. subclass)")
+    run = Run(config.run_dir)
+    head = run.head(d.head)
+    evaluation = run.evaluation(d.head)
     head_index = head.check_compatible(run)  # the head's outputs as positions in the run's tracks
     head_tracks = run.tracks.iloc[head_index].reset_index(drop=True)
-    if label_column not in head_tracks.columns:
-        raise InputError(f"the targets table has no column {label_column!r} to match the DAR labels")
-    chosen = head_tracks.iloc[select_tracks(head_tracks, tracks_where)]
-    chosen = chosen[chosen[label_column].astype(str).replace({"nan": ""}) != ""]
-    labels = chosen[label_column].astype(str)
+    if d.label_column not in head_tracks.columns:
+        raise InputError(f"the targets table has no column {d.label_column!r} to match the DAR labels "
+                         f"(has {', '.join(head_tracks.columns)})")
+    chosen = head_tracks.iloc[select_tracks(head_tracks, d.tracks_where)]
+    chosen = chosen[chosen[d.label_column].astype(str).replace({"nan": ""}) != ""]
+    labels = chosen[d.label_column].astype(str)
     if labels.duplicated().any():
-        raise InputError(f"two tracks share the {label_column} label {labels[labels.duplicated()].iloc[0]!r}; "
+        raise InputError(f"two tracks share the {d.label_column} label {labels[labels.duplicated()].iloc[0]!r}; "
                          "choose one track per cell type with --tracks-where (the study removed such duplicates)")
     if len(chosen) < 3:
         raise InputError(f"{len(chosen)} cell-type tracks at this level: a correlation across cell types needs 3 or more")
     cell_types = list(labels)
-    columns = chosen.index.to_numpy()  # positions in the head's outputs
-    track_columns = head_index[columns]  # the same tracks in the targets store
-    regions = read_dar_table(dar_table, label_column)
+    columns = chosen.index.to_numpy()
+    regions = read_dar_table(d.regions, d.label_column)
     unknown = sorted(set(regions["label"]) - set(cell_types))
     regions = regions[regions["label"].isin(cell_types)]
-    geometry = run.stage_record("dataset")["config"]["geometry"]
-    bin_size = geometry["bin_size"]
-    evaluated = json.loads((run.path / "evaluation" / head_name / "summary.json").read_text())["splits"]
-    splits = splits or list(evaluated)
+    splits = d.splits or evaluation.splits
+    missing = [s for s in splits if s not in evaluation.splits]
+    if missing:
+        raise InputError(f"dar: head {d.head!r} was not evaluated on {', '.join(missing)} "
+                         f"(evaluated: {', '.join(evaluation.splits)})")
+    return DarPlan(config, run, regions, cell_types, columns, head_index[columns], unknown, splits)
+
+
+def dar_key(plan: DarPlan) -> dict:
+    d = plan.config.dar
+    return {"evaluation": plan.run.evaluation(d.head).record.key_digest, "regions": file_fingerprint(d.regions),
+            "dar": d.model_dump(mode="json", exclude={"regions", "head"}), "splits": plan.splits}
+
+
+def dar_analysis(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
+    """Write RUN_DIR/dar/NAME/: regions.csv, confusion.csv, summary.json and figures."""
+    config = as_config(config)
+    plan = plan_dar(config)
+    folder = plan.run.layout.dar(config.dar.head).path
+    return run_stage(folder, dar_key(plan), lambda work, state: _dar(plan, DarFolder(work)), config, ("dar",),
+                     force=force, what=f"dar {config.dar.head!r}")
+
+
+def _dar(plan: DarPlan, out: DarFolder) -> dict:
+    d, run, cell_types = plan.config.dar, plan.run, plan.cell_types
+    geometry = run.geometry
     rows, observed_means, predicted_means = [], [], []
-    for split in splits:
+    for split in plan.splits:
         windows = run.windows(split)
-        targets, predictions = run.targets(split), run.predictions(head_name, split)
-        for region in regions.itertuples(index=False):
+        targets, predictions = run.targets(split), run.predictions(d.head, split)
+        for region in plan.regions.itertuples(index=False):
             hits = windows.index[(windows["chrom"] == region.chrom) & (windows["start"] < region.end)
                                  & (windows["end"] > region.start)]
             for w in hits:
                 window = windows.loc[w]
                 a, b = max(region.start, window["start"]), min(region.end, window["end"])
-                if b - a < min_overlap:
+                if b - a < d.min_overlap:
                     continue
-                bins = region_bins(a - window["start"], b - window["start"], bin_size, bin_rule)
-                bins = bins[(bins >= 0) & (bins < geometry["n_bins"])]
+                bins = region_bins(a - window["start"], b - window["start"], geometry.bin_size, d.bin_rule)
+                bins = bins[(bins >= 0) & (bins < geometry.n_bins)]
                 if len(bins) < 2:
                     continue
-                obs = np.asarray(targets[w])[bins][:, track_columns].astype(np.float64).mean(0)
-                pred = np.asarray(predictions[w])[bins][:, columns].astype(np.float64).mean(0)
+                obs = np.asarray(targets[w])[bins][:, plan.track_columns].astype(np.float64).mean(0)
+                pred = np.asarray(predictions[w])[bins][:, plan.columns].astype(np.float64).mean(0)
                 with np.errstate(invalid="ignore"):
                     r = np.corrcoef(obs, pred)[0, 1] if obs.std() > 0 and pred.std() > 0 else np.nan
                 rows.append({"chrom": region.chrom, "start": region.start, "end": region.end, "label": region.label,
@@ -118,28 +164,35 @@ def dar_analysis(run, head_name: str, dar_table: Path | str, label_column: str, 
                 observed_means.append(obs)
                 predicted_means.append(pred)
     if not rows:
-        raise InputError(f"{dar_table}: no region overlaps a target interval of {', '.join(splits)} by "
-                         f">= {min_overlap} bp with 2 or more bins")
+        raise InputError(f"{d.regions}: no region overlaps a target interval of {', '.join(plan.splits)} by "
+                         f">= {d.min_overlap} bp with 2 or more bins")
     table = pd.DataFrame(rows)
-    out = Path(out_dir) if out_dir else run.path / "dar" / head_name
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "regions.csv", index=False)
+    table.to_csv(out.regions, index=False)
     confusion = pd.crosstab(pd.Categorical(table["observed_top"], cell_types),
                             pd.Categorical(table["predicted_top"], cell_types), dropna=False)
     confusion.index.name, confusion.columns.name = "observed_top", "predicted_top"
-    confusion.to_csv(out / "confusion.csv")
+    confusion.to_csv(out.confusion)
     agreement = float((table["observed_top"] == table["predicted_top"]).mean())
     label_agreement = float((table["predicted_top"] == table["label"]).mean())
-    summary = {"regions": len(table), "cell_types": cell_types, "bin_rule": bin_rule, "splits": splits,
-               "labels_without_track": unknown,
+    summary = {"regions": len(table), "cell_types": cell_types, "bin_rule": d.bin_rule, "splits": plan.splits,
+               "labels_without_track": plan.unknown_labels,
                "pearson_across_cell_types_median": float(table["pearson_across_cell_types"].median()),
                "top_agreement_observed_predicted": agreement,
                "predicted_top_is_dar_label": label_agreement,
                "chance_agreement": 1 / len(cell_types)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(out.summary, summary)
     order = np.argsort(table["label"].to_numpy(), kind="stable")
-    draw.dar_figures(table["pearson_across_cell_types"].to_numpy(), confusion.to_numpy(), cell_types,
-                     np.array(observed_means)[order].T, np.array(predicted_means)[order].T,
-                     table["label"].to_numpy()[order], out / "figures")
-    return out
-
+    paths = draw.dar_figures(table["pearson_across_cell_types"].to_numpy(), confusion.to_numpy(), cell_types,
+                             np.array(observed_means)[order].T, np.array(predicted_means)[order].T,
+                             table["label"].to_numpy()[order], out.figures)
+    index = FigureIndex(out.figures)
+    captions = {"dar_pearson_histogram": "Pearson across cell types, per region",
+                "dar_confusion": "Most open cell type, observed vs predicted",
+                "dar_heatmaps": "Cell types x regions, observed and predicted (regions sorted by DAR label)"}
+    for name, caption in captions.items():
+        index.add(name, caption, [p for p in paths if p.stem == name])
+    index.write()
+    print(f"dar: {summary['regions']} regions, median Pearson across cell types "
+          f"{summary['pearson_across_cell_types_median']:.3f}, most open cell type agrees in "
+          f"{100 * agreement:.1f}% (chance {100 * summary['chance_agreement']:.1f}%)")
+    return summary

@@ -1,4 +1,4 @@
-"""Stage 5, evaluate: a head's predictions for every window of each split, stored and scored.
+"""Stage evaluate: a head's predictions for every window of each split, stored and scored.
 
 Writes RUN_DIR/evaluation/NAME/: predictions.zarr (one array per split), per_track.csv,
 per_level.csv, bin_position.csv, correlations_{split}.npz, summary.json, figures/.
@@ -10,42 +10,110 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .._progress import Progress
+from ..config import EvaluateConfig, RunConfig, as_config
 from ..data import store
-from ..data.targets_table import metadata_columns
+from ..data.targets_table import grouping_columns
 from ..errors import InputError
-from ..provenance import StageDir, write_json_atomic
-from .metrics import AcrossTracksPerBin, PearsonPerTrack, SplitMetrics
+from ..fs import write_json_atomic
+from ..layout import EvaluationFolder, RunLayout, finished
+from ..metrics import AcrossTracksPerBin, PearsonPerTrack, SplitMetrics
+from ..provenance import file_fingerprint
+from ..run import Run
+from ..stage import run_stage
 
 log = logging.getLogger("enformer_transfer")
 
-PREDICTIONS_STORE = "predictions.zarr"
-F16_MAX = 65504.0
 WINDOWS_PER_STEP = 8
 
 
-def grouping_columns(tracks: pd.DataFrame) -> list[str]:
-    """Metadata columns that group tracks (cell-type levels): text columns with at least two
-    distinct values and fewer distinct values than tracks (empty = not at that level)."""
-    out = []
-    for col in metadata_columns(tracks):
-        values = tracks[col].astype(str).replace({"nan": "", "None": ""})
-        values = values[values != ""]
-        if values.empty or pd.api.types.is_numeric_dtype(tracks[col]):
-            continue
-        counts = values.value_counts()
-        if 2 <= len(counts) < len(tracks):
-            out.append(col)
-    return out
+@dataclass
+class EvaluationPlan:
+    config: RunConfig
+    run: Run
+    head: object  # heads.checkpoint.Head
+    track_index: np.ndarray
+    splits: list[str]
+    ridge: str | None  # the ridge head used as baseline
+    compare: Path | None  # the other run's per_track.csv
+
+    @property
+    def settings(self) -> EvaluateConfig:
+        return self.config.evaluate
 
 
-def _windows_of(run, split: str, head, track_index: np.ndarray):
+def plan_evaluation(config: RunConfig) -> EvaluationPlan:
+    """Check every input of the evaluation before any prediction."""
+    e = config.evaluate
+    if config.run_dir is None:
+        raise InputError("evaluate: no run directory given")
+    run = Run(config.run_dir)
+    head = run.head(e.head)
+    track_index = head.check_compatible(run)
+    embedded = run.embedded_splits
+    splits = e.splits or [s for s in ("test", "valid") if s in embedded] or embedded
+    missing = [s for s in splits if s not in embedded]
+    if missing:
+        raise InputError(f"evaluate: split(s) {', '.join(missing)} were not embedded (embedded: {', '.join(embedded)})")
+    if "train" in splits and run.embedding_bins("train") is not None:
+        raise InputError("evaluate: the train split kept only a fraction of its bins; evaluate valid/test")
+    if e.enformer_targets is not None:
+        if not e.enformer_targets.is_file():
+            raise InputError(f"{e.enformer_targets}: --enformer-targets file not found")
+        outputs = run.backbone_outputs("valid")
+        if outputs is None:
+            raise InputError(
+                "evaluate --enformer-targets names the backbone's own tracks, but embed ran without "
+                f"--store-backbone-outputs; rerun 'enformer-transfer embed {run.path} --store-backbone-outputs "
+                "--force' (or leave out --enformer-targets)")
+        _enformer_track_names(e.enformer_targets, int(outputs.shape[-1]))
+    from .figures import parse_regions
+
+    parse_regions(e.plot_regions)
+    ridge = next((h for h in run.heads() if h != e.head and run.head(h).metadata["model"] == "ridge"
+                  and list(run.head(h).check_compatible(run)) == list(track_index)), None)
+    compare = None
+    if e.compare_run is not None:
+        other = RunLayout(e.compare_run).evaluation(e.head)
+        if not finished(other.path):
+            raise InputError(f"--compare-run: {other.path} not finished; evaluate head {e.head!r} in "
+                             f"{e.compare_run} first")
+        compare = other.per_track
+    return EvaluationPlan(config, run, head, track_index, splits, ridge, compare)
+
+
+def evaluation_key(plan: EvaluationPlan) -> dict:
+    """Everything the evaluation reads: the head, the targets, the baselines' inputs."""
+    run, e = plan.run, plan.settings
+    regions = [file_fingerprint(r) if Path(r).is_file() else r for r in e.plot_regions]
+    return {
+        "head": run.head_record(e.head).key_digest,
+        "dataset": run.dataset_record.key_digest,
+        "embeddings": run.embeddings_record.key_digest,
+        "splits": plan.splits,
+        "plot_regions": regions,
+        "ridge": run.head_record(plan.ridge).key_digest if plan.ridge else None,
+        "compare_run": file_fingerprint(plan.compare) if plan.compare else None,
+        "enformer_targets": file_fingerprint(e.enformer_targets) if e.enformer_targets else None,
+    }
+
+
+def evaluate_head(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
+    """Predict and score head ``config.evaluate.head`` on its splits (default: test and valid)."""
+    config = as_config(config)
+    plan = plan_evaluation(config)
+    folder = plan.run.layout.evaluation(plan.settings.head).path
+    return run_stage(folder, evaluation_key(plan), lambda work, state: _evaluate(plan, EvaluationFolder(work), progress),
+                     config, ("evaluate",), force=force, what=f"evaluate {plan.settings.head!r}")
+
+
+def _windows_of(run: Run, split: str, head, track_index: np.ndarray):
     """Yield (start, stop, predictions, observed, mask) over a split, a few windows at a time."""
     emb = run.embeddings(split)
     targets = run.targets(split)
@@ -58,47 +126,20 @@ def _windows_of(run, split: str, head, track_index: np.ndarray):
         yield start, stop, pred, obs, mask
 
 
-def evaluate_head(run_dir: Path | str, name: str, splits: list[str] | None = None, force: bool = False,
-                  progress: bool = True, compare_run: Path | str | None = None,
-                  enformer_targets: Path | str | None = None, plot_regions: list[str] | None = None) -> Path:
-    """Predict and score head ``name`` on ``splits`` (default: every embedded split but train).
-
-    ``plot_regions`` ('chr:start-end' or BED files): also draw observed vs predicted tracks of
-    every evaluated window overlapping them."""
-    from ..run import Run
-
-    started = time.time()
-    run = Run(run_dir)
-    head = run.head(name)
-    track_index = head.check_compatible(run)
-    embedded = run.stage_record("embeddings")["config"]["embed"]["splits"]
-    splits = splits or [s for s in ("test", "valid") if s in embedded] or embedded
-    missing = [s for s in splits if s not in embedded]
-    if missing:
-        raise InputError(f"evaluate: split(s) {', '.join(missing)} were not embedded (embedded: {', '.join(embedded)})")
-    if run.embedding_bins("train") is not None and "train" in splits:
-        raise InputError("evaluate: the train split kept only a fraction of its bins; evaluate valid/test")
-    head_record = run.stage_record(f"heads/{name}")
-    key = {"head": head_record["key_digest"], "splits": splits, "plot_regions": plot_regions,
-           "compare_run": str(compare_run) if compare_run else None,
-           "enformer_targets": str(enformer_targets) if enformer_targets else None}
-    stage = StageDir(run.path / "evaluation", name, key)
-    if stage.check(force) == "done":
-        log.info("evaluate: %s up to date in %s (use --force to redo)", name, stage.final)
-        return stage.final
-    out = stage.start()
+def _evaluate(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> dict:
+    run, name, head, track_index, splits = plan.run, plan.settings.head, plan.head, plan.track_index, plan.splits
     tracks = run.tracks.iloc[track_index].reset_index(drop=True)
-    n_tracks, n_bins = len(track_index), int(run.targets(splits[0]).shape[1])
+    n_tracks, n_bins = len(track_index), run.geometry.n_bins
 
     rows, positions, summary = [], [], {"head": name, "splits": {}, "tool": "enformer-transfer"}
     bar = Progress(sum(run.embeddings(s).shape[0] for s in splits), f"evaluate {name}", enabled=progress)
     for split in splits:
         n_windows = int(run.embeddings(split).shape[0])
-        pred_store = store.create_array(out / PREDICTIONS_STORE, split, (n_windows, n_bins, n_tracks),
+        pred_store = store.create_array(out.predictions_store, split, (n_windows, n_bins, n_tracks),
                                         (1, n_bins, n_tracks), "float16")
         metrics = SplitMetrics(n_tracks, n_bins, n_windows, seed=0)
         for start, stop, pred, obs, mask in _windows_of(run, split, head, track_index):
-            stored = np.clip(pred, -F16_MAX, F16_MAX).astype(np.float16)
+            stored = np.clip(pred, -store.FLOAT16_MAX, store.FLOAT16_MAX).astype(np.float16)
             pred_store[start:stop] = stored
             metrics.update(stored, obs, mask)  # scored as stored: anyone can recompute it from the store
             bar.update(stop - start)
@@ -112,7 +153,7 @@ def evaluate_head(run_dir: Path | str, name: str, splits: list[str] | None = Non
                           None if masks is None else np.asarray(masks[start:stop])[..., track_index])
         per_track = metrics.per_track()
         obs_corr, pred_corr = metrics.correlation_matrices()
-        np.savez(out / f"correlations_{split}.npz", observed=obs_corr, predicted=pred_corr,
+        np.savez(out.correlations(split), observed=obs_corr, predicted=pred_corr,
                  identifiers=np.array(tracks["identifier"]))
         table = tracks.drop(columns=["file"]).copy()
         table.insert(0, "split", split)
@@ -136,26 +177,30 @@ def evaluate_head(run_dir: Path | str, name: str, splits: list[str] | None = Non
             "zero_variance_tracks": list(tracks["identifier"][np.isnan(per_track["pearson"])]),
         }
     per_track = pd.concat(rows, ignore_index=True)
-    per_track = _add_baselines(run, name, head, track_index, splits, per_track, summary, compare_run, enformer_targets)
-    per_track.to_csv(out / "per_track.csv", index=False)
-    pd.concat(positions).to_csv(out / "bin_position.csv", index=False)
+    per_track = _add_baselines(plan, per_track, summary)
+    per_track.to_csv(out.per_track, index=False)
+    pd.concat(positions).to_csv(out.bin_position, index=False)
     per_level = per_level_table(per_track, grouping_columns(tracks))
-    per_level.to_csv(out / "per_level.csv", index=False)
+    per_level.to_csv(out.per_level, index=False)
     summary["per_level"] = per_level.to_dict("records")
-    write_json_atomic(out / "summary.json", _jsonable(summary))
+    write_json_atomic(out.summary, _jsonable(summary))
     from .figures import evaluation_figures
 
-    evaluation_figures(run, name, out, per_track, splits, track_index, plot_regions)
-    final = stage.finish({"head": name, "splits": splits}, {"splits": _jsonable(summary["splits"])}, started)
+    evaluation_figures(run, name, out, per_track, splits, track_index, plan.settings.plot_regions)
     line = ", ".join(f"{s} {summary['splits'][s]['pearson_mean']:.3f}" for s in splits)
-    print(f"evaluate: head {name!r} mean Pearson over tracks: {line} -> {final}")
-    return final
+    print(f"evaluate: head {name!r} mean Pearson over tracks: {line} -> {run.layout.evaluation(name).path}")
+    return {"splits": _jsonable(summary["splits"])}
+
+
+PER_LEVEL_COLUMNS = ["split", "grouping", "group", "n_tracks"]
 
 
 def per_level_table(per_track: pd.DataFrame, groupings: list[str]) -> pd.DataFrame:
-    """Mean / median per-track metrics per split and per group of every grouping column."""
+    """Mean / median per-track metrics per split and per group of every grouping column (a table
+    with its header and no rows when the tracks have no grouping column)."""
     value_cols = [c for c in per_track.columns if c == "pearson" or c.endswith("_pearson") or
                   c in ("pearson_log1p", "spearman", "r2")]
+    columns = PER_LEVEL_COLUMNS + [f"{c}_mean" for c in value_cols] + ["pearson_median"]
     rows = []
     for column in groupings:
         data = per_track[per_track[column].astype(str).replace({"nan": "", "None": ""}) != ""]
@@ -165,38 +210,36 @@ def per_level_table(per_track: pd.DataFrame, groupings: list[str]) -> pd.DataFra
                 row[f"{col}_mean"] = part[col].mean()
             row["pearson_median"] = part["pearson"].median()
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)
 
 
-def _add_baselines(run, name, head, track_index, splits, per_track, summary, compare_run, enformer_targets):
-    # the ridge head
-    ridge = [h for h in run.heads() if h != name and run.head(h).metadata["model"] == "ridge"]
-    if ridge:
-        ridge_head = run.head(ridge[0])
-        ridge_index = ridge_head.check_compatible(run)
-        if list(ridge_index) == list(track_index):
-            for split in splits:
-                metric = PearsonPerTrack(len(track_index))
-                for _, _, pred, obs, mask in _windows_of(run, split, ridge_head, track_index):
-                    metric.update(pred, obs, mask)
-                per_track.loc[per_track["split"] == split, "ridge_pearson"] = metric.pearson()
-            summary["baselines"] = summary.get("baselines", {}) | {"ridge": ridge[0]}
+def _add_baselines(plan: EvaluationPlan, per_track: pd.DataFrame, summary: dict) -> pd.DataFrame:
+    run, track_index, splits = plan.run, plan.track_index, plan.splits
+    baselines = {}
+    if plan.ridge:
+        ridge_head = run.head(plan.ridge)
+        for split in splits:
+            metric = PearsonPerTrack(len(track_index))
+            for _, _, pred, obs, mask in _windows_of(run, split, ridge_head, track_index):
+                metric.update(pred, obs, mask)
+            per_track.loc[per_track["split"] == split, "ridge_pearson"] = metric.pearson()
+        baselines["ridge"] = plan.ridge
     # the backbone's own tracks, best match chosen on valid
-    if run.backbone_predictions("valid") is not None and all(run.backbone_predictions(s) is not None for s in splits):
+    if all(run.backbone_outputs(s) is not None for s in set(splits) | {"valid"}):
         choice = _zero_shot_choice(run, track_index)
-        names = _enformer_track_names(enformer_targets, int(run.backbone_predictions("valid").shape[-1]))
+        names = _enformer_track_names(plan.settings.enformer_targets, int(run.backbone_outputs("valid").shape[-1]))
         for split in splits:
             per_track.loc[per_track["split"] == split, "zero_shot_pearson"] = _zero_shot_pearson(run, split, track_index, choice)
             per_track.loc[per_track["split"] == split, "zero_shot_track"] = [names[c] for c in choice]
-        summary["baselines"] = summary.get("baselines", {}) | {"zero_shot": "backbone track with the best valid Pearson"}
+        baselines["zero_shot"] = "backbone track with the best valid Pearson"
     # the same head on another run (for example a randomly initialised backbone)
-    if compare_run:
-        other = Path(compare_run) / "evaluation" / name / "per_track.csv"
-        if not other.is_file():
-            raise InputError(f"--compare-run: {other} not found; evaluate head {name!r} in {compare_run} first")
-        theirs = pd.read_csv(other)[["split", "identifier", "pearson"]].rename(columns={"pearson": "compare_run_pearson"})
+    if plan.compare is not None:
+        theirs = pd.read_csv(plan.compare)[["split", "identifier", "pearson"]].rename(
+            columns={"pearson": "compare_run_pearson"})
         per_track = per_track.merge(theirs, on=["split", "identifier"], how="left")
-        summary["baselines"] = summary.get("baselines", {}) | {"compare_run": str(compare_run)}
+        baselines["compare_run"] = str(plan.settings.compare_run)
+    if baselines:
+        summary["baselines"] = baselines
     for split in splits:
         part = per_track[per_track["split"] == split]
         for col in ("ridge_pearson", "zero_shot_pearson", "compare_run_pearson"):
@@ -205,18 +248,18 @@ def _add_baselines(run, name, head, track_index, splits, per_track, summary, com
     return per_track
 
 
-def _zero_shot_choice(run, track_index) -> np.ndarray:
+def _zero_shot_choice(run: Run, track_index: np.ndarray) -> np.ndarray:
     """For each new track, the backbone output track with the highest pooled Pearson on valid."""
-    backbone = run.backbone_predictions("valid")
+    outputs = run.backbone_outputs("valid")
     targets = run.targets("valid")
-    k = int(backbone.shape[-1])
+    k = int(outputs.shape[-1])
     n = len(track_index)
     sx, sxx = np.zeros(k), np.zeros(k)
     sy, syy = np.zeros(n), np.zeros(n)
     sxy = np.zeros((k, n))
     count = 0
-    for start in range(backbone.shape[0]):  # one window at a time: 896 x 5,313 float64 is 38 MB
-        x = np.asarray(backbone[start], dtype=np.float64).reshape(-1, k)
+    for start in range(outputs.shape[0]):  # one window at a time: 896 x 5,313 float64 is 38 MB
+        x = np.asarray(outputs[start], dtype=np.float64).reshape(-1, k)
         y = np.asarray(targets[start])[..., track_index].astype(np.float64).reshape(-1, n)
         sx += x.sum(0)
         sxx += (x * x).sum(0)
@@ -233,11 +276,11 @@ def _zero_shot_choice(run, track_index) -> np.ndarray:
     return np.argmax(r, axis=0)
 
 
-def _zero_shot_pearson(run, split, track_index, choice) -> np.ndarray:
-    backbone, targets = run.backbone_predictions(split), run.targets(split)
+def _zero_shot_pearson(run: Run, split: str, track_index: np.ndarray, choice: np.ndarray) -> np.ndarray:
+    outputs, targets = run.backbone_outputs(split), run.targets(split)
     metric = PearsonPerTrack(len(track_index))
-    for start in range(0, backbone.shape[0], WINDOWS_PER_STEP):
-        x = np.asarray(backbone[start : start + WINDOWS_PER_STEP])[..., choice]
+    for start in range(0, outputs.shape[0], WINDOWS_PER_STEP):
+        x = np.asarray(outputs[start : start + WINDOWS_PER_STEP])[..., choice]
         metric.update(x, np.asarray(targets[start : start + WINDOWS_PER_STEP])[..., track_index])
     return metric.pearson()
 

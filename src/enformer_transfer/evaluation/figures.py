@@ -7,23 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.targets_table import grouping_columns, hierarchy_order
+from ..errors import InputError
+from ..fs import safe_filename
 from ..genome.intervals import parse_region
+from ..layout import EvaluationFolder
 from ..plots import figures as draw
-from ..provenance import safe_filename
-
-
-def hierarchy_order(tracks: pd.DataFrame) -> list[int]:
-    """Tracks ordered by level, then class, subclass, cluster when those columns exist."""
-    keys = [c for c in ("level", "class", "subclass", "cluster") if c in tracks.columns]
-    if not keys:
-        return list(range(len(tracks)))
-    return list(tracks.reset_index(drop=True).sort_values(keys, kind="stable").index)
+from ..plots.figures import FigureIndex
 
 
 def parse_regions(regions: list[str] | None) -> list[tuple[str, int, int]]:
     """'chr1:1000-2000' strings and/or BED files -> (chrom, start, end)."""
-    from ..errors import InputError
-
     out = []
     for item in regions or []:
         if Path(item).is_file():
@@ -39,57 +33,43 @@ def parse_regions(regions: list[str] | None) -> list[tuple[str, int, int]]:
     return out
 
 
-def evaluation_figures(run, name: str, out: Path, per_track: pd.DataFrame, splits: list[str],
-                       track_index: np.ndarray, plot_regions: list[str] | None = None) -> dict[str, list[Path]]:
+def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.DataFrame, splits: list[str],
+                       track_index: np.ndarray, plot_regions: list[str] | None = None) -> list[dict]:
+    """Draw the evaluation's figures into ``out.figures`` and list them in its index (name,
+    caption, kind, file), which the report follows."""
     from ..data import store
-    from .evaluate import PREDICTIONS_STORE, grouping_columns
 
-    figures = out / "figures"
+    figures = out.figures
+    index = FigureIndex(figures)
     tracks = run.tracks.iloc[track_index].reset_index(drop=True)
     ids = list(tracks["identifier"])
     groupings = grouping_columns(tracks)
-    made: dict[str, list[Path]] = {}
-    made["pearson_boxplot"] = draw.pearson_boxplot(per_track, groupings[0] if groupings else None,
-                                                   figures / "pearson_boxplot")
     split = "test" if "test" in splits else splits[0]
-    corr = np.load(out / f"correlations_{split}.npz")
+    logs = run.layout.head(name).metrics
+    if logs.is_file():
+        index.add("training_curves", "Training curves", draw.training_curves(pd.read_csv(logs), figures / "training_curves"))
+    index.add("pearson_boxplot", "Per-track Pearson by split" + (f" and {groupings[0]}" if groupings else ""),
+              draw.pearson_boxplot(per_track, groupings[0] if groupings else None, figures / "pearson_boxplot"))
+    corr = np.load(out.correlations(split))
     order = hierarchy_order(tracks)
-    made["correlation_heatmaps"] = draw.correlation_heatmaps(
-        corr["observed"][np.ix_(order, order)], corr["predicted"][np.ix_(order, order)],
-        [ids[i] for i in order], figures / f"correlations_{split}")
-    made["pearson_by_position"] = draw.pearson_by_position(pd.read_csv(out / "bin_position.csv"),
-                                                           figures / "pearson_by_position")
+    index.add(f"correlations_{split}", f"Track x track correlations, observed and predicted ({split})",
+              draw.correlation_heatmaps(corr["observed"][np.ix_(order, order)], corr["predicted"][np.ix_(order, order)],
+                                        [ids[i] for i in order], figures / f"correlations_{split}"))
     # the window with the most observed signal, and each track's own plot at it
-    predictions = store.open_array(out / PREDICTIONS_STORE, split)
+    predictions = store.open_array(out.predictions_store, split)
     targets = run.targets(split)
     totals = [float(np.asarray(targets[i])[..., track_index].sum()) for i in range(targets.shape[0])]
     best = int(np.argmax(totals))
     window = run.windows(split).iloc[best]
-    geometry = run.stage_record("dataset")["config"]["geometry"]
-    coords = window["start"] + geometry["bin_size"] * (np.arange(geometry["n_bins"]) + 0.5)
+    geometry = run.geometry
+    coords = window["start"] + geometry.bin_size * (np.arange(geometry.n_bins) + 0.5)
     obs = np.asarray(targets[best])[..., track_index].astype(np.float32)
     pred = np.asarray(predictions[best]).astype(np.float32)
     region = f"{window['chrom']}:{window['start']:,}-{window['end']:,}"
     shown = order[:8]
-    made["track_plot"] = draw.track_plot(coords, obs[:, shown], pred[:, shown], [ids[i] for i in shown], region,
-                                         figures / "tracks_example")
-    for t, ident in enumerate(ids):
-        made[f"track_{ident}"] = draw.track_plot(coords, obs[:, [t]], pred[:, [t]], [ident], region,
-                                                 figures / "tracks" / safe_filename(ident))
-    # chosen regions: every evaluated window whose target interval overlaps one
-    for chrom, start, end in parse_regions(plot_regions):
-        for region_split in splits:
-            table = run.windows(region_split)
-            hits = table.index[(table["chrom"] == chrom) & (table["start"] < end) & (table["end"] > start)]
-            for i in hits:
-                w = table.loc[i]
-                label = f"{w['chrom']}:{w['start']:,}-{w['end']:,}"
-                o = np.asarray(run.targets(region_split)[i])[..., track_index].astype(np.float32)
-                p = np.asarray(store.open_array(out / PREDICTIONS_STORE, region_split)[i]).astype(np.float32)
-                x = w["start"] + geometry["bin_size"] * (np.arange(geometry["n_bins"]) + 0.5)
-                key = f"region_{region_split}_{w['chrom']}_{w['start']}"
-                made[key] = draw.track_plot(x, o[:, order], p[:, order], [ids[k] for k in order], label,
-                                            figures / "regions" / key)
+    index.add("tracks_example", f"Observed vs predicted, the {split} window with the most signal ({region})",
+              draw.track_plot(coords, obs[:, shown], pred[:, shown], [ids[i] for i in shown], region,
+                              figures / "tracks_example"))
     # scatter of observed vs predicted bins for the best and the worst track of the split
     part = per_track[per_track["split"] == split].reset_index(drop=True)
     rng = np.random.default_rng(0)
@@ -100,21 +80,41 @@ def evaluation_figures(run, name: str, out: Path, per_track: pd.DataFrame, split
     if valid.any():
         for label, t in (("best", int(part["pearson"].where(valid).idxmax())),
                          ("worst", int(part["pearson"].where(valid).idxmin()))):
-            made[f"scatter_{label}"] = draw.scatter_observed_predicted(
-                o[..., t].ravel(), p[..., t].ravel(), ids[t], float(part["pearson"][t]), figures / f"scatter_{label}")
+            index.add(f"scatter_{label}", f"Observed vs predicted bins, {label} track ({ids[t]})",
+                      draw.scatter_observed_predicted(o[..., t].ravel(), p[..., t].ravel(), ids[t],
+                                                      float(part["pearson"][t]), figures / f"scatter_{label}"))
+    index.add("pearson_by_position", "Pearson by bin position (accuracy towards the window edges)",
+              draw.pearson_by_position(pd.read_csv(out.bin_position), figures / "pearson_by_position"))
     # Pearson against track properties
-    stats_path = run.dataset_dir / "track_stats.tsv"
-    if stats_path.is_file():
-        stats = pd.read_csv(stats_path, sep="\t").set_index("identifier").loc[ids]
-        made["pearson_vs_mean"] = draw.pearson_vs_property(stats["mean"].to_numpy(), part["pearson"].to_numpy(), ids,
-                                                           "mean target value (all windows)", figures / "pearson_vs_mean")
+    track_stats = run.track_stats
+    if track_stats is not None:
+        stats = track_stats.set_index("identifier").loc[ids]
+        index.add("pearson_vs_mean", "Pearson vs mean target value",
+                  draw.pearson_vs_property(stats["mean"].to_numpy(), part["pearson"].to_numpy(), ids,
+                                           "mean target value (all windows)", figures / "pearson_vs_mean"))
     if "n_nuclei" in tracks.columns:
         nuclei = pd.to_numeric(tracks["n_nuclei"], errors="coerce").to_numpy()
         if np.isfinite(nuclei).any():
-            made["pearson_vs_nuclei"] = draw.pearson_vs_property(nuclei, part["pearson"].to_numpy(), ids,
-                                                                 "number of nuclei", figures / "pearson_vs_nuclei")
-    logs = run.path / "heads" / name / "logs" / "metrics.csv"
-    if logs.is_file():
-        made["training_curves"] = draw.training_curves(pd.read_csv(logs), figures / "training_curves")
-    return made
-
+            index.add("pearson_vs_nuclei", "Pearson vs number of nuclei",
+                      draw.pearson_vs_property(nuclei, part["pearson"].to_numpy(), ids, "number of nuclei",
+                                               figures / "pearson_vs_nuclei"))
+    # chosen regions: every evaluated window whose target interval overlaps one
+    for chrom, start, end in parse_regions(plot_regions):
+        for region_split in splits:
+            table = run.windows(region_split)
+            hits = table.index[(table["chrom"] == chrom) & (table["start"] < end) & (table["end"] > start)]
+            for i in hits:
+                w = table.loc[i]
+                label = f"{w['chrom']}:{w['start']:,}-{w['end']:,}"
+                o_region = np.asarray(run.targets(region_split)[i])[..., track_index].astype(np.float32)
+                p_region = np.asarray(store.open_array(out.predictions_store, region_split)[i]).astype(np.float32)
+                x = w["start"] + geometry.bin_size * (np.arange(geometry.n_bins) + 0.5)
+                key = f"region_{region_split}_{w['chrom']}_{w['start']}"
+                index.add(key, f"Observed vs predicted, chosen region {label} ({region_split})",
+                          draw.track_plot(x, o_region[:, order], p_region[:, order], [ids[k] for k in order], label,
+                                          figures / "regions" / key), kind="region")
+    for t, ident in enumerate(ids):
+        index.add(f"track_{ident}", ident, draw.track_plot(coords, obs[:, [t]], pred[:, [t]], [ident], region,
+                                                           figures / "tracks" / safe_filename(ident)),
+                  kind="track", track=ident)
+    return index.write()

@@ -1,4 +1,5 @@
-"""Predictions for new regions (BigWig per track) or given sequences (a table).
+"""Stage predict: a head's predictions for new regions (one BigWig per track) or given
+sequences (a table), from sequence through the backbone and the head.
 
 Regions are tiled into windows whose target intervals step by ``stride`` (default half the
 target interval); each output bin is taken from the window where it lies most central, so
@@ -12,101 +13,92 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
+from ..backbone.inputs import window_batch
+from ..backbone.model import load_sequence_model
+from ..config import RunConfig, as_config
 from ..errors import InputError
+from ..fs import atomic_path, safe_filename
 from ..genome.intervals import IntervalSet
-from ..genome.onehot import one_hot_padded
 from ..genome.sequence import Genome
-from ..provenance import safe_filename
+from ..layout import PredictionsFolder
+from ..provenance import file_fingerprint
+from ..run import Run
+from ..stage import run_stage
 
 log = logging.getLogger("enformer_transfer")
 
 
-class Predictor:
-    """Backbone (as embedded) + head: one-hot windows -> (windows, bins, tracks)."""
-
-    def __init__(self, run, head_name: str, batch_size: int = 4, device: str = "auto"):
-        from ..backbone.embed import Dist, resolve_device
-        from ..backbone.load import load_backbone
-        from ..config import RunConfig
-
-        self.run = run
-        self.head = run.head(head_name)
-        record = run.stage_record("embeddings")
-        dataset_config = RunConfig.model_validate(run.stage_record("dataset")["config"])
-        self.geometry = dataset_config.geometry
-        self.genome = Genome(dataset_config.dataset.genome, dataset_config.dataset.chrom_aliases)
-        embed = record["config"]["embed"]
-        self.device = resolve_device(device, Dist())
-        self.precision = record["stats"]["precision"]
-        self.pad_value = embed["pad_value"]
-        self.backbone = load_backbone(embed["backbone"], self.geometry, embed["tf_gamma"],
-                                      embed["allow_download"], str(self.device))
-        self.head.module.to(self.device)
-        self.batch_size = batch_size
-
-    @torch.inference_mode()
-    def predict_onehot(self, x: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, len(x), self.batch_size):
-            batch = torch.from_numpy(x[start : start + self.batch_size]).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                emb = self.backbone.model.trunk(batch)
-            out.append(self.head.module(emb.float()).float().cpu().numpy())
-        return np.concatenate(out)
-
-    def window_inputs(self, chrom: str, target_starts: list[int]) -> np.ndarray:
-        context = self.geometry.context
-        xs = []
-        for start in target_starts:
-            a = start - context
-            seq, left, right = self.genome.fetch_padded(chrom, a, a + self.geometry.seq_length)
-            xs.append(one_hot_padded(seq, left, right, self.pad_value))
-        return np.stack(xs)
-
-
-def tile_region(start: int, end: int, target_length: int, bin_size: int, stride: int, chrom_size: int) -> list[int]:
+def tile_region(start: int, end: int, target_bp: int, bin_size: int, stride: int, chrom_size: int) -> list[int]:
     """Target-interval starts covering [start, end), aligned to ``start``, inside the chromosome."""
-    if stride <= 0 or stride % bin_size or stride > target_length:
+    if stride <= 0 or stride % bin_size or stride > target_bp:
         raise InputError(f"stride {stride} must be a positive multiple of the bin size ({bin_size}) "
-                         f"and at most the target interval ({target_length})")
+                         f"and at most the target interval ({target_bp})")
     stop = min(end, chrom_size)
-    starts = list(range(start, max(start, stop - target_length) + 1, stride))
-    if starts[-1] + target_length < stop:  # one more window, on the bin grid, reaching the end
-        starts.append(start + -(-(stop - target_length - start) // bin_size) * bin_size)
+    starts = list(range(start, max(start, stop - target_bp) + 1, stride))
+    if starts[-1] + target_bp < stop:  # one more window, on the bin grid, reaching the end
+        starts.append(start + -(-(stop - target_bp - start) // bin_size) * bin_size)
     return starts
 
 
-def predict_regions(run, head_name: str, out_dir: Path | str, regions: pd.DataFrame, stride: int | None = None,
-                    batch_size: int = 4, device: str = "auto") -> list[Path]:
+def predict(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
+    """BigWigs of ``predict.regions`` / ``predict.chroms``, or a table for ``predict.fasta``,
+    in ``predict.out`` (default RUN_DIR/predictions/HEAD)."""
+    config = as_config(config)
+    p = config.predict
+    if config.run_dir is None:
+        raise InputError("predict: no run directory given")
+    run = Run(config.run_dir)
+    run.head(p.head)
+    if p.fasta is None and p.regions is None and not p.chroms:
+        raise InputError("predict: give --regions BED, --chroms NAME or --fasta FASTA")
+    genome = run.genome()
+    regions = None if p.fasta is not None else read_regions(p.regions, p.chroms, genome.sizes)
+    if p.stride is not None:
+        tile_region(0, 1, run.geometry.target_interval_bp, run.geometry.bin_size, p.stride, 1)  # checks the stride
+    key = {"head": run.head_record(p.head).key_digest, "embeddings": run.embeddings_record.key_digest,
+           "regions": file_fingerprint(p.regions) if p.regions else None, "chroms": p.chroms,
+           "fasta": file_fingerprint(p.fasta) if p.fasta else None, "stride": p.stride}
+    folder = p.out or run.layout.predictions(p.head).path
+
+    def build(work: Path, state: str) -> dict:
+        out = PredictionsFolder(work)
+        if p.fasta is not None:
+            return predict_fasta(run, p.head, p.fasta, out.table, p.batch_size, p.device)
+        paths = predict_regions(run, p.head, out, regions, p.stride, p.batch_size, p.device)
+        return {"bigwigs": len(paths), "regions": len(regions)}
+
+    return run_stage(folder, key, build, config, ("predict",), force=force, what=f"predict {p.head!r}")
+
+
+def predict_regions(run: Run, head_name: str, out: PredictionsFolder, regions: pd.DataFrame,
+                    stride: int | None = None, batch_size: int = 4, device: str = "auto") -> list[Path]:
     """One bin-resolution BigWig per track over the (merged) regions; returns the paths."""
     import pybigtools
 
-    predictor = Predictor(run, head_name, batch_size, device)
-    g = predictor.geometry
-    stride = stride or g.target_length // 2
-    merged = _merge(regions)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tracks = [t["identifier"] for t in predictor.head.metadata["tracks"]]
+    model, head = load_sequence_model(run, head_name, device)
+    genome, g = run.genome(), run.geometry
+    pad_value = run.embed_config.pad_value
+    stride = stride or g.target_interval_bp // 2
+    merged = merge_regions(regions)
+    tracks = [t["identifier"] for t in head.metadata["tracks"]]
     per_track: list[list[tuple]] = [[] for _ in tracks]
+    distance = np.abs(np.arange(g.n_bins) + 0.5 - g.n_bins / 2)
     for chrom, start, end in merged.itertuples(index=False):
-        size = predictor.genome.chrom_size(chrom)
+        size = genome.chrom_size(chrom)
         start, end = max(0, int(start)), min(size, int(end))
         if end - start < g.bin_size:
             continue
-        starts = tile_region(start, end, g.target_length, g.bin_size, stride, size)
+        starts = tile_region(start, end, g.target_interval_bp, g.bin_size, stride, size)
         first = starts[0]
-        n_out = (starts[-1] + g.target_length - first) // g.bin_size
+        n_out = (starts[-1] + g.target_interval_bp - first) // g.bin_size
         best = np.full(n_out, np.inf)
         values = np.zeros((n_out, len(tracks)), dtype=np.float32)
         for i in range(0, len(starts), 16):
             chunk = starts[i : i + 16]
-            preds = predictor.predict_onehot(predictor.window_inputs(chrom, chunk))
+            preds = model.predict(window_batch(genome, chrom, chunk, g, pad_value), batch_size)
             for target_start, pred in zip(chunk, preds, strict=True):
                 offset = (target_start - first) // g.bin_size
-                distance = np.abs(np.arange(g.n_bins) + 0.5 - g.n_bins / 2)
                 slot = slice(offset, offset + g.n_bins)
                 better = distance < best[slot]
                 best[slot][better] = distance[better]
@@ -117,38 +109,36 @@ def predict_regions(run, head_name: str, out_dir: Path | str, regions: pd.DataFr
                 continue
             for t in range(len(tracks)):
                 per_track[t].append((chrom, a, a + g.bin_size, float(values[b, t])))
-    chrom_sizes = {c: predictor.genome.chrom_size(c) for c in dict.fromkeys(merged["chrom"])}
+    chrom_sizes = {c: genome.chrom_size(c) for c in dict.fromkeys(merged["chrom"])}
     paths = []
     for t, ident in enumerate(tracks):
-        path = out_dir / f"{safe_filename(ident)}.bw"
-        tmp = path.with_name(path.stem + ".partial.bw")  # pybigtools wants the .bw suffix
-        writer = pybigtools.open(str(tmp), "w")
-        writer.write(chrom_sizes, iter(per_track[t]))
-        try:
-            pybigtools.open(str(tmp)).close()
-        except Exception as err:
-            raise InputError(f"predict: writing {path} failed ({err})") from None
-        tmp.replace(path)
+        path = out.bigwig(safe_filename(ident))
+        with atomic_path(path) as tmp:
+            pybigtools.open(str(tmp), "w").write(chrom_sizes, iter(per_track[t]))
+            try:
+                pybigtools.open(str(tmp)).close()
+            except Exception as err:
+                raise InputError(f"predict: writing {path} failed ({err})") from None
         paths.append(path)
-    log.info("predict: %d BigWigs (%s, bin %d bp) in %s", len(paths), head_name, g.bin_size, out_dir)
+    log.info("predict: %d BigWigs (%s, bin %d bp) in %s", len(paths), head_name, g.bin_size, out.path)
     return paths
 
 
-def predict_fasta(run, head_name: str, fasta: Path | str, out: Path | str, batch_size: int = 4,
-                  device: str = "auto") -> Path:
+def predict_fasta(run: Run, head_name: str, fasta: Path | str, out: Path, batch_size: int = 4,
+                  device: str = "auto") -> dict:
     """Predictions for each sequence of a FASTA (each exactly seq_length bp) as a TSV table:
     sequence, bin, start, end (bp within the sequence), one column per track."""
-    predictor = Predictor(run, head_name, batch_size, device)
-    g = predictor.geometry
-    genome = Genome(fasta)
-    names = list(genome.sizes)
-    wrong = [n for n in names if genome.sizes[n] != g.seq_length]
+    model, head = load_sequence_model(run, head_name, device)
+    g = run.geometry
+    sequences = Genome(fasta)
+    names = list(sequences.sizes)
+    wrong = [n for n in names if sequences.sizes[n] != g.seq_length]
     if wrong:
-        raise InputError(f"{fasta}: sequence {wrong[0]!r} is {genome.sizes[wrong[0]]} bp; every sequence must be "
+        raise InputError(f"{fasta}: sequence {wrong[0]!r} is {sequences.sizes[wrong[0]]} bp; every sequence must be "
                          f"the model input length ({g.seq_length} bp)")
-    x = np.stack([one_hot_padded(genome.fetch(n, 0, g.seq_length), 0, 0) for n in names])
-    preds = predictor.predict_onehot(x)
-    tracks = [t["identifier"] for t in predictor.head.metadata["tracks"]]
+    x = np.stack([sequences.one_hot(n, 0, g.seq_length) for n in names])
+    preds = model.predict(x, batch_size)
+    tracks = [t["identifier"] for t in head.metadata["tracks"]]
     rows = []
     for name, pred in zip(names, preds, strict=True):
         frame = pd.DataFrame(pred, columns=tracks)
@@ -157,11 +147,9 @@ def predict_fasta(run, head_name: str, fasta: Path | str, out: Path | str, batch
         frame.insert(0, "bin", np.arange(g.n_bins))
         frame.insert(0, "sequence", name)
         rows.append(frame)
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    pd.concat(rows).to_csv(tmp, sep="\t", index=False)
-    tmp.replace(out)
-    return out
+    with atomic_path(out) as tmp:
+        pd.concat(rows).to_csv(tmp, sep="\t", index=False)
+    return {"sequences": len(names)}
 
 
 def read_regions(bed: Path | str | None, chroms: list[str] | None, genome_sizes: dict[str, int]) -> pd.DataFrame:
@@ -169,17 +157,20 @@ def read_regions(bed: Path | str | None, chroms: list[str] | None, genome_sizes:
     if bed is not None:
         regions = IntervalSet.from_bed(bed)
         for chrom, array in regions.regions.items():
+            if chrom not in genome_sizes:
+                raise InputError(f"{bed}: chromosome {chrom!r} is not in the genome")
             rows += [(chrom, int(a), int(b)) for a, b in array]
     for chrom in chroms or []:
         if chrom not in genome_sizes:
             raise InputError(f"predict: chromosome {chrom!r} is not in the genome")
         rows.append((chrom, 0, genome_sizes[chrom]))
     if not rows:
-        raise InputError("predict: give --regions BED, --chrom NAME or --fasta FASTA")
+        raise InputError("predict: give --regions BED, --chroms NAME or --fasta FASTA")
     return pd.DataFrame(rows, columns=["chrom", "start", "end"])
 
 
-def _merge(regions: pd.DataFrame) -> pd.DataFrame:
+def merge_regions(regions: pd.DataFrame) -> pd.DataFrame:
+    """Overlapping or touching regions of a chromosome merged into one."""
     out = []
     for chrom, part in regions.sort_values(["chrom", "start"]).groupby("chrom", sort=False):
         current = None
@@ -192,4 +183,3 @@ def _merge(regions: pd.DataFrame) -> pd.DataFrame:
                 current = [chrom, start, end]
         out.append(tuple(current))
     return pd.DataFrame(out, columns=["chrom", "start", "end"])
-

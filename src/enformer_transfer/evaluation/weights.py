@@ -1,5 +1,5 @@
-"""Head weights vs the backbone's own human head: which existing Enformer tracks does each
-new track look like? (cosine similarity of weight vectors, the study's weight figure)."""
+"""Stage weights: head weights vs the backbone's own human head. Which existing Enformer tracks
+does each new track look like? (cosine similarity of weight vectors, the study's weight figure)."""
 
 from __future__ import annotations
 
@@ -9,45 +9,59 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import RunConfig, as_config
 from ..errors import InputError
+from ..layout import WeightsFolder
 from ..plots import figures as draw
+from ..plots.figures import FigureIndex
+from ..provenance import file_fingerprint
+from ..run import Run
+from ..stage import run_stage
 
 
-def weight_similarity(run, head_name: str, enformer_targets: Path | str | None = None, top: int = 5,
-                      out_dir: Path | str | None = None) -> Path:
+def weight_similarity(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
     """Write RUN_DIR/weights/NAME/: top_matches.csv, similarity_by_assay.csv, a heatmap."""
-    from ..backbone.load import load_backbone
-    from ..config import RunConfig
-
-    head = run.head(head_name)
+    config = as_config(config)
+    w = config.weights
+    if config.run_dir is None:
+        raise InputError("weights: no run directory given")
+    run = Run(config.run_dir)
+    head = run.head(w.head)
     if head.metadata["model"] not in ("linear", "ridge"):
-        raise InputError(f"weights: head {head_name!r} is a {head.metadata['model']} head; only linear heads have "
+        raise InputError(f"weights: head {w.head!r} is a {head.metadata['model']} head; only linear heads have "
                          "one weight vector per track")
-    record = run.stage_record("embeddings")
-    embed = record["config"]["embed"]
-    geometry = RunConfig.model_validate(run.stage_record("dataset")["config"]).geometry
-    backbone = load_backbone(embed["backbone"], geometry, embed["tf_gamma"], embed["allow_download"])
+    backbone = run.backbone()
     if "human" not in backbone.model.heads:
-        raise InputError(f"weights: backbone {embed['backbone']} has no human head")
+        raise InputError(f"weights: backbone {backbone.source} has no human head")
     theirs = backbone.model.heads["human"][0].weight.detach().double()  # (backbone tracks, dim)
-    ours = head.module.linear.weight.detach().double()  # (new tracks, dim)
-    cosine = (torch.nn.functional.normalize(ours, dim=1) @ torch.nn.functional.normalize(theirs, dim=1).T).numpy()
-    names = _backbone_tracks(enformer_targets, theirs.shape[0])
-    new = [t["identifier"] for t in head.metadata["tracks"]]
-    rows = []
-    for i, ident in enumerate(new):
-        for rank, j in enumerate(np.argsort(-cosine[i])[:top], 1):
-            rows.append({"identifier": ident, "rank": rank, "backbone_index": int(j),
-                         "backbone_identifier": names.loc[j, "identifier"], "description": names.loc[j, "description"],
-                         "assay": names.loc[j, "assay"], "cosine": float(cosine[i, j])})
-    assays = list(dict.fromkeys(names["assay"]))
-    by_assay = np.stack([cosine[:, (names["assay"] == a).to_numpy()].max(axis=1) for a in assays], axis=1)
-    out = Path(out_dir) if out_dir else run.path / "weights" / head_name
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "top_matches.csv", index=False)
-    pd.DataFrame(by_assay, index=pd.Index(new, name="identifier"), columns=assays).to_csv(out / "similarity_by_assay.csv")
-    draw.weight_similarity_heatmap(by_assay, new, assays, out / "similarity_by_assay")
-    return out
+    names = _backbone_tracks(w.enformer_targets, theirs.shape[0])
+    key = {"head": run.head_record(w.head).key_digest, "backbone": run.embeddings_record.key["backbone"],
+           "enformer_targets": file_fingerprint(w.enformer_targets) if w.enformer_targets else None, "top": w.top}
+
+    def build(work: Path, state: str) -> dict:
+        out = WeightsFolder(work)
+        ours = head.module.linear.weight.detach().double()  # (new tracks, dim)
+        cosine = (torch.nn.functional.normalize(ours, dim=1) @ torch.nn.functional.normalize(theirs, dim=1).T).numpy()
+        new = [t["identifier"] for t in head.metadata["tracks"]]
+        rows = []
+        for i, ident in enumerate(new):
+            for rank, j in enumerate(np.argsort(-cosine[i])[: w.top], 1):
+                rows.append({"identifier": ident, "rank": rank, "backbone_index": int(j),
+                             "backbone_identifier": names.loc[j, "identifier"],
+                             "description": names.loc[j, "description"], "assay": names.loc[j, "assay"],
+                             "cosine": float(cosine[i, j])})
+        assays = list(dict.fromkeys(names["assay"]))
+        by_assay = np.stack([cosine[:, (names["assay"] == a).to_numpy()].max(axis=1) for a in assays], axis=1)
+        pd.DataFrame(rows).to_csv(out.top_matches, index=False)
+        pd.DataFrame(by_assay, index=pd.Index(new, name="identifier"), columns=assays).to_csv(out.by_assay)
+        index = FigureIndex(out.figures)
+        index.add("similarity_by_assay", "Best cosine similarity of each new track's weights to the backbone's "
+                  "tracks, per assay", draw.weight_similarity_heatmap(by_assay, new, assays,
+                                                                      out.figures / "similarity_by_assay"))
+        index.write()
+        return {"tracks": len(new), "assays": assays}
+
+    return run_stage(run.layout.weights(w.head).path, key, build, config, ("weights",), force=force, what=f"weights {w.head!r}")
 
 
 def _backbone_tracks(path, n: int) -> pd.DataFrame:
@@ -55,6 +69,8 @@ def _backbone_tracks(path, n: int) -> pd.DataFrame:
     if path is None:
         return pd.DataFrame({"identifier": [f"track_{i}" for i in range(n)], "description": [""] * n,
                              "assay": ["all"] * n})
+    if not Path(path).is_file():
+        raise InputError(f"{path}: --enformer-targets file not found")
     table = pd.read_csv(path, sep="\t")
     if len(table) != n:
         raise InputError(f"{path}: {len(table)} tracks, but the backbone's human head has {n}")

@@ -66,3 +66,11 @@ class Genome:
         left = max(0, -start)
         right = max(0, end - size)
         return self.fetch(chrom, start, end), left, right
+
+    def one_hot(self, chrom: str, start: int, end: int, pad_value: float = 0.25):
+        """(end - start, 4) float32 one-hot of [start, end) in ACGT order; N is all zeros and
+        positions beyond the chromosome ends are ``pad_value`` on every channel."""
+        from .onehot import one_hot_padded
+
+        seq, left, right = self.fetch_padded(chrom, start, end)
+        return one_hot_padded(seq, left, right, pad_value)

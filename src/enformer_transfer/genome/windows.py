@@ -55,7 +55,7 @@ def read_windows_bed(path: Path | str, geometry: Geometry) -> Windows:
     if not path.is_file():
         raise InputError(f"{path}: windows BED not found")
     rows = []
-    target_length = geometry.target_length
+    target_bp = geometry.target_interval_bp
     with open(path) as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip() or line.startswith(("#", "track", "browser")):
@@ -80,16 +80,16 @@ def read_windows_bed(path: Path | str, geometry: Geometry) -> Windows:
             if start < 0 or end <= start:
                 raise InputError(f"{path} row {lineno}: invalid interval {start}-{end}")
             length = end - start
-            if length < target_length:
+            if length < target_bp:
                 raise InputError(
                     f"{path} row {lineno}: window of {length} bp is shorter than the target interval "
-                    f"({geometry.n_bins} bins x {geometry.bin_size} bp = {target_length} bp); "
+                    f"({geometry.n_bins} bins x {geometry.bin_size} bp = {target_bp} bp); "
                     "fix the row or the geometry (--n-bins, --bin-size)"
                 )
-            if (length - target_length) % 2:
+            if (length - target_bp) % 2:
                 raise InputError(
                     f"{path} row {lineno}: window of {length} bp exceeds the target interval "
-                    f"({target_length} bp) by an odd number of bp, so it has no central target interval"
+                    f"({target_bp} bp) by an odd number of bp, so it has no central target interval"
                 )
             rows.append((fields[0], start, end, split, lineno))
     if not rows:
@@ -103,7 +103,7 @@ def read_windows_bed(path: Path | str, geometry: Geometry) -> Windows:
 
 def windows_from_rows(rows, geometry: Geometry, source: str = "") -> Windows:
     df = pd.DataFrame(rows, columns=["chrom", "row_start", "row_end", "split", "bed_row"])
-    crop = (df["row_end"] - df["row_start"] - geometry.target_length) // 2
+    crop = (df["row_end"] - df["row_start"] - geometry.target_interval_bp) // 2
     df["start"] = df["row_start"] + crop
     df["end"] = df["row_end"] - crop
     df["input_start"] = df["start"] - geometry.context
@@ -175,7 +175,7 @@ def generate_windows(
     for c in valid_chroms + test_chroms:
         if c not in genome.sizes:
             raise InputError(f"{genome.path}: held-out chromosome {c!r} is not in the genome")
-    T = geometry.target_length
+    T = geometry.target_interval_bp
     rows = []
     for chrom in names:
         size = genome.sizes[chrom]
@@ -200,4 +200,23 @@ def generate_windows(
 
 
 def write_bed(df: pd.DataFrame, path: Path | str) -> None:
-    df[["chrom", "start", "end", "split"]].to_csv(path, sep="\t", header=False, index=False)
+    from ..fs import atomic_path
+
+    with atomic_path(path) as tmp:
+        df[["chrom", "start", "end", "split"]].to_csv(tmp, sep="\t", header=False, index=False)
+
+
+def windows_command(genome_path: Path | str, out: Path | str, config, valid_chroms: list[str] | None = None,
+                    test_chroms: list[str] | None = None, crop: int | None = None,
+                    blacklist_bed: Path | str | None = None) -> dict[str, int]:
+    """The ``windows`` command: tile a genome (geometry and seed of ``config``), write the BED,
+    return the windows per split."""
+    from .intervals import IntervalSet
+    from .sequence import Genome
+
+    genome = Genome(genome_path)
+    blacklist = IntervalSet.from_bed(blacklist_bed) if blacklist_bed else None
+    df = generate_windows(genome, config.geometry, valid_chroms, test_chroms, crop=crop, blacklist=blacklist,
+                          seed=config.seed)
+    write_bed(df, out)
+    return {str(k): int(v) for k, v in df["split"].value_counts().items()}

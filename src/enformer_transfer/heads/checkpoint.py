@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +12,9 @@ import torch
 
 from .._version import __version__
 from ..errors import InputError
+from ..fs import atomic_path, write_text_atomic
+from ..layout import HeadFolder
 from .models import make_head
-
-HEAD_FILE = "head.pt"
-META_FILE = "head.json"
-SAFETENSORS_FILE = "head.safetensors"
 
 
 @dataclass
@@ -55,13 +52,12 @@ class Head:
         """Refuse a run whose tracks, geometry or embedding size differ; return the head's
         track positions in the run's targets table."""
         meta = self.metadata
-        record = run.stage_record("dataset")
-        geometry = record["config"]["geometry"]
+        geometry = run.geometry.model_dump()
         if geometry != meta["geometry"]:
             raise InputError(
                 f"head {self.name!r} was trained on geometry {meta['geometry']} but {run.path} has {geometry}"
             )
-        dim = run.stage_record("embeddings")["stats"]["embedding_dim"]
+        dim = run.embedding_dim
         if dim != meta["dim"]:
             raise InputError(f"head {self.name!r} expects {meta['dim']}-dim embeddings, {run.path} has {dim}")
         ids = list(run.tracks["identifier"])
@@ -75,32 +71,33 @@ class Head:
         return np.array([ids.index(t) for t in wanted])
 
 
-def save_head(folder: Path, module: torch.nn.Module, metadata: dict) -> None:
+def save_head(folder: HeadFolder | Path, module: torch.nn.Module, metadata: dict) -> None:
     """head.pt (weights + metadata), head.json (metadata), head.safetensors (plain weights)."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = folder if isinstance(folder, HeadFolder) else HeadFolder(Path(folder))
+    folder.path.mkdir(parents=True, exist_ok=True)
     metadata = {**metadata, "tool_version": __version__}
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    tmp = folder / (HEAD_FILE + ".tmp")
-    torch.save({"state_dict": state, "metadata": metadata}, tmp)
-    os.replace(tmp, folder / HEAD_FILE)
+    with atomic_path(folder.model) as tmp:
+        torch.save({"state_dict": state, "metadata": metadata}, tmp)
     if metadata["model"] in ("linear", "ridge"):
         plain = {"weight": state["linear.weight"], "bias": state["linear.bias"]}
     else:
         plain = state
-    save_file(plain, str(folder / SAFETENSORS_FILE),
-              metadata={"tracks": json.dumps([t["identifier"] for t in metadata["tracks"]]),
-                        "model": metadata["model"], "output": "softplus" if metadata["model"] != "ridge" else "identity"})
-    (folder / META_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    with atomic_path(folder.safetensors) as tmp:
+        save_file(plain, str(tmp),
+                  metadata={"tracks": json.dumps([t["identifier"] for t in metadata["tracks"]]),
+                            "model": metadata["model"],
+                            "output": "softplus" if metadata["model"] != "ridge" else "identity"})
+    write_text_atomic(folder.metadata, json.dumps(metadata, indent=2, default=str))
 
 
-def load_head(folder: Path | str, device: str = "cpu") -> Head:
-    folder = Path(folder)
-    path = folder / HEAD_FILE
+def load_head(folder: HeadFolder | Path | str, device: str = "cpu") -> Head:
+    folder = folder if isinstance(folder, HeadFolder) else HeadFolder(Path(folder))
+    path = folder.model
     if not path.is_file():
-        raise InputError(f"{folder}: no trained head here ({HEAD_FILE} missing)")
+        raise InputError(f"{folder.path}: no trained head here ({path.name} missing)")
     saved = torch.load(path, map_location=device, weights_only=False)
     meta = saved["metadata"]
     module = make_head(meta["model"], meta["dim"], meta["n_tracks"], meta.get("hidden", 256))

@@ -60,16 +60,15 @@ class WindowSource:
 
 
 def run_source(run, split: str, track_index: np.ndarray) -> WindowSource:
-    from ..backbone.embed import EMBEDDINGS_STORE
-    from ..data.build import MASKS_STORE, TARGETS_STORE
-
+    """The embeddings, targets (of the chosen tracks) and masks of a split of a run."""
     masks = run.masks(split)
     bins = run.embedding_bins(split)
+    embeddings, dataset = run.layout.embeddings, run.layout.dataset
     paths = {
-        "embeddings": (str(run.embeddings_dir / EMBEDDINGS_STORE), split),
-        "targets": (str(run.dataset_dir / TARGETS_STORE), split),
-        "masks": (str(run.dataset_dir / MASKS_STORE), split) if masks is not None else None,
-        "bins": (str(run.embeddings_dir / EMBEDDINGS_STORE), f"{split}.bins") if bins is not None else None,
+        "embeddings": (str(embeddings.embeddings_store), split),
+        "targets": (str(dataset.targets_store), split),
+        "masks": (str(dataset.masks_store), split) if masks is not None else None,
+        "bins": (str(embeddings.embeddings_store), f"{split}.bins") if bins is not None else None,
     }
     return WindowSource(run.embeddings(split), run.targets(split), np.asarray(track_index), masks, bins, paths)
 

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import torch
 
-from ..evaluation.metrics import PearsonPerTrack
+from ..metrics import PearsonPerTrack
 from .data import WindowSource
 
 log = logging.getLogger("enformer_transfer")

@@ -8,40 +8,24 @@ by default, the study's ``PoissonNLLLoss(log_input=True)`` quirk as ``poisson-lo
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from ..config import RunConfig, TrainConfig
+from ..config import RunConfig, TrainConfig, as_config
+from ..data.targets_table import select_tracks
 from ..errors import InputError
-from ..evaluation.metrics import PearsonPerTrack
-from ..provenance import StageDir
-from .checkpoint import Head, load_head, save_head
+from ..layout import HeadFolder
+from ..metrics import PearsonPerTrack
+from ..stage import run_stage
+from .checkpoint import save_head
 from .data import WindowSource, make_loader, run_source
 from .losses import LOSSES
 from .models import make_head
 from .ridge import fit_ridge
 
 log = logging.getLogger("enformer_transfer")
-
-
-def select_tracks(tracks: pd.DataFrame, where: str | None) -> np.ndarray:
-    """Positions of the tracks matching a pandas query (all tracks when ``where`` is None)."""
-    if not where:
-        return np.arange(len(tracks))
-    try:
-        chosen = tracks.reset_index(drop=True).query(where)
-    except Exception as err:
-        raise InputError(
-            f"--tracks-where {where!r} is not a valid query on the targets table "
-            f"({type(err).__name__}: {err}); columns: {', '.join(tracks.columns)}"
-        ) from None
-    if chosen.empty:
-        raise InputError(f"--tracks-where {where!r} matches no track")
-    return chosen.index.to_numpy()
 
 
 def _lightning_module(cfg: TrainConfig, dim: int, n_tracks: int, train: WindowSource,
@@ -85,10 +69,14 @@ def _lightning_module(cfg: TrainConfig, dim: int, n_tracks: int, train: WindowSo
     return HeadModule()
 
 
-def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, out: Path,
+LIGHTNING_PRECISION = {"fp32": "32-true", "fp16": "16-mixed", "bf16": "bf16-mixed"}
+
+
+def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, folder: HeadFolder | Path,
              seed: int = 0, progress: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Train a head on window sources; checkpoints and logs go to ``out``; resumes from
-    ``out/checkpoints/last.ckpt`` when present. Returns the best module and training facts."""
+    """Train a head on window sources; checkpoints and logs go to ``folder``; resumes from its
+    last checkpoint when present. Returns the best module and training facts."""
+    folder = folder if isinstance(folder, HeadFolder) else HeadFolder(Path(folder))
     dim = int(train.embeddings.shape[-1])
     n_tracks = len(train.track_index)
     info: dict = {}
@@ -115,20 +103,20 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
                                {"weight": ridge["weight"], "bias": ridge["bias"]} if cfg.init == "ridge" else None)
     precision = cfg.precision
     if precision == "auto":
-        precision = "16-mixed" if torch.cuda.is_available() else "32-true"
-    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_loss", mode="min",
+        precision = "fp16" if torch.cuda.is_available() else "fp32"
+    checkpoints = ModelCheckpoint(dirpath=folder.checkpoints, filename="best", monitor="val_loss", mode="min",
                                   save_top_k=1, save_last=True)
     stopper = EarlyStopping(monitor="val_loss", min_delta=cfg.min_delta, patience=cfg.patience, mode="min")
     world = cfg.devices * cfg.num_nodes
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy="ddp" if world > 1 else "auto", precision=precision,
+        strategy="ddp" if world > 1 else "auto", precision=LIGHTNING_PRECISION[precision],
         callbacks=[checkpoints, stopper],
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
+        logger=[CSVLogger(folder.path, name="logs", version=""), TensorBoardLogger(folder.path, name="logs", version="")],
         deterministic=True, enable_progress_bar=progress, enable_model_summary=False,
         use_distributed_sampler=False, num_sanity_val_steps=0, log_every_n_steps=1,
     )
-    last = out / "checkpoints" / "last.ckpt"
+    last = folder.checkpoints / "last.ckpt"
     if last.exists():
         log.info("train: resuming from %s", last)
     trainer.fit(module, ckpt_path=str(last) if last.exists() else None)
@@ -158,72 +146,64 @@ def source_pearson(head: torch.nn.Module, source: WindowSource, batch_windows: i
     return metric.pearson()
 
 
-def train_key(config: RunConfig, embeddings_record: dict, track_ids: list[str]) -> dict:
+def train_key(config: RunConfig, run, track_ids: list[str]) -> dict:
     cfg = config.train.model_dump(mode="json", exclude={"loader_workers", "head"})
-    return {"embeddings": embeddings_record["key_digest"], "train": cfg, "tracks": track_ids, "seed": config.seed}
+    return {"embeddings": run.embeddings_record.key_digest, "train": cfg, "tracks": track_ids, "seed": config.seed}
 
 
-def train_head(config: RunConfig, force: bool = False, progress: bool = True) -> Path:
+def train_head(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
     """Train (or resume, or skip) head ``config.train.head`` of the run; return its folder."""
+    config = as_config(config)
     from ..run import Run
 
-    started = time.time()
     cfg = config.train
     if config.run_dir is None:
         raise InputError("train: no run directory given")
     if not cfg.head.replace("-", "").replace("_", "").isalnum():
         raise InputError(f"train: head name {cfg.head!r} must be letters, digits, '-' or '_'")
     run = Run(config.run_dir)
-    embeddings_record = run.stage_record("embeddings")
-    tracks = run.tracks
-    track_index = select_tracks(tracks, cfg.tracks_where)
-    splits = embeddings_record["config"]["embed"]["splits"]
+    splits = run.embedded_splits
     if "train" not in splits:
         raise InputError(f"train: {run.path} has no train embeddings (embedded: {', '.join(splits)})")
+    tracks = run.tracks
+    track_index = select_tracks(tracks, cfg.tracks_where)
     train = run_source(run, "train", track_index)
     valid = run_source(run, "valid", track_index) if "valid" in splits else None
     track_ids = list(tracks["identifier"].iloc[track_index])
-    stage = StageDir(run.path / "heads", cfg.head, train_key(config, embeddings_record, track_ids))
-    state = stage.check(force)
-    if state == "done":
-        log.info("train: head %r up to date in %s (use --force to retrain)", cfg.head, stage.final)
-        return stage.final
-    out = stage.start()  # the head's own config goes to its stage.json / head.json, not RUN_DIR/config.toml
-    module, info = fit_head(cfg, train, valid, out, config.seed, progress)
-    if info.pop("rank", 0) != 0:  # DDP: rank 0 scores, saves and finishes the stage
-        return stage.final
-    pearson = {}
-    for split in ("valid", "test"):
-        if split in splits:
-            pearson[split] = source_pearson(module, run_source(run, split, track_index))
-    dataset_record = run.stage_record("dataset")
-    chosen = tracks.iloc[track_index].reset_index(drop=True)
-    metadata = {
-        "name": cfg.head,
-        "model": cfg.model,
-        "dim": int(train.embeddings.shape[-1]),
-        "n_tracks": len(track_index),
-        "hidden": cfg.mlp_hidden,
-        "loss": cfg.loss,
-        "tracks": chosen.drop(columns=["file"]).astype(object).where(chosen.notna(), None).to_dict("records"),
-        "tracks_where": cfg.tracks_where,
-        "geometry": dataset_record["config"]["geometry"],
-        "backbone": embeddings_record["stats"]["backbone"],
-        "embeddings_key_digest": embeddings_record["key_digest"],
-        "config": cfg.model_dump(mode="json"),
-        "seed": config.seed,
-        "training": info,
-        "metrics": {
-            "pearson_mean": {s: float(np.nanmean(v)) for s, v in pearson.items()},
-            "pearson": {s: [None if np.isnan(x) else float(x) for x in v] for s, v in pearson.items()},
-        },
-    }
-    save_head(out, module, metadata)
-    final = stage.finish(config.model_dump(mode="json"), {"training": info, **metadata["metrics"]}, started)
-    summary = ", ".join(f"{s} {v:.3f}" for s, v in metadata["metrics"]["pearson_mean"].items())
-    print(f"train: head {cfg.head!r} ({cfg.model}, {cfg.loss}, {len(track_index)} tracks) mean Pearson {summary} -> {final}")
-    return final
 
+    def build(work: Path, state: str) -> dict:
+        folder = HeadFolder(work)
+        module, info = fit_head(cfg, train, valid, folder, config.seed, progress)
+        if info.pop("rank", 0) != 0:  # DDP: rank 0 scores, saves and finishes the stage
+            return {}
+        pearson = {split: source_pearson(module, run_source(run, split, track_index))
+                   for split in ("valid", "test") if split in splits}
+        chosen = tracks.iloc[track_index].reset_index(drop=True)
+        metadata = {
+            "name": cfg.head,
+            "model": cfg.model,
+            "dim": int(train.embeddings.shape[-1]),
+            "n_tracks": len(track_index),
+            "hidden": cfg.mlp_hidden,
+            "loss": cfg.loss,
+            "tracks": chosen.drop(columns=["file"]).astype(object).where(chosen.notna(), None).to_dict("records"),
+            "tracks_where": cfg.tracks_where,
+            "geometry": run.geometry.model_dump(),
+            "backbone": run.backbone_info,
+            "embeddings_key_digest": run.embeddings_record.key_digest,
+            "config": cfg.model_dump(mode="json"),
+            "seed": config.seed,
+            "training": info,
+            "metrics": {
+                "pearson_mean": {s: float(np.nanmean(v)) for s, v in pearson.items()},
+                "pearson": {s: [None if np.isnan(x) else float(x) for x in v] for s, v in pearson.items()},
+            },
+        }
+        save_head(folder, module, metadata)
+        summary = ", ".join(f"{s} {v:.3f}" for s, v in metadata["metrics"]["pearson_mean"].items())
+        print(f"train: head {cfg.head!r} ({cfg.model}, {cfg.loss}, {len(track_index)} tracks) mean Pearson {summary} "
+              f"-> {run.layout.head(cfg.head).path}")
+        return {"training": info, **metadata["metrics"]}
 
-def run_head(run, name: str) -> Head:
-    return load_head(Path(run.path) / "heads" / name)
+    return run_stage(run.layout.head(cfg.head).path, train_key(config, run, track_ids), build, config, ("train",),
+                     force=force, what=f"train {cfg.head!r}")

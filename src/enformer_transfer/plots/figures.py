@@ -30,6 +30,39 @@ def _save(fig, path: Path) -> list[Path]:
     return out
 
 
+class FigureIndex:
+    """The figures of a stage folder, in reading order: figures/index.json lists each one's
+    name, caption, kind ('summary', 'track', 'region') and PNG file (relative to the folder)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.entries: list[dict] = []
+
+    def add(self, name: str, caption: str, paths: list[Path], kind: str = "summary", **extra) -> None:
+        png = next(p for p in paths if Path(p).suffix == ".png")
+        self.entries.append({"name": name, "caption": caption, "kind": kind,
+                             "file": str(Path(png).relative_to(self.folder)), **extra})
+
+    def write(self) -> list[dict]:
+        import json
+
+        from ..fs import write_text_atomic
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.folder / "index.json", json.dumps(self.entries, indent=2))
+        return self.entries
+
+
+def read_figure_index(folder: Path) -> list[dict]:
+    """The entries of a figures folder's index.json, with absolute paths ('path')."""
+    import json
+
+    path = Path(folder) / "index.json"
+    if not path.is_file():
+        return []
+    return [{**e, "path": Path(folder) / e["file"]} for e in json.loads(path.read_text())]
+
+
 def pearson_boxplot(per_track: pd.DataFrame, grouping: str | None, path: Path) -> list[Path]:
     """Per-track Pearson by split (and by group of ``grouping``), as the study's figures 1D/2B/3C."""
     plt = _plt()

@@ -6,14 +6,18 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from .._version import __version__
+from ..config import RunConfig, as_config
 from ..errors import InputError
+from ..fs import write_text_atomic
+from ..layout import ReportFolder
+from ..run import Run
+from ..stage import run_stage
 
 SCRIPT = """
 <script>
@@ -91,24 +95,43 @@ def _table(df: pd.DataFrame, link_column: str | None = None, link_prefix: str = 
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
-def write_report(run_dir: Path | str, heads: list[str] | None = None, out: Path | str | None = None) -> Path:
-    """Write RUN_DIR/report.html (or ``out``) for the evaluated heads (default: all of them)."""
-    from ..run import Run
-
-    run = Run(run_dir)
-    evaluated = sorted(p.name for p in (run.path / "evaluation").glob("*") if (p / "stage.json").is_file()) \
-        if (run.path / "evaluation").is_dir() else []
-    heads = heads or evaluated
+def write_report(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
+    """Write RUN_DIR/report/report.html for the evaluated heads (default: all of them); a view,
+    rebuilt whenever what it shows changed."""
+    config = as_config(config)
+    if config.run_dir is None:
+        raise InputError("report: no run directory given")
+    run = Run(config.run_dir)
+    evaluated = run.evaluations()
+    heads = config.report.heads or evaluated
     missing = [h for h in heads if h not in evaluated]
     if not heads or missing:
         raise InputError(f"report: head(s) {', '.join(missing) or '(none)'} not evaluated in {run.path}; "
                          "run 'enformer-transfer evaluate RUN_DIR --head NAME' first")
-    dataset = run.stage_record("dataset")
+    key = {"dataset": run.dataset_record.key_digest,
+           "evaluations": {h: run.evaluation(h).record.key_digest for h in heads},
+           "dar": {h: run.dar(h).record.key_digest for h in heads if h in run.dars()},
+           "tool_version": __version__}
+
+    def build(work: Path, state: str) -> dict:
+        out = ReportFolder(work)
+        write_text_atomic(out.html, render_report(run, heads))
+        return {"heads": heads, "bytes": out.html.stat().st_size}
+
+    folder = run_stage(run.layout.report.path, key, build, config, ("report",), force=force, what="report", on_stale="rebuild")
+    path = ReportFolder(folder).html
+    print(f"report: {path}")
+    return path
+
+
+def render_report(run: Run, heads: list[str]) -> str:
+    """The report of ``heads`` as one self-contained HTML document."""
+    dataset = run.dataset_record
     parts = [f"<h1>enformer-transfer report</h1><p class='small'>run <code>{html.escape(str(run.path))}</code>, "
              f"tool {__version__}, written {time.strftime('%Y-%m-%d %H:%M')}</p><pre id='js-errors'></pre>"]
     parts.append("<h2>Summary</h2>")
     for head in heads:
-        summary = json.loads((run.path / "evaluation" / head / "summary.json").read_text())
+        summary = run.evaluation(head).summary
         rows = []
         for split, values in summary["splits"].items():
             row = {"head": head, "split": split, "windows": values["windows"],
@@ -126,68 +149,50 @@ def write_report(run_dir: Path | str, heads: list[str] | None = None, out: Path 
                  "best-matching own track chosen on valid (zero-shot), another run's head (compare run).</p>")
 
     parts.append("<h2>Dataset</h2>")
-    windows = pd.read_csv(run.dataset_dir / "windows.tsv", sep="\t")
-    geometry = dataset["config"]["geometry"]
+    geometry = run.geometry.model_dump()
     parts.append(f"<p>{len(run.tracks)} tracks; geometry {html.escape(json.dumps(geometry))}; windows per split: "
-                 + ", ".join(f"{s} {n}" for s, n in windows["split"].value_counts(sort=False).items()) + "</p>")
-    stats_path = run.dataset_dir / "track_stats.tsv"
-    if stats_path.is_file():
-        parts.append("<h3>Targets per track</h3>" + _table(pd.read_csv(stats_path, sep="\t")))
+                 + ", ".join(f"{s} {len(run.windows(s))}" for s in run.splits) + "</p>")
+    if run.track_stats is not None:
+        parts.append("<h3>Targets per track</h3>" + _table(run.track_stats))
     parts.append("<h3>Input fingerprints</h3>")
-    parts.append(_table(pd.DataFrame(dataset["key"]["inputs"])))
-    parts.append("<h3>Config</h3><pre>" + html.escape((run.path / "config.toml").read_text()
-                                                     if (run.path / "config.toml").is_file() else "") + "</pre>")
+    inputs = dataset.key["inputs"]
+    files = [dict(f, input=name) for name, value in inputs.items() for f in (value if isinstance(value, list) else [value])]
+    parts.append(_table(pd.DataFrame(files)))
+    parts.append("<h3>Config</h3><pre>" + html.escape(run.layout.config.read_text()
+                                                     if run.layout.config.is_file() else "") + "</pre>")
 
     for head in heads:
-        folder = run.path / "evaluation" / head
+        evaluation = run.evaluation(head)
         meta = run.head(head).metadata
         parts.append(f"<h2>Head <code>{html.escape(head)}</code></h2>")
         training = meta.get("training", {})
         parts.append(f"<p>{html.escape(meta['model'])} head, loss {html.escape(meta['loss'])}, "
                      f"{meta['n_tracks']} tracks; epochs {training.get('epochs', '-')}, best val loss "
                      f"{training.get('best_val_loss', '-')}; backbone {html.escape(str(meta['backbone'].get('source')))}</p>")
-        figures = folder / "figures"
-        for name, caption in (("training_curves", "training curves"),
-                              ("pearson_boxplot", "per-track Pearson by split and level"),
-                              ("correlations_test", "track x track correlations, observed and predicted (test)"),
-                              ("correlations_valid", "track x track correlations, observed and predicted (valid)"),
-                              ("tracks_example", "observed vs predicted, window with the most signal"),
-                              ("scatter_best", "observed vs predicted bins, best track"),
-                              ("scatter_worst", "observed vs predicted bins, worst track"),
-                              ("pearson_by_position", "Pearson by bin position"),
-                              ("pearson_vs_mean", "Pearson vs mean target"),
-                              ("pearson_vs_nuclei", "Pearson vs number of nuclei")):
-            if (figures / f"{name}.png").is_file():
-                parts.append(_img(figures / f"{name}.png", caption))
-        for path in sorted((figures / "regions").glob("*.png")):
-            parts.append(_img(path, f"observed vs predicted, chosen region: {path.stem}"))
-        dar = run.path / "dar" / head
-        if (dar / "summary.json").is_file():
-            summary = json.loads((dar / "summary.json").read_text())
+        figures = evaluation.figures
+        for figure in figures:
+            if figure["kind"] in ("summary", "region"):
+                parts.append(_img(figure["path"], figure["caption"]))
+        if head in run.dars():
+            dar = run.dar(head)
+            summary = dar.summary
             parts.append(f"<h3>DAR analysis</h3><p>{summary['regions']} regions; median Pearson across cell types "
                          f"{summary['pearson_across_cell_types_median']:.3f}; most open cell type predicted = observed "
                          f"in {100 * summary['top_agreement_observed_predicted']:.1f}% of regions "
                          f"(chance {100 * summary['chance_agreement']:.1f}%); bin rule {html.escape(summary['bin_rule'])}</p>")
-            for name in ("dar_pearson_histogram", "dar_confusion", "dar_heatmaps"):
-                if (dar / "figures" / f"{name}.png").is_file():
-                    parts.append(_img(dar / "figures" / f"{name}.png", name.replace("_", " ")))
-        per_level = pd.read_csv(folder / "per_level.csv")
-        parts.append("<h3>Per level</h3>" + _table(per_level))
-        per_track = pd.read_csv(folder / "per_track.csv")
+            for figure in dar.figures:
+                parts.append(_img(figure["path"], figure["caption"]))
+        per_level = evaluation.per_level
+        parts.append("<h3>Per level</h3>" + (_table(per_level) if len(per_level) else
+                                             "<p class='small'>the tracks of this head have no grouping column "
+                                             "(no metadata column with repeated values)</p>"))
+        per_track = evaluation.per_track
         keep = [c for c in per_track.columns if c not in ("clip", "clip_soft", "scale", "sum_stat", "description")]
         parts.append("<h3>Per track</h3><p class='small'>click a column to sort; an identifier links to its track plot</p>")
         parts.append(_table(per_track[keep], link_column="identifier", link_prefix=f"{head}-track-"))
         parts.append("<h3>Track plots</h3>")
-        from ..provenance import safe_filename
-
-        for ident in meta["tracks"]:
-            path = figures / "tracks" / f"{safe_filename(ident['identifier'])}.png"
-            if path.is_file():
-                parts.append(_img(path, ident["identifier"], anchor=f"{head}-track-{ident['identifier']}"))
-    document = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>enformer-transfer report</title>"
-                + STYLE + "</head><body>" + "".join(parts) + SCRIPT + "</body></html>")
-    target = Path(out) if out else run.path / "report.html"
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(document)
-    os.replace(tmp, target)
-    return target
+        for figure in figures:
+            if figure["kind"] == "track":
+                parts.append(_img(figure["path"], figure["caption"], anchor=f"{head}-track-{figure['track']}"))
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>enformer-transfer report</title>"
+            + STYLE + "</head><body>" + "".join(parts) + SCRIPT + "</body></html>")

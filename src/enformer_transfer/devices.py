@@ -1,0 +1,116 @@
+"""Devices and distributed ranks, shared by every stage that runs the backbone (embed, predict,
+finetune, variants, contributions).
+
+Ranks come from torchrun (RANK / WORLD_SIZE / LOCAL_RANK), SLURM (SLURM_PROCID / SLURM_NTASKS /
+SLURM_LOCALID) or Lightning's own launcher (which sets LOCAL_RANK and NODE_RANK in the processes
+it starts). Under SLURM across nodes, export MASTER_ADDR (the first node) and MASTER_PORT in the
+job script, as for any torch.distributed job; on one node they default to localhost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place among the processes of one stage."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def primary(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> Dist:
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return Dist(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1:
+        return Dist(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+    return Dist()
+
+
+def is_primary_process() -> bool:
+    """False in the extra processes of a distributed job (any launcher): they compute their
+    share but leave checking, locking and finishing a stage to the primary process."""
+    env = os.environ
+    return all(env.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def resolve_device(name: str = "auto", dist: Dist | None = None):
+    """'auto': the rank's CUDA device when there is one, else the CPU."""
+    import torch
+
+    dist = dist or Dist()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device) -> str:
+    """'auto' -> bf16 on a GPU, fp32 on the CPU."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device, precision: str):
+    """Autocast context for a precision word (fp32: none)."""
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def init_process_group(dist: Dist, device) -> None:
+    import torch.distributed as td
+
+    if not dist.active or td.is_initialized():
+        return
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29531")
+    os.environ.setdefault("RANK", str(dist.rank))
+    os.environ.setdefault("WORLD_SIZE", str(dist.world))
+    td.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=dist.rank, world_size=dist.world)
+
+
+def broadcast(obj, dist: Dist):
+    """``obj`` of rank 0 on every rank."""
+    if not dist.active:
+        return obj
+    import torch.distributed as td
+
+    box = [obj]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(dist: Dist) -> None:
+    if dist.active:
+        import torch.distributed as td
+
+        td.barrier()
+
+
+def close_process_group(dist: Dist) -> None:
+    if dist.active:
+        import torch.distributed as td
+
+        if td.is_initialized():
+            td.destroy_process_group()

@@ -1,0 +1,178 @@
+"""Every folder and file name of a run directory, in one place.
+
+A stage writes its folder as ``NAME.partial`` and renames it to ``NAME`` when complete; the
+folder classes below name the files inside a stage folder, whichever of the two it is, so
+the code that writes a store and the code that reads it use the same name. Nothing else in
+the package spells a run directory's file names.
+
+    RUN_DIR/config.toml                    merged config of the latest successful command
+    RUN_DIR/dataset/                       targets (stage ``dataset``)
+    RUN_DIR/embeddings/                    backbone embeddings (stage ``embed``)
+    RUN_DIR/heads/NAME/                    a trained head or fine-tuned model (``train``, ``finetune``)
+    RUN_DIR/evaluation/NAME/               predictions and metrics of head NAME (``evaluate``)
+    RUN_DIR/predictions/NAME/              BigWigs / tables of new regions (``predict``)
+    RUN_DIR/weights/NAME/                  head weights vs the backbone's tracks (``weights``)
+    RUN_DIR/dar/NAME/                      DAR analysis of head NAME (``dar``)
+    RUN_DIR/report/report.html             the report (``report``)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_FILE = "config.toml"
+STAGE_RECORD = "stage.json"
+PARTIAL = ".partial"
+LOCKS = ".locks"
+
+
+@dataclass(frozen=True)
+class StageFolder:
+    """A stage's folder (finished, or ``.partial`` while it is built)."""
+
+    path: Path
+
+    @property
+    def record(self) -> Path:
+        return self.path / STAGE_RECORD
+
+    @property
+    def progress(self) -> Path:
+        """Per-chunk progress logs of a resumable build."""
+        return self.path / "progress"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+
+class DatasetFolder(StageFolder):
+    tracks = property(lambda self: self.path / "tracks.tsv")
+    windows = property(lambda self: self.path / "windows.tsv")
+    dropped_windows = property(lambda self: self.path / "dropped_windows.tsv")
+    targets_store = property(lambda self: self.path / "targets.zarr")
+    masks_store = property(lambda self: self.path / "masks.zarr")
+    track_stats = property(lambda self: self.path / "track_stats.tsv")
+    extreme_clip = property(lambda self: self.path / "extreme_clip.json")
+
+
+class EmbeddingsFolder(StageFolder):
+    embeddings_store = property(lambda self: self.path / "embeddings.zarr")
+    backbone_outputs_store = property(lambda self: self.path / "backbone_outputs.zarr")
+
+
+class HeadFolder(StageFolder):
+    model = property(lambda self: self.path / "head.pt")
+    metadata = property(lambda self: self.path / "head.json")
+    safetensors = property(lambda self: self.path / "head.safetensors")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    metrics = property(lambda self: self.path / "logs" / "metrics.csv")
+
+
+class EvaluationFolder(StageFolder):
+    predictions_store = property(lambda self: self.path / "predictions.zarr")
+    per_track = property(lambda self: self.path / "per_track.csv")
+    per_level = property(lambda self: self.path / "per_level.csv")
+    bin_position = property(lambda self: self.path / "bin_position.csv")
+    summary = property(lambda self: self.path / "summary.json")
+
+    def correlations(self, split: str) -> Path:
+        return self.path / f"correlations_{split}.npz"
+
+
+class PredictionsFolder(StageFolder):
+    table = property(lambda self: self.path / "predictions.tsv")
+
+    def bigwig(self, file_stem: str) -> Path:
+        return self.path / f"{file_stem}.bw"
+
+
+class WeightsFolder(StageFolder):
+    top_matches = property(lambda self: self.path / "top_matches.csv")
+    by_assay = property(lambda self: self.path / "similarity_by_assay.csv")
+
+
+class DarFolder(StageFolder):
+    regions = property(lambda self: self.path / "regions.csv")
+    confusion = property(lambda self: self.path / "confusion.csv")
+    summary = property(lambda self: self.path / "summary.json")
+
+
+class ReportFolder(StageFolder):
+    html = property(lambda self: self.path / "report.html")
+
+
+class RunLayout:
+    """The folders of one run directory."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def locks(self) -> Path:
+        return self.root / LOCKS
+
+    @property
+    def dataset(self) -> DatasetFolder:
+        return DatasetFolder(self.root / "dataset")
+
+    @property
+    def embeddings(self) -> EmbeddingsFolder:
+        return EmbeddingsFolder(self.root / "embeddings")
+
+    @property
+    def heads(self) -> Path:
+        return self.root / "heads"
+
+    def head(self, name: str) -> HeadFolder:
+        return HeadFolder(self.heads / name)
+
+    @property
+    def evaluations(self) -> Path:
+        return self.root / "evaluation"
+
+    def evaluation(self, name: str) -> EvaluationFolder:
+        return EvaluationFolder(self.evaluations / name)
+
+    def predictions(self, name: str) -> PredictionsFolder:
+        return PredictionsFolder(self.root / "predictions" / name)
+
+    def weights(self, name: str) -> WeightsFolder:
+        return WeightsFolder(self.root / "weights" / name)
+
+    @property
+    def dars(self) -> Path:
+        return self.root / "dar"
+
+    def dar(self, name: str) -> DarFolder:
+        return DarFolder(self.dars / name)
+
+    @property
+    def report(self) -> ReportFolder:
+        return ReportFolder(self.root / "report")
+
+
+def partial_of(folder: Path) -> Path:
+    """Where a stage folder is built before it is renamed into place."""
+    return folder.with_name(folder.name + PARTIAL)
+
+
+def finished(folder: Path) -> bool:
+    return (Path(folder) / STAGE_RECORD).is_file()
+
+
+def finished_names(parent: Path) -> list[str]:
+    """Names of the finished stage folders under ``parent`` (heads, evaluations, ...)."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    return sorted(p.name for p in parent.iterdir() if p.is_dir() and finished(p))
