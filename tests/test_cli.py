@@ -29,6 +29,13 @@ def test_targets_table_metadata_must_cover_every_bigwig(synthetic, tmp_path, cap
     assert not (tmp_path / "t.tsv").exists()
 
 
+def test_missing_bigwig_folder_is_one_line(tmp_path, capsys):
+    assert main(["targets", "--bigwig-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "t.tsv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing: --bigwig-dir folder not found" in err
+    assert not (tmp_path / "t.tsv").exists()
+
+
 def test_windows_command(synthetic, tmp_path, capsys):
     out = tmp_path / "w.bed"
     assert main(["windows", "--genome", str(synthetic.genome), "--out", str(out), "--seq-length", "16384",

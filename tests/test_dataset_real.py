@@ -90,3 +90,9 @@ def test_enformer_rows_with_padding_equal_reference(tmp_path, tiny_hg38, caplog)
     # bins outside the covered 32,768-98,304 part are uncovered -> baseline 0 -> target 0
     assert (ours[:, : (32768 - 8192) // 128 - 1] == 0).all()
     assert ours[:, (32768 - 8192) // 128 :].max() > 0
+    # said once, with the fraction and the option, and recorded (65,536 of 114,688 bp covered)
+    fraction = 1 - 65536 / 114688
+    warnings = [r.getMessage() for r in caplog.records if "without coverage" in r.getMessage()]
+    assert len(warnings) == 1 and f"{100 * fraction:.1f}%" in warnings[0] and "--uncovered mask" in warnings[0]
+    assert run.dataset_record.stats["uncovered_bin_fraction"] == pytest.approx(fraction, abs=0.002)
+    assert run.track_stats["uncovered_bin_fraction"].to_numpy() == pytest.approx(fraction, abs=0.002)

@@ -10,7 +10,14 @@ import pytest
 import torch
 from _kill import kill_when
 
-from enformer_transfer import EnformerTransferError, InputError, Run, RunConfig, StaleStageError, build_dataset
+from enformer_transfer import (
+    EnformerTransferError,
+    InputError,
+    Run,
+    RunConfig,
+    StaleStageError,
+    build_dataset,
+)
 from enformer_transfer.backbone.embed import embed_run
 from enformer_transfer.backbone.load import init_backbone
 from enformer_transfer.cli import main
@@ -138,6 +145,7 @@ def _cli(run_dir, backbone, *extra):
             "--loader-workers", "0", "--quiet", *extra]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_identical_result(fresh_run, backbone, tmp_path):
     import shutil
 
@@ -158,6 +166,7 @@ def test_resume_after_kill_gives_identical_result(fresh_run, backbone, tmp_path)
                                       np.asarray(Run(reference).embeddings(split)))
 
 
+@pytest.mark.slow
 def test_two_processes_gloo(fresh_run, backbone, tmp_path):
     import shutil
 

@@ -14,10 +14,10 @@ from _kill import kill_when
 
 from enformer_transfer import InputError, Run
 from enformer_transfer.config import TrainConfig
+from enformer_transfer.data.targets_table import select_tracks
 from enformer_transfer.heads.data import WindowSource
 from enformer_transfer.heads.losses import LOSSES
 from enformer_transfer.heads.ridge import fit_ridge
-from enformer_transfer.data.targets_table import select_tracks
 from enformer_transfer.heads.train import fit_head, source_pearson
 
 # --- losses ----------------------------------------------------------------------------
@@ -173,6 +173,7 @@ def test_subset_heads_mlp_and_losses(demo_run, tmp_path):
     assert main(["train", str(run_dir), "--head", "bad", "--tracks-where", "level == 'X'", "--quiet"]) == 2
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_weights(demo_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(demo_run, run_dir, ignore=shutil.ignore_patterns("heads"))
@@ -200,6 +201,7 @@ def test_resume_after_kill_gives_the_same_weights(demo_run, tmp_path):
         assert torch.equal(resumed[key], fresh[key]), key
 
 
+@pytest.mark.slow
 def test_two_process_ddp_training_on_cpu(demo_run, tmp_path):
     """Lightning DDP (gloo) with two processes: each rank trains on half the windows, rank 0 saves."""
     run_dir = tmp_path / "run"

@@ -7,6 +7,7 @@ plumbing and the numbers' sanity are checked, not accuracy.
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from enformer_transfer import Run, RunConfig, build_dataset
 from enformer_transfer.backbone.embed import embed_run
@@ -17,6 +18,7 @@ from enformer_transfer.heads.train import train_head
 from enformer_transfer.report.html import write_report
 
 
+@pytest.mark.slow
 def test_real_hg38_end_to_end(tiny_hg38, tmp_path):
     dnase = sorted((tiny_hg38 / "bigwig_contig").glob("*.bw"))[24:34]  # ten DNase-seq tracks
     table = build_targets_table(dnase)  # the study's transform: clip 32, scale 2, mean

@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 from _kill import kill_when
 
-from enformer_transfer import InputError, Run, RunConfig, StaleStageError, build_dataset, load_config
+from enformer_transfer import (
+    InputError,
+    Run,
+    RunConfig,
+    StaleStageError,
+    build_dataset,
+    load_config,
+)
 from enformer_transfer.cli import main
 from enformer_transfer.synthetic import DEMO_GEOMETRY
 
@@ -92,6 +99,7 @@ def test_same_inputs_same_outputs(synthetic, tmp_path):
         np.testing.assert_array_equal(a[split], b[split])
 
 
+@pytest.mark.slow
 def test_resume_after_kill(synthetic, tmp_path):
     config = _config(synthetic, tmp_path / "killed", chunk_windows=1)
     args = ["dataset", "--out", str(config.run_dir), "--workers", "1", "--chunk-windows", "1",
@@ -203,6 +211,7 @@ def test_example_study_config_parses():
     assert again == config
 
 
+@pytest.mark.slow
 def test_run_command_runs_every_stage_and_resumes(synthetic, tmp_path, caplog):
     from enformer_transfer.backbone.load import init_backbone
 

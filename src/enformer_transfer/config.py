@@ -251,8 +251,10 @@ def as_config(config: RunConfig | Path | str) -> RunConfig:
     """A stage's config: a RunConfig as given, or a run directory's own (its config.toml)."""
     if isinstance(config, RunConfig):
         return config
+    from .layout import RunLayout
+
     run_dir = Path(config)
-    snapshot = run_dir / "config.toml"
+    snapshot = RunLayout(run_dir).config
     loaded = load_config(snapshot) if snapshot.is_file() else RunConfig()
     loaded.run_dir = Path(os.path.abspath(run_dir))
     return loaded

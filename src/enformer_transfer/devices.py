@@ -13,8 +13,6 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
 
 @dataclass(frozen=True)
 class Dist:

@@ -71,10 +71,6 @@ def file_fingerprint(path: Path | str) -> dict[str, Any]:
     return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_of(path)}
 
 
-def fingerprints(paths) -> list[dict[str, Any]]:
-    return [file_fingerprint(p) for p in paths]
-
-
 def verify_fingerprint(recorded: dict[str, Any], what: str, fix: str) -> Path:
     """Refuse a file that is gone or whose content differs from what a stage recorded."""
     path = Path(recorded["path"])

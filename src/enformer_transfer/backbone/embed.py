@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._progress import Progress
 from ..config import EmbedConfig, Geometry, RunConfig, as_config
 from ..data import store
 from ..devices import (
@@ -38,6 +37,7 @@ from ..devices import (
 from ..errors import EnformerTransferError, InputError
 from ..fs import check_free_space
 from ..layout import EmbeddingsFolder, RunLayout
+from ..progress import Progress
 from ..provenance import StageDir
 from ..run import Run
 from ..stage import run_stage

@@ -16,7 +16,6 @@ from ..errors import InputError
 from ..fs import atomic_folder
 from ..provenance import file_fingerprint
 
-OFFICIAL = "EleutherAI/enformer-official-rough"
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._progress import Progress
 from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..fs import check_free_space, read_json, write_bytes_atomic, write_json_atomic
@@ -26,6 +25,7 @@ from ..genome.intervals import IntervalSet
 from ..genome.sequence import Genome
 from ..genome.windows import Windows, read_windows_bed
 from ..layout import DatasetFolder, RunLayout
+from ..progress import Progress
 from ..provenance import file_fingerprint
 from ..stage import run_stage
 from . import store

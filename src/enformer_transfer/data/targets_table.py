@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..config import STUDY_CLIP, STUDY_SCALE, STUDY_SUM_STAT, SUM_STATS, TargetsConfig
 from ..errors import InputError
+from ..fs import atomic_path
 
 log = logging.getLogger("enformer_transfer")
 
@@ -263,10 +264,9 @@ def read_metadata_table(path: Path | str) -> pd.DataFrame:
 def save_targets_table(df: pd.DataFrame, path: Path | str) -> Path:
     """Write a table we built, under a temporary name, check it passes our own validation, rename."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    write_targets_table(df, tmp)
-    read_targets_table(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        write_targets_table(df, tmp)
+        read_targets_table(tmp)
     return path
 
 

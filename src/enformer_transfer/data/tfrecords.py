@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..fs import write_bytes_atomic
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -142,9 +143,7 @@ def write_records(path: Path | str, records: list[bytes]) -> None:
     for record in records:
         length = struct.pack("<Q", len(record))
         body += length + struct.pack("<I", _masked_crc(length)) + record + struct.pack("<I", _masked_crc(record))
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(zlib.compress(bytes(body)))
-    tmp.replace(path)
+    write_bytes_atomic(path, zlib.compress(bytes(body)), fsync=False)
 
 
 def split_files(folder: Path | str, split: str) -> list[Path]:

@@ -77,29 +77,6 @@ def _key_values(keys: np.ndarray) -> np.ndarray:
     return bits.astype(np.uint16).view(np.float16)
 
 
-def float16_row_percentiles(x16: np.ndarray, q: float) -> np.ndarray:
-    """np.percentile(row, q) of each row of a float16 (rows, n) array, by counting bit patterns.
-
-    A float16 takes one of 65,536 values, so a histogram replaces the sort. Rows holding a
-    NaN give NaN, as np.percentile does.
-    """
-    rows, n = x16.shape
-    out = np.full(rows, np.nan, dtype=np.float16)
-    has_nan = np.isnan(x16).any(axis=1)
-    ok = np.flatnonzero(~has_nan)
-    if len(ok) == 0:
-        return out
-    lo_i, hi_i, gamma = percentile_position(n, q)
-    keys = _order_keys(x16[ok]).astype(np.int64)
-    keys += (np.arange(len(ok), dtype=np.int64) * 65536)[:, None]
-    counts = np.bincount(keys.ravel(), minlength=len(ok) * 65536).reshape(len(ok), 65536)
-    csum = np.cumsum(counts, axis=1)
-    lo_key = np.argmax(csum > lo_i, axis=1)
-    hi_key = np.argmax(csum > hi_i, axis=1)
-    out[ok] = lerp_float16(_key_values(lo_key), _key_values(hi_key), gamma)
-    return out
-
-
 # --- one window ----------------------------------------------------------------------------
 
 # Marks uncovered bases in coverage arrays: BigWig values are float32, so a float64 of 1e300

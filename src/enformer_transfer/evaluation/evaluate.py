@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._progress import Progress
 from ..config import EvaluateConfig, RunConfig, as_config
 from ..data import store
 from ..data.targets_table import grouping_columns
@@ -24,6 +23,7 @@ from ..errors import InputError
 from ..fs import write_json_atomic
 from ..layout import EvaluationFolder, RunLayout, finished
 from ..metrics import AcrossTracksPerBin, PearsonPerTrack, SplitMetrics
+from ..progress import Progress
 from ..provenance import file_fingerprint
 from ..run import Run
 from ..stage import run_stage

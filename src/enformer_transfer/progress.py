@@ -27,7 +27,3 @@ class Progress:
                 f"{rate:.1f} {self.unit}/s ETA {eta:.0f}s   {end}"
             )
             sys.stderr.flush()
-
-    @property
-    def seconds(self) -> float:
-        return time.time() - self.start
