@@ -30,7 +30,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         root = Path(name)
         data = make_synthetic(root / "data", seed=0, chrom_length=args.chrom_length)
-        backbone = init_backbone(root / "bb", dim=48, depth=1, heads=2, attn_dim_key=16, target_length=64,
+        backbone = init_backbone(root / "bb", dim=48, depth=1, heads=2, attn_dim_key=16, n_bins=64,
                                  human_tracks=8, stem_motifs=list(MOTIFS.values()))
         for fraction in (1.0, args.fraction):
             config = RunConfig(run_dir=root / f"run{fraction}", geometry=DEMO_GEOMETRY)

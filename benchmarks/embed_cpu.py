@@ -46,7 +46,7 @@ def main() -> None:
         tmp = Path(name)
         config = build_run(tmp, args.windows, args.seq_length, args.n_bins)
         backbone_dir = init_backbone(tmp / "bb", dim=args.dim, depth=args.depth, heads=args.heads,
-                                     target_length=args.n_bins, human_tracks=8)
+                                     n_bins=args.n_bins, human_tracks=8)
         run = Run(config.run_dir)
         windows = [run.windows(s) for s in run.splits]
 

@@ -55,8 +55,9 @@ def main() -> None:
     from _embed_data import build_run
 
     from enformer_transfer import Run
-    from enformer_transfer.backbone.embed import Dist, embed_run, resolve_device
+    from enformer_transfer.backbone.embed import embed_run
     from enformer_transfer.backbone.load import init_backbone, load_backbone
+    from enformer_transfer.devices import Dist, resolve_device
     from enformer_transfer.genome.onehot import one_hot_padded
     from enformer_transfer.genome.sequence import Genome
 
@@ -67,7 +68,7 @@ def main() -> None:
         t0 = time.time()
         config = build_run(tmp, args.windows, args.seq_length, args.n_bins)
         backbone_dir = init_backbone(tmp / "bb", dim=args.dim, depth=args.depth, heads=args.heads,
-                                     attn_dim_key=args.attn_dim_key, target_length=args.n_bins)
+                                     attn_dim_key=args.attn_dim_key, n_bins=args.n_bins)
         print(f"setup (data + random backbone): {time.time() - t0:.1f} s", flush=True)
         run = Run(config.run_dir)
         windows = run.windows("train").head(args.ref_windows)
