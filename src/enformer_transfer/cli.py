@@ -7,6 +7,7 @@ every setting of a stage is a flag of its command and a key of the run config.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from ._version import __version__
 from .config import PER_COMMAND_SECTIONS, SECTIONS, RunConfig, load_config, tomllib, validate_config
 from .errors import EnformerTransferError
+from .fs import disk_full_error
 from .layout import RunLayout
 
 log = logging.getLogger("enformer_transfer")
@@ -178,6 +180,13 @@ def cmd_windows(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from .check import check_command
+
+    print("\n".join(check_command(args.run_dir, progress=not args.quiet)))
+    return 0
+
+
 def cmd_tfrecords_export(args) -> int:
     from .data.tfrecords import export_run
     from .run import Run
@@ -223,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(p, "TOML run config (default: RUN_DIR/config.toml)")
         _add_section_flags(p, sections)
         p.set_defaults(func=_stage_handler(target))
+
+    p = sub.add_parser("check", help="verify every store and record of a run; report what is damaged")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", help="run every stage of a TOML config, in order, resuming")
     p.add_argument("config", type=Path)
@@ -318,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except EnformerTransferError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: {disk_full_error(err.filename or Path.cwd())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

@@ -47,6 +47,25 @@ def is_primary_process() -> bool:
     return all(env.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
+def exit_with_parent(*_) -> None:
+    """In a worker process: ask the kernel to kill it when its parent dies (Linux), so that a
+    killed stage leaves no workers behind. Usable as a pool initializer or worker_init_fn."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def resolve_device(name: str = "auto", dist: Dist | None = None):
     """'auto': the rank's CUDA device when there is one, else the CPU."""
     import torch

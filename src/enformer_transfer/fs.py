@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import DiskFullError, InputError
+from .errors import DiskFullError, InputError, StageLockedError
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -123,6 +123,35 @@ def check_free_space(path: Path | str, needed: int, what: str, limit: int | None
             f"{path}: not enough disk space for {what}: needs up to {needed / 1e9:.3f} GB, "
             f"{free / 1e9:.3f} GB free; free space or choose another run directory"
         )
+
+
+@contextmanager
+def exclusive_lock(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (released by the kernel if the process dies);
+    a second process is refused at once with the holder's PID and command."""
+    import socket
+    import sys
+    import time
+
+    from filelock import FileLock, Timeout
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    owner = lock_file.with_name(lock_file.name + ".owner")
+    lock = FileLock(str(lock_file), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = owner.read_text().strip() if owner.is_file() else "another process"
+        raise StageLockedError(f"{what} is being run by {holder}; wait for it to finish (or stop it), "
+                               "then rerun") from None
+    try:
+        write_text_atomic(owner, f"PID {os.getpid()} on {socket.gethostname()} since "
+                                 f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({' '.join(sys.argv[:4])})", fsync=False)
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
 
 
 def safe_filename(name: str) -> str:

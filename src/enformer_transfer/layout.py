@@ -14,6 +14,7 @@ the package spells a run directory's file names.
     RUN_DIR/weights/NAME/                  head weights vs the backbone's tracks (``weights``)
     RUN_DIR/dar/NAME/                      DAR analysis of head NAME (``dar``)
     RUN_DIR/report/report.html             the report (``report``)
+    RUN_DIR/.NAME.lock (beside each folder)  held while a stage runs
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from pathlib import Path
 CONFIG_FILE = "config.toml"
 STAGE_RECORD = "stage.json"
 PARTIAL = ".partial"
-LOCKS = ".locks"
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,11 @@ class StageFolder:
     @property
     def figures(self) -> Path:
         return self.path / "figures"
+
+    @property
+    def checksums(self) -> Path:
+        """Checksums of every chunk of the stage's stores, recorded as they were written."""
+        return self.path / "checksums.json"
 
     @property
     def logs(self) -> Path:
@@ -118,10 +123,6 @@ class RunLayout:
         return self.root / CONFIG_FILE
 
     @property
-    def locks(self) -> Path:
-        return self.root / LOCKS
-
-    @property
     def dataset(self) -> DatasetFolder:
         return DatasetFolder(self.root / "dataset")
 
@@ -164,6 +165,12 @@ class RunLayout:
 def partial_of(folder: Path) -> Path:
     """Where a stage folder is built before it is renamed into place."""
     return folder.with_name(folder.name + PARTIAL)
+
+
+def lock_of(folder: Path) -> Path:
+    """The lock file of a stage folder (beside it: the folder itself is renamed)."""
+    folder = Path(folder)
+    return folder.with_name(f".{folder.name}.lock")
 
 
 def finished(folder: Path) -> bool:

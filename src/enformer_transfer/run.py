@@ -19,7 +19,7 @@ from .config import DatasetConfig, EmbedConfig, Geometry, RunConfig, load_config
 from .data import store
 from .data.targets_table import read_targets_table
 from .errors import InputError
-from .layout import DarFolder, EvaluationFolder, RunLayout, finished, finished_names
+from .layout import DarFolder, EvaluationFolder, RunLayout, StageFolder, finished, finished_names
 from .provenance import StageRecord, verify_fingerprint
 
 
@@ -39,6 +39,12 @@ class Run:
         if not finished(folder):
             raise InputError(f"{self.path} has no finished {folder.relative_to(self.path)} stage yet; {hint}")
         return StageRecord.read(folder)
+
+    def _stored(self, folder: StageFolder, store_path: Path, key: str, fix: str) -> store.VerifiedArray:
+        """An array of a stage's store behind its recorded chunk checksums."""
+        checksums = read_checksums(folder).get(f"{store_path.name}/{key}")
+        return store.StoredArray(store_path, key, None if checksums is None else tuple(checksums),
+                                 f"{store_path}/{key}", fix).open()
 
     @property
     def config(self) -> RunConfig:
@@ -90,16 +96,28 @@ class Run:
         return int(np.flatnonzero(self._windows["split"].to_numpy() == split)[0])
 
     def targets(self, split: str):
-        """Array-like (windows, bins, tracks) float16, read from disk by window."""
+        """Array-like (windows, bins, tracks) float16, read from disk by window, checked."""
         self._check_split(split)
-        return store.open_array(self.layout.dataset.targets_store, split)
+        folder = self.layout.dataset
+        return self._stored(folder, folder.targets_store, split, self._rebuild_dataset)
 
     def masks(self, split: str):
         """(windows, bins, tracks) bool, True where a bin has uncovered bases; None if not stored."""
         self._check_split(split)
-        if not store.has_array(self.layout.dataset.masks_store, split):
+        folder = self.layout.dataset
+        if not store.has_array(folder.masks_store, split):
             return None
-        return store.open_array(self.layout.dataset.masks_store, split)
+        return self._stored(folder, folder.masks_store, split, self._rebuild_dataset)
+
+    @property
+    def _rebuild_dataset(self) -> str:
+        return (f"rebuild it with 'enformer-transfer dataset --out {self.path} --force' "
+                f"('enformer-transfer check {self.path}' lists everything damaged)")
+
+    @property
+    def _rebuild_embeddings(self) -> str:
+        return (f"rebuild it with 'enformer-transfer embed {self.path} --force' "
+                f"('enformer-transfer check {self.path}' lists everything damaged)")
 
     @property
     def track_stats(self) -> pd.DataFrame | None:
@@ -159,7 +177,7 @@ class Run:
         self.embeddings_record  # noqa: B018
         if not store.has_array(folder.embeddings_store, split):
             raise InputError(f"{self.path}: split {split!r} was not embedded (see embed --splits)")
-        return store.open_array(folder.embeddings_store, split)
+        return self._stored(folder, folder.embeddings_store, split, self._rebuild_embeddings)
 
     def embedding_bins(self, split: str):
         """(windows, kept bins) int16 bin indices, or None when every bin is stored."""
@@ -167,7 +185,7 @@ class Run:
         self.embeddings_record  # noqa: B018
         if not store.has_array(folder.embeddings_store, f"{split}.bins"):
             return None
-        return store.open_array(folder.embeddings_store, f"{split}.bins")
+        return self._stored(folder, folder.embeddings_store, f"{split}.bins", self._rebuild_embeddings)
 
     def backbone_outputs(self, split: str):
         """(windows, bins, backbone tracks) float16 predictions of the backbone's own head, or None."""
@@ -175,7 +193,7 @@ class Run:
         self.embeddings_record  # noqa: B018
         if not store.has_array(folder.backbone_outputs_store, split):
             return None
-        return store.open_array(folder.backbone_outputs_store, split)
+        return self._stored(folder, folder.backbone_outputs_store, split, self._rebuild_embeddings)
 
     def backbone(self, device: str = "cpu"):
         """The backbone that made the embeddings, its weights checked against their fingerprints."""
@@ -279,9 +297,12 @@ class Evaluation:
         return dict(np.load(self.folder.correlations(split)))
 
     def predictions(self, split: str):
-        if not store.has_array(self.folder.predictions_store, split):
+        path = self.folder.predictions_store
+        if not store.has_array(path, split):
             raise InputError(f"{self.folder.path}: head {self.head!r} was not evaluated on split {split!r}")
-        return store.open_array(self.folder.predictions_store, split)
+        checksums = read_checksums(self.folder).get(f"{path.name}/{split}")
+        return store.StoredArray(path, split, None if checksums is None else tuple(checksums), f"{path}/{split}",
+                                 f"redo it with 'enformer-transfer evaluate RUN_DIR --head {self.head} --force'").open()
 
 
 class DarResult:
@@ -304,3 +325,10 @@ class DarResult:
         from .plots.figures import read_figure_index
 
         return read_figure_index(self.folder.figures)
+
+
+def read_checksums(folder: StageFolder) -> dict[str, list[str]]:
+    """The chunk checksums a stage recorded ({'store.zarr/array': [crc per chunk]}); empty for
+    stages written before checksums were recorded."""
+    path = folder.checksums
+    return json.loads(path.read_text()) if path.is_file() else {}

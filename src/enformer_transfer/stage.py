@@ -11,6 +11,8 @@ and hands ``run_stage`` a ``build(work, state)`` function. ``run_stage`` then:
 - runs ``build`` in the partial folder; ``build`` returns the stage's stats,
 - writes ``stage.json`` (key, config, stats, tool version, times) and renames the partial
   folder into place, so nothing looks complete before it is,
+- holds an exclusive lock on the stage folder while it runs (a second process running the
+  same stage on the same run is refused, naming the holder),
 - records the stage's config sections in ``RUN_DIR/config.toml``, only after it succeeded
   (the file keeps, per section, the settings of the latest successful command).
 
@@ -23,11 +25,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .devices import Dist, barrier, broadcast, is_primary_process
-from .fs import write_text_atomic
+from .fs import disk_errors, exclusive_lock, write_text_atomic
+from .layout import lock_of
 from .provenance import StageDir
 
 if TYPE_CHECKING:
@@ -51,22 +55,25 @@ def run_stage(folder: Path, key: dict, build: Build, config: RunConfig, sections
     if not primary and not dist.active:  # a process started by a launcher inside the primary's build
         build(stage.partial, "resume")
         return stage.final
-    state = stage.check(force, on_stale) if primary else None
-    state = broadcast(state, dist)
-    if state == "done":
-        log.info("%s: up to date in %s (use --force to redo)", what, stage.final)
-        return stage.final
-    if primary:
-        if state == "resume":
-            log.info("%s: resuming the interrupted run in %s", what, stage.partial)
-        stage.start()
-    barrier(dist)
-    stats = build(stage.partial, state)
-    barrier(dist)
-    if primary:
-        stage.finish(config.model_dump(mode="json"), stats, started)
-        write_config_snapshot(config, sections)
-    barrier(dist)
+    stage.final.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_of(stage.final), f"{what} ({stage.final})") if primary else nullcontext():
+        state = stage.check(force, on_stale) if primary else None
+        state = broadcast(state, dist)
+        if state == "done":
+            log.info("%s: up to date in %s (use --force to redo)", what, stage.final)
+            return stage.final
+        if primary:
+            if state == "resume":
+                log.info("%s: resuming the interrupted run in %s", what, stage.partial)
+            stage.start()
+        barrier(dist)
+        with disk_errors(stage.partial):
+            stats = build(stage.partial, state)
+            barrier(dist)
+            if primary:
+                stage.finish(config.model_dump(mode="json"), stats, started)
+                write_config_snapshot(config, sections)
+        barrier(dist)
     return stage.final
 
 

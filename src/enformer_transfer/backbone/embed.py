@@ -30,12 +30,13 @@ from ..devices import (
     autocast,
     close_process_group,
     dist_from_env,
+    exit_with_parent,
     init_process_group,
     resolve_device,
     resolve_precision,
 )
 from ..errors import EnformerTransferError, InputError
-from ..fs import check_free_space
+from ..fs import check_free_space, write_json_atomic
 from ..layout import EmbeddingsFolder, RunLayout
 from ..progress import Progress
 from ..provenance import StageDir
@@ -186,12 +187,17 @@ def allocate(plan: EmbedPlan, folder: EmbeddingsFolder) -> None:
                                (1, n_bins, plan.n_outputs), "float16")
 
 
-def _done_windows(folder: EmbeddingsFolder, split: str) -> set[int]:
-    """Windows of a split finished by any rank of any earlier or current run."""
-    done: set[int] = set()
-    for log_file in folder.progress.glob(f"{split}.rank*.txt"):
-        done |= store.ProgressLog(log_file).done()
+def _window_checksums(folder: EmbeddingsFolder, split: str) -> dict[int, list[str]]:
+    """Windows of a split finished by any rank of any earlier or current run, with the checksums
+    of what was written for each (embeddings, kept bins, backbone outputs)."""
+    done: dict[int, list[str]] = {}
+    for log_file in sorted(folder.progress.glob(f"{split}.rank*.txt")):
+        done.update(store.ProgressLog(log_file).entries())
     return done
+
+
+def _done_windows(folder: EmbeddingsFolder, split: str) -> set[int]:
+    return set(_window_checksums(folder, split))
 
 
 def _windows_left(plan: EmbedPlan, folder: EmbeddingsFolder) -> list[tuple[str, list[int]]]:
@@ -227,7 +233,7 @@ def embed_windows(plan: EmbedPlan, folder: EmbeddingsFolder, todo: list[tuple[st
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=e.batch_size, shuffle=False, num_workers=e.loader_workers,
                 pin_memory=device.type == "cuda", persistent_workers=False,
-                prefetch_factor=4 if e.loader_workers else None,
+                prefetch_factor=4 if e.loader_workers else None, worker_init_fn=exit_with_parent,
             )
             keep = plan.kept_bins[split]
             for indices, x in loader:
@@ -252,10 +258,19 @@ def embed_windows(plan: EmbedPlan, folder: EmbeddingsFolder, todo: list[tuple[st
 
 def finish_embed(plan: EmbedPlan, folder: EmbeddingsFolder, n_embedded: int, started: float) -> dict:
     """Check that every window of every split is stored; the stage's stats."""
+    checksums: dict[str, list[str]] = {}
     for s, table in plan.windows.items():
-        done = _done_windows(folder, s)
+        done = _window_checksums(folder, s)
         if len(done) != len(table):
             raise EnformerTransferError(f"embed: {len(table) - len(done)} window(s) of {s} missing; rerun to resume")
+        names = [f"{folder.embeddings_store.name}/{s}"]
+        if plan.kept_bins[s] < plan.geometry.n_bins:
+            names.append(f"{folder.embeddings_store.name}/{s}.bins")
+        if plan.n_outputs:
+            names.append(f"{folder.backbone_outputs_store.name}/{s}")
+        for k, name in enumerate(names):
+            checksums[name] = [done[i][k] for i in range(len(table))]
+    write_json_atomic(folder.checksums, checksums)
     seconds = time.time() - started
     gb = sum(f.stat().st_size for f in folder.path.rglob("*") if f.is_file()) / 1e9
     config = plan.backbone.model.config.to_dict()
@@ -325,15 +340,17 @@ class _Writer:
                 return
             try:
                 split, idx, emb, bins, outputs = item
+                log_ = self.logs.setdefault(split, store.ProgressLog(self.folder.progress / f"{split}.rank{self.rank}.txt"))
                 for j, i in enumerate(idx):
                     self._set(self._array(embeddings, split), int(i), emb[j])
+                    sums = [store.checksum(emb[j])]
                     if bins is not None:
                         self._set(self._array(embeddings, f"{split}.bins"), int(i), bins[j])
+                        sums.append(store.checksum(bins[j]))
                     if outputs is not None:
                         self._set(self._array(outputs_store, split), int(i), outputs[j])
-                log_ = self.logs.setdefault(split, store.ProgressLog(self.folder.progress / f"{split}.rank{self.rank}.txt"))
-                for i in idx:
-                    log_.add(int(i))
+                        sums.append(store.checksum(outputs[j]))
+                    log_.add(int(i), sums)  # written, then logged: a logged window is complete
             except BaseException as err:  # surfaced to the main thread on the next put
                 self.error = err
                 return

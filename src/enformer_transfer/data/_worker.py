@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..devices import exit_with_parent
 from .bigwig import CoverageReader
 from .transform import UNCOVERED, bin_window
 
@@ -14,6 +15,7 @@ _WORKER: dict = {}
 
 
 def init_worker(payload: dict) -> None:
+    exit_with_parent()
     _WORKER.clear()
     _WORKER.update(payload)
     _WORKER["reader"] = CoverageReader(payload["files"], payload["chrom_maps"])

@@ -132,6 +132,7 @@ def _evaluate(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> di
     n_tracks, n_bins = len(track_index), run.geometry.n_bins
 
     rows, positions, summary = [], [], {"head": name, "splits": {}, "tool": "enformer-transfer"}
+    checksums: dict[str, list[str]] = {}
     bar = Progress(sum(run.embeddings(s).shape[0] for s in splits), f"evaluate {name}", enabled=progress)
     for split in splits:
         n_windows = int(run.embeddings(split).shape[0])
@@ -141,6 +142,7 @@ def _evaluate(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> di
         for start, stop, pred, obs, mask in _windows_of(run, split, head, track_index):
             stored = np.clip(pred, -store.FLOAT16_MAX, store.FLOAT16_MAX).astype(np.float16)
             pred_store[start:stop] = stored
+            checksums.setdefault(f"{out.predictions_store.name}/{split}", []).extend(store.checksum(w) for w in stored)
             metrics.update(stored, obs, mask)  # scored as stored: anyone can recompute it from the store
             bar.update(stop - start)
         pred_means, obs_means = metrics.track_means()
@@ -184,6 +186,7 @@ def _evaluate(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> di
     per_level.to_csv(out.per_level, index=False)
     summary["per_level"] = per_level.to_dict("records")
     write_json_atomic(out.summary, _jsonable(summary))
+    write_json_atomic(out.checksums, checksums)
     from .figures import evaluation_figures
 
     evaluation_figures(run, name, out, per_track, splits, track_index, plan.settings.plot_regions)

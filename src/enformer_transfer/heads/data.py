@@ -7,25 +7,29 @@ mask. Nothing is loaded whole: each item is one window (one store chunk).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..data import store
+from ..devices import exit_with_parent
 
 
 @dataclass
 class WindowSource:
-    """Array-likes indexed by window (zarr arrays, or NumPy arrays in tests)."""
+    """Array-likes indexed by window (a run's checked stores, or NumPy / zarr arrays in tests)."""
 
     embeddings: object
     targets: object
     track_index: np.ndarray
     masks: object | None = None
     bins: object | None = None  # (windows, kept bins) when the store kept a subset of bins
-    paths: dict = field(default_factory=dict)  # zarr locations, to reopen in worker processes
+
+    def specs(self) -> dict[str, store.StoredArray]:
+        """Where the stored arrays are, to reopen them (checked) in worker processes."""
+        return {name: value.spec for name in ("embeddings", "targets", "masks", "bins")
+                if (value := getattr(self, name)) is not None and getattr(value, "spec", None) is not None}
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -61,16 +65,8 @@ class WindowSource:
 
 def run_source(run, split: str, track_index: np.ndarray) -> WindowSource:
     """The embeddings, targets (of the chosen tracks) and masks of a split of a run."""
-    masks = run.masks(split)
-    bins = run.embedding_bins(split)
-    embeddings, dataset = run.layout.embeddings, run.layout.dataset
-    paths = {
-        "embeddings": (str(embeddings.embeddings_store), split),
-        "targets": (str(dataset.targets_store), split),
-        "masks": (str(dataset.masks_store), split) if masks is not None else None,
-        "bins": (str(embeddings.embeddings_store), f"{split}.bins") if bins is not None else None,
-    }
-    return WindowSource(run.embeddings(split), run.targets(split), np.asarray(track_index), masks, bins, paths)
+    return WindowSource(run.embeddings(split), run.targets(split), np.asarray(track_index), run.masks(split),
+                        run.embedding_bins(split))
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -87,23 +83,22 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        if self.source.paths:  # send paths, not open stores, to worker processes
+        specs = self.source.specs()
+        if specs:  # send where the stores are, not open stores, to worker processes
             import copy
 
             source = copy.copy(self.source)
-            for name, where in source.paths.items():
-                if where is not None:
-                    setattr(source, name, None)
-            state["source"] = source
+            for name in specs:
+                setattr(source, name, None)
+            state["source"], state["_specs"], state["_raw"] = source, specs, None
             state["_opened"] = False
         return state
 
     def _reopen(self) -> None:
-        if self._opened or not self.source.paths:
+        if self._opened:
             return
-        for name, where in self.source.paths.items():
-            if where is not None:
-                setattr(self.source, name, store.open_array(Path(where[0]), where[1]))
+        for name, spec in getattr(self, "_specs", {}).items():
+            setattr(self.source, name, spec.open())
         self._opened = True
 
     def __getitem__(self, indices):
@@ -192,5 +187,6 @@ def make_loader(source: WindowSource, batch_size: int, workers: int, seed: int, 
         num_workers=workers,
         persistent_workers=workers > 0,
         multiprocessing_context="spawn" if workers > 0 else None,
+        worker_init_fn=exit_with_parent,
         pin_memory=torch.cuda.is_available(),
     )

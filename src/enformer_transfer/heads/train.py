@@ -15,58 +15,16 @@ import torch
 
 from ..config import RunConfig, TrainConfig, as_config
 from ..data.targets_table import select_tracks
-from ..errors import InputError
+from ..errors import InputError, IntegrityError
 from ..layout import HeadFolder
 from ..metrics import PearsonPerTrack
 from ..stage import run_stage
 from .checkpoint import save_head
-from .data import WindowSource, make_loader, run_source
-from .losses import LOSSES
+from .data import WindowSource, run_source
 from .models import make_head
 from .ridge import fit_ridge
 
 log = logging.getLogger("enformer_transfer")
-
-
-def _lightning_module(cfg: TrainConfig, dim: int, n_tracks: int, train: WindowSource,
-                      valid: WindowSource | None, seed: int, init: dict | None):
-    import lightning as L
-
-    class HeadModule(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = make_head(cfg.model, dim, n_tracks, cfg.mlp_hidden)
-            if init is not None:
-                with torch.no_grad():
-                    self.model.linear.weight.copy_(init["weight"])
-                    self.model.linear.bias.copy_(init["bias"])
-            self.loss_fn = LOSSES[cfg.loss]
-
-        def _loss(self, batch):
-            pred = self.model(batch["x"])
-            return self.loss_fn(pred.float(), batch["y"], batch.get("mask"))
-
-        def training_step(self, batch, _):
-            loss = self._loss(batch)
-            self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]), sync_dist=True)
-            return loss
-
-        def validation_step(self, batch, _):
-            self.log("val_loss", self._loss(batch), on_epoch=True, batch_size=len(batch["x"]), sync_dist=True)
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-
-        def train_dataloader(self):
-            return make_loader(train, cfg.batch_size, cfg.loader_workers, seed, True,
-                               self.trainer.global_rank, self.trainer.world_size,
-                               epoch_source=lambda: self.trainer.fit_loop.epoch_progress.current.processed)
-
-        def val_dataloader(self):
-            return make_loader(valid, cfg.batch_size, cfg.loader_workers, seed, False,
-                               self.trainer.global_rank, self.trainer.world_size)
-
-    return HeadModule()
 
 
 LIGHTNING_PRECISION = {"fp32": "32-true", "fp16": "16-mixed", "bf16": "bf16-mixed"}
@@ -92,15 +50,18 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
             with torch.no_grad():
                 module.linear.weight.copy_(ridge["weight"])
                 module.linear.bias.copy_(ridge["bias"])
+            check_finite(module, None)
             return module.eval(), info
 
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from .lightning import AtomicCheckpointIO, EpochLog, HeadModule, resume_checkpoint
 
     L.seed_everything(seed, workers=True, verbose=False)
-    module = _lightning_module(cfg, dim, n_tracks, train, valid, seed,
-                               {"weight": ridge["weight"], "bias": ridge["bias"]} if cfg.init == "ridge" else None)
+    module = HeadModule(cfg, dim, n_tracks, train, valid, seed,
+                        {"weight": ridge["weight"], "bias": ridge["bias"]} if cfg.init == "ridge" else None)
     precision = cfg.precision
     if precision == "auto":
         precision = "fp16" if torch.cuda.is_available() else "fp32"
@@ -111,15 +72,15 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy="ddp" if world > 1 else "auto", precision=LIGHTNING_PRECISION[precision],
-        callbacks=[checkpoints, stopper],
-        logger=[CSVLogger(folder.path, name="logs", version=""), TensorBoardLogger(folder.path, name="logs", version="")],
+        callbacks=[EpochLog(folder.metrics), checkpoints, stopper], plugins=[AtomicCheckpointIO()],
+        logger=TensorBoardLogger(folder.path, name="logs", version=""),
         deterministic=True, enable_progress_bar=progress, enable_model_summary=False,
         use_distributed_sampler=False, num_sanity_val_steps=0, log_every_n_steps=1,
     )
-    last = folder.checkpoints / "last.ckpt"
-    if last.exists():
-        log.info("train: resuming from %s", last)
-    trainer.fit(module, ckpt_path=str(last) if last.exists() else None)
+    resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.checkpoints / "last.ckpt"
+    if resume is not None:
+        log.info("train: resuming from %s", resume)
+    trainer.fit(module, ckpt_path=str(resume) if resume is not None and resume.exists() else None)
     info["world_size"] = trainer.world_size
     info["rank"] = trainer.global_rank
     best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=False)
@@ -130,7 +91,18 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
         "stopped_early": bool(stopper.stopped_epoch),
         "precision": precision,
     })
+    check_finite(module.model, info.get("best_val_loss"))
     return module.model.cpu().eval(), info
+
+
+def check_finite(model: torch.nn.Module, val_loss: float | None) -> None:
+    """A head with NaN / infinite weights or validation loss is never saved as trained."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad or (val_loss is not None and not np.isfinite(val_loss)):
+        raise IntegrityError(
+            f"training produced non-finite {'weights (' + ', '.join(bad[:3]) + ')' if bad else 'validation loss'}: "
+            "the embeddings or targets may be damaged (run 'enformer-transfer check RUN_DIR') or the learning "
+            "rate is too high (--lr); the head was not saved")
 
 
 def source_pearson(head: torch.nn.Module, source: WindowSource, batch_windows: int = 8) -> np.ndarray:
