@@ -39,11 +39,11 @@ def test_fetch_url_list_with_metadata(server, synthetic, tmp_path):
     out = tmp_path / "fetched"
     # an interrupted earlier download: a partial file is completed (this server ignores ranges)
     (out / "bigwigs").mkdir(parents=True)
-    (out / "bigwigs" / f"{names[1][:-3]}.bw.partial").write_bytes((root / "bw" / names[1]).read_bytes()[:1000])
+    (out / "bigwigs" / f"{names[1][:-3]}.partial.bw").write_bytes((root / "bw" / names[1]).read_bytes()[:1000])
     assert main(["fetch", "--urls", str(urls), "--out", str(out)]) == 0
     for name in names:
         assert _sha(out / "bigwigs" / name) == _sha(root / "bw" / name)
-    assert not list((out / "bigwigs").glob("*.partial"))
+    assert not list((out / "bigwigs").glob("*.partial*"))
     table = read_targets_table(out / "targets.tsv")
     assert list(table["identifier"]) == [n[:-3] for n in names] and list(table["level"])[-1] == "Subclass"
     assert (table["clip"] == 32).all() and (table["scale"] == 2).all()
