@@ -29,6 +29,7 @@ import os
 import re
 import shlex
 import shutil
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
