@@ -153,7 +153,8 @@ def cmd_fetch(args) -> int:
     from .data.fetch import fetch
 
     config = config_from_args(args)
-    path = fetch(args.out, args.urls, args.trackdb, args.metadata, config.targets)
+    path = fetch(args.out, args.urls, args.trackdb, args.metadata, config.targets,
+                 allow_local_paths=args.allow_local_paths)
     print(f"fetch: BigWigs in {args.out / 'bigwigs'}, targets table {path}")
     return 0
 
@@ -259,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--urls", type=Path, help="a list of URLs, or a CSV/TSV with url, identifier and metadata columns")
     p.add_argument("--trackdb", help="a UCSC hub trackDb.txt (path or URL): bigDataUrl, labels, subGroups")
     p.add_argument("--metadata", type=Path, help="extra metadata keyed by identifier")
-    p.add_argument("--out", type=Path, required=True, help="output folder: bigwigs/ and targets.tsv")
+    p.add_argument("--out", type=Path, required=True, help="output folder: bigwigs/, fetch.json and targets.tsv")
+    p.add_argument("--allow-local-paths", action="store_true",
+                   help="let a local trackDb or URL list name local BigWigs outside its own folder")
     _add_section_flags(p, ["targets"])
     p.set_defaults(func=cmd_fetch)
 
