@@ -195,6 +195,8 @@ def test_resume_after_kill_gives_the_same_weights(demo_run, tmp_path):
     assert "resuming from" in result.stderr
     subprocess.run([sys.executable, "-m", "enformer_transfer.cli", "train", str(reference), *args],
                    check=True, capture_output=True)
+    epochs = pd.read_csv(run_dir / "heads" / "resume" / "logs" / "metrics.csv")["epoch"]
+    assert list(epochs) == list(range(8))  # the epochs before the kill are kept, none twice
     resumed = torch.load(run_dir / "heads" / "resume" / "head.pt", weights_only=False)["state_dict"]
     fresh = torch.load(reference / "heads" / "resume" / "head.pt", weights_only=False)["state_dict"]
     for key in fresh:

@@ -102,8 +102,13 @@ class DatasetConfig(_Section):
     uncovered: Literal["fill", "mask"] = Field(
         "fill", description="fill = uncovered bases get the baseline (Basenji); mask = also store a mask of "
                             "bins with uncovered bases, left out of training and metrics")
-    beyond_chrom_end: Literal["pad", "error"] = Field(
-        "pad", description="model input past a chromosome end: pad (and warn) or error")
+    beyond_chrom_end: Literal["pad", "drop", "error"] = Field(
+        "pad", description="windows reaching past a chromosome end: pad (and warn), drop the windows whose target "
+                           "interval lies past it, or error")
+    duplicate_windows: Literal["keep", "drop", "error"] = Field(
+        "keep", description="a window repeated within a split: keep (and warn), drop the repeats, or error")
+    duplicate_files: Literal["warn", "error"] = Field(
+        "warn", description="two tracks reading the same BigWig file: warn or error")
     chrom_aliases: Literal["none", "auto"] = Field(
         "none", description="auto = match chr1/1 and chrM/MT between genome, BigWigs, windows and blacklist")
     allow_missing_chroms: bool = Field(

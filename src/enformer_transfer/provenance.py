@@ -65,6 +65,25 @@ def sha256_of(path: Path | str) -> str:
     return value
 
 
+def check_once(path: Path | str, name: str, check) -> None:
+    """Run ``check(path)`` unless this very file content passed it before (remembered by the
+    file's stat, like its hash; any edit runs the check again)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    entry = _cache_dir() / (hashlib.sha1(f"{path}|{name}".encode()).hexdigest() + ".json")
+    try:
+        if read_json(entry).get("stat") == _stat_key(stat):
+            return
+    except (OSError, ValueError):
+        pass
+    check(path)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(entry, {"path": str(path), "check": name, "stat": _stat_key(stat)})
+    except OSError:
+        pass
+
+
 def file_fingerprint(path: Path | str) -> dict[str, Any]:
     """{'path', 'size', 'sha256'} of a file."""
     path = Path(path).resolve()

@@ -26,11 +26,11 @@ from ..genome.sequence import Genome
 from ..genome.windows import Windows, read_windows_bed
 from ..layout import DatasetFolder, RunLayout
 from ..progress import Progress
-from ..provenance import file_fingerprint
+from ..provenance import check_once, file_fingerprint
 from ..stage import run_stage
 from . import store
 from ._worker import compute_chunk, init_worker
-from .bigwig import chrom_maps_for
+from .bigwig import chrom_maps_for, validate_bigwig
 from .targets_table import read_targets_table, write_targets_table
 from .transform import TopValues, TrackParams
 
@@ -61,52 +61,119 @@ def plan_dataset(config: RunConfig) -> DatasetPlan:
     genome = Genome(ds.genome, ds.chrom_aliases)
     windows = read_windows_bed(ds.windows, geometry)
     chroms = list(dict.fromkeys(windows.table["chrom"]))
-
     missing = genome.names.missing(chroms)
     if missing:
         raise InputError(mismatch_message(f"genome {ds.genome}", missing, genome.sizes, ds.chrom_aliases))
-    table = windows.table
-    sizes = table["chrom"].map(genome.chrom_size)
-    beyond = (table["input_start"] < 0) | (table["input_end"] > sizes) | (table["row_end"] > sizes)
-    if beyond.any():
-        first = table[beyond].iloc[0]
-        what = (
-            f"{ds.windows} row {first.bed_row}: model input {first.chrom}:{first.input_start}-{first.input_end} "
-            f"extends beyond the chromosome (length {genome.chrom_size(first.chrom)})"
-        )
-        if ds.beyond_chrom_end == "error":
-            raise InputError(f"{what}; {int(beyond.sum())} window(s) affected; use --beyond-chrom-end pad to pad them")
-        log.warning("%s; %d window(s) will be padded (N for sequence, uncovered for coverage)", what, int(beyond.sum()))
-
+    windows, past_end = _windows_inside_chromosomes(windows, genome, ds)
+    windows = _without_duplicate_windows(windows, ds)
     chrom_maps = chrom_maps_for(list(tracks["file"]), chroms, ds.chrom_aliases, ds.allow_missing_chroms, str(ds.targets))
-
-    blacklist = None
-    if ds.blacklist is not None:
-        blacklist = IntervalSet.from_bed(ds.blacklist, ds.chrom_aliases)
-        unknown = [c for c in blacklist.regions if genome.names.resolve(c) is None]
-        if unknown and len(unknown) == len(blacklist.regions):
-            raise InputError(
-                mismatch_message(f"genome {ds.genome}", sorted(unknown), genome.sizes, ds.chrom_aliases)
-                + f" (names used by blacklist {ds.blacklist})"
-            )
-    dropped = pd.DataFrame(columns=list(table.columns) + ["reason"])
-    if ds.unmappable is not None:
-        unmap = IntervalSet.from_bed(ds.unmappable, ds.chrom_aliases)
-        frac = np.array([_unmappable_bin_fraction(unmap, r, geometry) for r in table.itertuples()])
-        drop = frac >= ds.unmappable_max_fraction
-        if drop.any():
-            dropped = table[drop].assign(reason=[f"unmappable bins {f:.2f}" for f in frac[drop]])
-            log.warning("%d window(s) dropped: at least %.0f%% of their bins are unmappable",
-                        int(drop.sum()), 100 * ds.unmappable_max_fraction)
-            table = table[~drop].reset_index(drop=True)
-            if table.empty:
-                raise InputError(f"{ds.windows}: every window is mostly unmappable ({ds.unmappable})")
-            windows = Windows(table, geometry)
-
+    for t, (file, ident) in enumerate(zip(tracks["file"], tracks["identifier"], strict=True)):
+        check_once(file, "validate_bigwig", lambda path, t=t, ident=ident: validate_bigwig(
+            path, f"track {t} '{ident}' of {ds.targets}",
+            "replace the file (fetch it again) or remove its row from the targets table"))
+    _check_duplicate_files(tracks, ds.targets, ds.duplicate_files)
+    blacklist = _read_blacklist(ds, genome)
+    windows, unmappable = _without_unmappable_windows(windows, ds)
+    dropped = pd.concat([past_end, unmappable]) if len(past_end) or len(unmappable) else past_end
     n_values = len(windows) * geometry.n_bins * len(tracks)
     needed = n_values * 2 + (n_values if ds.uncovered == "mask" else 0)
     check_free_space(config.run_dir, needed, "the targets store", ds.free_space_limit)
     return DatasetPlan(config, tracks, windows, dropped, chrom_maps, blacklist)
+
+
+def _dropped(table: pd.DataFrame, reasons) -> pd.DataFrame:
+    return table.assign(reason=reasons) if len(table) else pd.DataFrame(columns=list(table.columns) + ["reason"])
+
+
+def _windows_inside_chromosomes(windows: Windows, genome: Genome, ds) -> tuple[Windows, pd.DataFrame]:
+    """Windows whose model input reaches past a chromosome end are padded (said once); windows
+    whose target interval lies past it are dropped, padded with a warning, or refused."""
+    table = windows.table
+    sizes = table["chrom"].map(genome.chrom_size)
+    beyond = (table["input_start"] < 0) | (table["input_end"] > sizes) | (table["row_end"] > sizes)
+    outside = table["end"] > sizes  # target interval not inside the chromosome: no data at all there
+    if beyond.any():
+        first = table[beyond].iloc[0]
+        what = (f"{ds.windows} row {first.bed_row}: model input {first.chrom}:{first.input_start}-"
+                f"{first.input_end} extends beyond the chromosome (length {genome.chrom_size(first.chrom)})")
+        if ds.beyond_chrom_end == "error":
+            raise InputError(f"{what}; {int(beyond.sum())} window(s) affected; use --beyond-chrom-end pad to pad them")
+        log.warning("%s; %d window(s) will be padded (N for sequence, uncovered for coverage)", what, int(beyond.sum()))
+    if not outside.any():
+        return windows, _dropped(table.iloc[:0], [])
+    first = table[outside].iloc[0]
+    what = (f"{int(outside.sum())} window(s) have target intervals past their chromosome's end, e.g. "
+            f"{ds.windows} row {first.bed_row} {first.chrom}:{first.start}-{first.end} (length "
+            f"{genome.chrom_size(first.chrom)}): another assembly?")
+    if ds.beyond_chrom_end != "drop":
+        log.warning("%s Their bins past the end are uncovered (baseline-filled); --beyond-chrom-end drop "
+                    "leaves them out, --beyond-chrom-end error refuses them.", what)
+        return windows, _dropped(table.iloc[:0], [])
+    log.warning("%s They are dropped (--beyond-chrom-end drop).", what)
+    if outside.all():
+        raise InputError(f"{ds.windows}: every window lies past its chromosome's end; wrong genome?")
+    kept = table[~outside].reset_index(drop=True)
+    return Windows(kept, windows.geometry), _dropped(table[outside], "target interval past the chromosome end")
+
+
+def _read_blacklist(ds, genome: Genome) -> IntervalSet | None:
+    if ds.blacklist is None:
+        return None
+    blacklist = IntervalSet.from_bed(ds.blacklist, ds.chrom_aliases)
+    unknown = [c for c in blacklist.regions if genome.names.resolve(c) is None]
+    if unknown and len(unknown) == len(blacklist.regions):
+        raise InputError(mismatch_message(f"genome {ds.genome}", sorted(unknown), genome.sizes, ds.chrom_aliases)
+                         + f" (names used by blacklist {ds.blacklist})")
+    return blacklist
+
+
+def _without_unmappable_windows(windows: Windows, ds) -> tuple[Windows, pd.DataFrame]:
+    table = windows.table
+    if ds.unmappable is None:
+        return windows, _dropped(table.iloc[:0], [])
+    unmap = IntervalSet.from_bed(ds.unmappable, ds.chrom_aliases)
+    frac = np.array([_unmappable_bin_fraction(unmap, r, windows.geometry) for r in table.itertuples()])
+    drop = frac >= ds.unmappable_max_fraction
+    if not drop.any():
+        return windows, _dropped(table.iloc[:0], [])
+    log.warning("%d window(s) dropped: at least %.0f%% of their bins are unmappable",
+                int(drop.sum()), 100 * ds.unmappable_max_fraction)
+    if drop.all():
+        raise InputError(f"{ds.windows}: every window is mostly unmappable ({ds.unmappable})")
+    kept = table[~drop].reset_index(drop=True)
+    return Windows(kept, windows.geometry), _dropped(table[drop], [f"unmappable bins {f:.2f}" for f in frac[drop]])
+
+
+def _check_duplicate_files(tracks: pd.DataFrame, table: Path, mode: str) -> None:
+    """Two tracks reading one BigWig file are identical tracks: usually a copy-paste slip."""
+    duplicated = tracks["file"].duplicated(keep=False)
+    if not duplicated.any():
+        return
+    first = tracks[duplicated].iloc[0]
+    rows = [str(i + 2) for i in np.flatnonzero(tracks["file"] == first["file"])]
+    message = (f"{table}: {int(duplicated.sum())} tracks share a BigWig file with another track, e.g. rows "
+               f"{', '.join(rows)} both read {first['file']}")
+    if mode == "error":
+        raise InputError(f"{message}; give each track its own file (or --duplicate-files warn)")
+    log.warning("%s; they will be identical tracks (--duplicate-files error refuses this)", message)
+
+
+def _without_duplicate_windows(windows: Windows, ds) -> Windows:
+    """The same target interval twice within a split: counted twice in training and metrics."""
+    table = windows.table
+    duplicated = table.duplicated(subset=["split", "chrom", "start", "end"], keep="first")
+    if not duplicated.any():
+        return windows
+    first = table[duplicated].iloc[0]
+    message = (f"{ds.windows}: {int(duplicated.sum())} window(s) repeat an earlier window of the same split, e.g. "
+               f"row {first.bed_row} {first.chrom}:{first.start}-{first.end} ({first.split})")
+    if ds.duplicate_windows == "error":
+        raise InputError(f"{message}; remove the repeats (or --duplicate-windows keep / drop)")
+    if ds.duplicate_windows == "keep":
+        log.warning("%s; they are kept and count twice (--duplicate-windows drop removes them)", message)
+        return windows
+    log.warning("%s; the repeats are dropped (--duplicate-windows drop)", message)
+    return Windows(table[~duplicated].reset_index(drop=True), windows.geometry)
 
 
 def _unmappable_bin_fraction(unmap: IntervalSet, row, geometry) -> float:

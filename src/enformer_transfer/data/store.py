@@ -113,15 +113,16 @@ class VerifiedArray:
         if self._last is not None and self._last[0] == c:
             return self._last[1]
         a, b = c * self.rows, min(len(self), (c + 1) * self.rows)
+        windows = f"window {a}" if b - a == 1 else f"windows {a}-{b - 1}"
         try:
             values = np.asarray(self.array[a:b])
         except Exception as err:  # codecs raise many types for damaged bytes
-            raise IntegrityError(f"{self.what}: windows {a}-{b - 1} cannot be read ({type(err).__name__}: "
+            raise IntegrityError(f"{self.what}: {windows} damaged, cannot be read ({type(err).__name__}: "
                                  f"{str(err)[:80]}); {self.fix}") from None
         if self.checksums is not None and c not in self._verified:
             if c >= len(self.checksums) or checksum(values) != self.checksums[c]:
-                raise IntegrityError(f"{self.what}: windows {a}-{b - 1} are damaged or missing (checksum "
-                                     f"differs from the one recorded when they were written); {self.fix}")
+                raise IntegrityError(f"{self.what}: {windows} damaged or missing (checksum differs from the "
+                                     f"one recorded when written); {self.fix}")
             self._verified.add(c)
         self._last = (c, values)
         return values

@@ -127,8 +127,12 @@ def validate_targets_table(df: pd.DataFrame, path: Path, check_files: bool = Tru
             )
         if stat not in SUM_STATS:
             raise InputError(f"{where}: sum_stat {stat!r} is not supported (use {', '.join(SUM_STATS)})")
-        clips.append(_number(row.clip, where, "clip", allow_empty=True))
-        softs.append(_number(row.clip_soft, where, "clip_soft", allow_empty=True))
+        for column, values in (("clip", clips), ("clip_soft", softs)):
+            value = _number(getattr(row, column), where, column, allow_empty=True)
+            if value is not None and not value > 0:
+                raise InputError(f"{where}: {column} must be a positive number (or empty for none), got "
+                                 f"{getattr(row, column)!r}")
+            values.append(value)
         scale = _number(row.scale, where, "scale")
         if scale is None or scale <= 0:
             raise InputError(f"{where}: scale must be a positive number, got {row.scale!r}")
@@ -154,16 +158,15 @@ def validate_targets_table(df: pd.DataFrame, path: Path, check_files: bool = Tru
 
 def _number(value, where: str, column: str, allow_empty: bool = False) -> float | None:
     text = str(value).strip()
-    if text in ("", "nan", "None") and allow_empty:
+    if text in ("", "None") and allow_empty:
         return None
     try:
         number = float(text)
     except ValueError:
         raise InputError(f"{where}: {column} {text!r} is not a number") from None
-    if np.isnan(number):
-        if allow_empty:
-            return None
-        raise InputError(f"{where}: {column} is missing")
+    if not np.isfinite(number):
+        raise InputError(f"{where}: {column} {text!r} is not a finite number"
+                         + ("; leave it empty for none" if allow_empty else ""))
     return number
 
 

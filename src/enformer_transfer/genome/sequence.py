@@ -8,6 +8,36 @@ from ..errors import InputError
 from .chroms import ChromNames
 
 
+def check_fasta_index(fasta: Path, compressed: bool = False) -> None:
+    """Refuse a .fai index older than its FASTA or not matching it: an index left from before an
+    edit makes every read after the edited place return other bases, with no error."""
+    fai = Path(f"{fasta}.fai")
+    if not fai.is_file():
+        return  # pyfaidx builds it
+    fix = f"delete {fai.name} (it is rebuilt from the FASTA) or re-index with 'samtools faidx {fasta.name}'"
+    if fai.stat().st_mtime_ns < fasta.stat().st_mtime_ns:
+        raise InputError(f"{fai}: the index is older than {fasta.name} (the FASTA changed after it was "
+                         f"indexed); {fix}")
+    if compressed:
+        return  # offsets refer to the uncompressed text
+    size = fasta.stat().st_size
+    with open(fai) as index, open(fasta, "rb") as handle:
+        for lineno, line in enumerate(index, 1):
+            fields = line.rstrip("\n").split("\t")
+            try:
+                name, length, offset, bases, width = fields[0], *map(int, fields[1:5])
+            except (ValueError, IndexError):
+                raise InputError(f"{fai} row {lineno}: not a FASTA index line; {fix}") from None
+            lines = -(-length // bases) if bases else 0
+            end = offset + (lines - 1) * width + (length - (lines - 1) * bases) if lines else offset
+            handle.seek(max(0, offset - len(name) - 256))
+            before = handle.read(min(offset, len(name) + 256))
+            header = before[:-1].rsplit(b"\n", 1)[-1] if before.endswith(b"\n") else b""
+            if end > size or not header.startswith(b">") or header[1:].split()[:1] != [name.encode()]:
+                raise InputError(f"{fai} row {lineno}: record {name!r} is not where the index says in "
+                                 f"{fasta.name} (the FASTA changed after it was indexed); {fix}")
+
+
 class Genome:
     """Random access to a genome's sequence by (chrom, start, end), 0-based half-open."""
 
@@ -27,6 +57,7 @@ class Genome:
             else:
                 import pyfaidx
 
+                check_fasta_index(self.path, compressed=magic[:2] == b"\x1f\x8b")
                 self._fasta = pyfaidx.Fasta(
                     str(self.path), as_raw=True, sequence_always_upper=True, rebuild=False
                 )

@@ -12,7 +12,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from ..config import TrainConfig
-from ..fs import atomic_path, disk_errors, write_text_atomic
+from ..fs import disk_errors, write_bytes_atomic, write_text_atomic
 from ..layout import HeadFolder
 from .data import WindowSource, make_loader
 from .losses import LOSSES
@@ -121,10 +121,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     or a kill leaves the previous checkpoint, never a truncated one."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        import io
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        buffer = io.BytesIO()  # serialised first: torch.save reports a full disk as a vague RuntimeError
+        torch.save(checkpoint, buffer)
+        write_bytes_atomic(path, buffer.getbuffer())
 
 
 def resume_checkpoint(folder: HeadFolder) -> Path | None:
