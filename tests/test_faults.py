@@ -74,13 +74,13 @@ def test_deleted_or_truncated_embedding_chunks_are_named(demo_run, tmp_path, cap
     _chunk(run_dir, "train", 3).unlink()
     assert main(["train", str(run_dir), "--head", "again", "--quiet"]) == 2
     err = _error(capsys)
-    assert "window 3 is missing" in err and f"enformer-transfer embed {run_dir} --force" in err
+    assert "train: window 3 is damaged or missing" in err and f"enformer-transfer embed {run_dir} --force" in err
     assert not (run_dir / "heads" / "again").exists()
     path = _chunk(run_dir, "valid", 5)
     path.write_bytes(path.read_bytes()[:1000])
     assert main(["evaluate", str(run_dir), "--head", "ridge", "--force", "--quiet"]) == 2
     err = _error(capsys)
-    assert "embeddings.zarr/valid: window 5 damaged" in err and f"enformer-transfer check {run_dir}" in err
+    assert "embeddings.zarr/valid: window 5 is damaged" in err and f"enformer-transfer check {run_dir}" in err
     # `check` reads everything and lists both, with the command that rebuilds them
     assert main(["check", str(run_dir), "--quiet"]) == 2
     err = capsys.readouterr().err

@@ -76,7 +76,7 @@ def test_training_recovers_a_known_linear_softplus_head(tmp_path):
         truth = np.corrcoef(rates[..., t].ravel(), y[..., t].ravel().astype(float))[0, 1]
         assert ours >= 0.98 * truth, (t, ours, truth)
         assert np.corrcoef(pred[..., t].ravel(), rates[..., t].ravel())[0, 1] > 0.98
-    assert info["best_val_loss"] is not None and info["epochs"] >= 2
+    assert info["steps"] >= 2 * 20 and info["kept"]["val_pearson"] > 0.5  # 160 windows / batch 8, 30 epochs
     assert (tmp_path / "out" / "logs" / "metrics.csv").is_file()
     assert any((tmp_path / "out" / "logs").glob("events.out.tfevents*"))  # TensorBoard too
     pearson = source_pearson(module, test)
@@ -119,7 +119,7 @@ def test_demo_heads_are_self_describing(demo_run):
     assert meta["tracks"][0]["level"] == "Class"
     assert meta["geometry"] == {"seq_length": 16384, "bin_size": 128, "n_bins": 64}
     assert meta["backbone"]["config"]["dim"] == 48 and meta["tool_version"]
-    assert meta["config"]["lr"] == 1e-2 and meta["seed"] == 0
+    assert meta["config"]["recipe"] == "auto" and meta["training"]["schedule"]["lr"] == 1e-3 and meta["seed"] == 0
     assert meta["metrics"]["pearson_mean"]["test"] > 0.2  # motif signal is learned
     ridge = run.head("ridge").metadata
     assert ridge["training"]["ridge"]["lambda"] in TrainConfig().ridge_lambdas

@@ -140,22 +140,36 @@ class EmbedConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Stage train: a head on stored embeddings (defaults = the study, loss = ours)."""
+    """Stage train: a head on stored embeddings. The ``auto`` recipe sizes the schedule to the data
+    (docs/training.md); ``--recipe study`` is the reference study's exactly. Settings left empty
+    come from the recipe."""
 
     head: str = Field("default", description="name of the head (folder RUN_DIR/heads/NAME)")
+    recipe: Literal["auto", "study"] = Field(
+        "auto", description="auto = a schedule sized to the data (steps, warm-up, cosine decay, ridge start, "
+                            "kept on validation Pearson); study = Adam 1e-4, batch 64, 20 epochs, early stopping "
+                            "on the loss, as the reference study")
     model: Literal["linear", "mlp", "ridge"] = Field(
         "linear", description="linear + softplus (the study's), a small MLP, or closed-form ridge")
     loss: Literal["poisson", "poisson-log-input", "mse", "poisson-multinomial"] = Field(
         "poisson", description="poisson = rate form (Enformer's; ours); poisson-log-input = the study's "
                                "PoissonNLLLoss(log_input=True) quirk")
     tracks_where: str | None = Field(None, description="train on tracks matching this pandas query, e.g. \"level == 'Class'\"")
-    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
-    batch_size: int = Field(64, gt=0, description="windows per batch per device")
-    max_epochs: int = Field(20, gt=0, description="maximum epochs")
-    min_delta: float = Field(0.001, ge=0, description="early stopping: minimum val-loss improvement")
-    patience: int = Field(2, ge=0, description="early stopping: epochs without improvement")
+    lr: float | None = Field(None, gt=0, description="Adam (peak) learning rate (auto: 1e-3; study: 1e-4)")
+    batch_size: int | None = Field(None, gt=0, description="windows per batch per device (auto: >= 16 steps an "
+                                                           "epoch, at most 64; study: 64)")
+    steps: int | None = Field(None, gt=0, description="optimizer steps (auto: max(2000, 20 epochs))")
+    max_epochs: int | None = Field(None, gt=0, description="maximum epochs (auto: enough for the steps; study: 20)")
+    select: Literal["auto", "pearson", "loss"] = Field(
+        "auto", description="what picks the kept checkpoint and stops training: validation mean Pearson or loss "
+                            "(auto: pearson; study: loss)")
+    min_delta: float | None = Field(None, ge=0, description="early stopping: minimum improvement (study: 0.001)")
+    patience: int | None = Field(None, ge=0, description="early stopping: validations without improvement "
+                                                         "(auto: a fifth of them; study: 2)")
     mlp_hidden: int = Field(256, gt=0, description="hidden width of the mlp head")
-    init: Literal["random", "ridge"] = Field("random", description="initialise a linear head from the ridge solution")
+    init: Literal["auto", "random", "ridge"] = Field(
+        "auto", description="start of a linear head: ridge = the closed-form solution in the softplus's inverse "
+                            "space (auto: ridge; study: random)")
     ridge_lambdas: list[float] = Field(
         default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0],
         description="ridge strengths (relative to the mean embedding variance), chosen on valid")

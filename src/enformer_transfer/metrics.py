@@ -42,6 +42,12 @@ class PearsonSums:
             r = cov / np.sqrt(vx * vy)
         return np.where((vx <= 1e-12 * np.maximum(self.sxx / n, 1e-300)) | (vy <= 1e-12 * np.maximum(self.syy / n, 1e-300)), np.nan, r)
 
+    def std(self) -> tuple[np.ndarray, np.ndarray]:
+        """Standard deviations of x and of y."""
+        n = np.maximum(self.n, 1)
+        return (np.sqrt(np.maximum(self.sxx / n - (self.sx / n) ** 2, 0)),
+                np.sqrt(np.maximum(self.syy / n - (self.sy / n) ** 2, 0)))
+
     def r2(self) -> np.ndarray:
         """1 - SSE / SST of y predicted by x."""
         n = np.maximum(self.n, 1)
@@ -149,12 +155,15 @@ class SplitMetrics:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 window_median = np.nanmedian(windows, axis=0)
+        predicted_std, observed_std = self.pooled.std()
         return {
             "pearson": self.pooled.pearson(),
             "pearson_log1p": self.log1p.pearson(),
             "spearman": self.spearman(),
             "r2": self.pooled.r2(),
             "pearson_window_median": window_median,
+            "predicted_std": predicted_std,
+            "observed_std": observed_std,
         }
 
     def per_position(self) -> np.ndarray:

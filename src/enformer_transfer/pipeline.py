@@ -68,11 +68,7 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     config.embed.backbone = str(backbone)
     config.embed.store_backbone_outputs = True
     config.embed.loader_workers = 0
-    # the study's lr 1e-4 and batch 64 suit 34,021 windows (~10,000 steps); the demo has 46
-    config.train.lr = 1e-2
-    config.train.batch_size = 4
-    config.train.max_epochs = 40
-    config.train.loader_workers = 0
+    config.train.loader_workers = 0  # the default recipe otherwise: it sizes itself to the 46 train windows
     run_pipeline(config, force=force, progress=progress, evaluate=False)
     from .evaluation.dar import dar_analysis
     from .evaluation.evaluate import evaluate_head

@@ -113,7 +113,7 @@ class VerifiedArray:
         if self._last is not None and self._last[0] == c:
             return self._last[1]
         a, b = c * self.rows, min(len(self), (c + 1) * self.rows)
-        windows = f"window {a}" if b - a == 1 else f"windows {a}-{b - 1}"
+        windows = f"window {a} is" if b - a == 1 else f"windows {a}-{b - 1} are"
         try:
             values = np.asarray(self.array[a:b])
         except Exception as err:  # codecs raise many types for damaged bytes
@@ -225,7 +225,8 @@ class RawWindowChunks:
             if verified is None or verified.checksums is None:
                 out[...] = self.fill  # a chunk never written holds the fill value
                 return
-            raise IntegrityError(f"{verified.what}: window {i} is missing ({path.name}); {verified.fix}") from None
+            raise IntegrityError(f"{verified.what}: window {i} is damaged or missing (no chunk file {path.name}); "
+                                 f"{verified.fix}") from None
         if verified is None or verified.checksums is None:
             return
         if n != out.nbytes or path.stat().st_size != out.nbytes:

@@ -136,11 +136,12 @@ def _evaluate(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> di
     bar = Progress(sum(run.embeddings(s).shape[0] for s in splits), f"evaluate {name}", enabled=progress)
     for split in splits:
         n_windows = int(run.embeddings(split).shape[0])
+        # float32: float16 rounding flattens near-constant predictions into zero variance
         pred_store = store.create_array(out.predictions_store, split, (n_windows, n_bins, n_tracks),
-                                        (1, n_bins, n_tracks), "float16")
+                                        (1, n_bins, n_tracks), "float32")
         metrics = SplitMetrics(n_tracks, n_bins, n_windows, seed=0)
         for start, stop, pred, obs, mask in _windows_of(run, split, head, track_index):
-            stored = np.clip(pred, -store.FLOAT16_MAX, store.FLOAT16_MAX).astype(np.float16)
+            stored = pred.astype(np.float32)
             pred_store[start:stop] = stored
             checksums.setdefault(f"{out.predictions_store.name}/{split}", []).extend(store.checksum(w) for w in stored)
             metrics.update(stored, obs, mask)  # scored as stored: anyone can recompute it from the store
@@ -161,7 +162,7 @@ def _evaluate(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> di
         table.insert(0, "split", split)
         for metric, values in per_track.items():
             table[metric] = values
-        table["note"] = np.where(np.isnan(per_track["pearson"]), "zero variance: no correlation", "")
+        table["note"] = track_notes(per_track)
         rows.append(table)
         by_position = metrics.per_position()  # NaN where a position has no unmasked bins
         counted = (~np.isnan(by_position)).sum(axis=1)
@@ -177,9 +178,12 @@ def _evaluate(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> di
             "pearson_window_median_mean": _nanmean(per_track["pearson_window_median"]),
             "across_tracks_per_bin": across.summary(),
             "zero_variance_tracks": list(tracks["identifier"][np.isnan(per_track["pearson"])]),
+            "flat_prediction_tracks": list(tracks["identifier"][per_track["predicted_std"] <= FLAT]),
+            "r2_far_below_zero_tracks": list(tracks["identifier"][per_track["r2"] < R2_FAR_BELOW_ZERO]),
         }
     per_track = pd.concat(rows, ignore_index=True)
     per_track = _add_baselines(plan, per_track, summary)
+    summary["warnings"] = evaluation_warnings(summary)
     per_track.to_csv(out.per_track, index=False)
     pd.concat(positions).to_csv(out.bin_position, index=False)
     per_level = per_level_table(per_track, grouping_columns(tracks))
@@ -192,7 +196,37 @@ def _evaluate(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> di
     evaluation_figures(run, name, out, per_track, splits, track_index, plan.settings.plot_regions)
     line = ", ".join(f"{s} {summary['splits'][s]['pearson_mean']:.3f}" for s in splits)
     print(f"evaluate: head {name!r} mean Pearson over tracks: {line} -> {run.layout.evaluation(name).path}")
+    for warning in summary["warnings"]:
+        log.warning("evaluate %r: %s", name, warning)
     return {"splits": _jsonable(summary["splits"])}
+
+
+FLAT = 1e-6  # a predicted standard deviation at or below this: a flat track
+R2_FAR_BELOW_ZERO = -1.0
+
+
+def track_notes(per_track: dict[str, np.ndarray]) -> np.ndarray:
+    """A note per track where its numbers need one."""
+    notes = np.full(len(per_track["pearson"]), "", dtype=object)
+    notes[per_track["r2"] < R2_FAR_BELOW_ZERO] = "R2 far below zero: predictions off in scale"
+    notes[per_track["observed_std"] <= FLAT] = "zero variance observed: no correlation"
+    notes[per_track["predicted_std"] <= FLAT] = "flat prediction: the head predicts a constant"
+    return notes
+
+
+def evaluation_warnings(summary: dict) -> list[str]:
+    """Flat tracks and R2 far below zero, per split: shown in the summary and the report."""
+    out = []
+    for split, values in summary["splits"].items():
+        flat, off = values["flat_prediction_tracks"], values["r2_far_below_zero_tracks"]
+        if flat:
+            out.append(f"{split}: {len(flat)} track(s) predicted as a constant ({', '.join(flat[:5])}"
+                       f"{', ...' if len(flat) > 5 else ''}): the head did not learn them")
+        if off:
+            out.append(f"{split}: {len(off)} track(s) with R2 below {R2_FAR_BELOW_ZERO:g} ({', '.join(off[:5])}"
+                       f"{', ...' if len(off) > 5 else ''}): predictions are off in scale (undertrained head, "
+                       "or the loss does not match the targets)")
+    return out
 
 
 PER_LEVEL_COLUMNS = ["split", "grouping", "group", "n_tracks"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torchmetrics
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from ..config import TrainConfig
@@ -17,20 +18,52 @@ from ..layout import HeadFolder
 from .data import WindowSource, make_loader
 from .losses import LOSSES
 from .models import make_head
+from .schedule import Schedule
 
 log = logging.getLogger("enformer_transfer")
 
-EPOCH_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "lr"]
+EPOCH_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_pearson", "lr"]
+
+
+class ValidPearson(torchmetrics.Metric):
+    """Mean over tracks of the per-track Pearson, all bins of all windows pooled (the evaluation's
+    metric), accumulated as float64 sums; masked bins left out; summed across DDP ranks."""
+
+    full_state_update = False
+
+    def __init__(self, n_tracks: int):
+        super().__init__()
+        for name in ("n", "sx", "sy", "sxx", "syy", "sxy"):
+            self.add_state(name, default=torch.zeros(n_tracks, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        x = pred.detach().to(torch.float64).reshape(-1, pred.shape[-1])
+        y = target.to(torch.float64).reshape(-1, target.shape[-1])
+        w = torch.ones_like(x) if mask is None else (~mask.reshape(x.shape)).to(torch.float64)
+        self.n += w.sum(0)
+        self.sx += (w * x).sum(0)
+        self.sy += (w * y).sum(0)
+        self.sxx += (w * x * x).sum(0)
+        self.syy += (w * y * y).sum(0)
+        self.sxy += (w * x * y).sum(0)
+
+    def compute(self) -> torch.Tensor:
+        n = self.n.clamp(min=1)
+        cov = self.sxy / n - self.sx * self.sy / n**2
+        var = (self.sxx / n - (self.sx / n) ** 2) * (self.syy / n - (self.sy / n) ** 2)
+        r = cov / var.clamp(min=0).sqrt()
+        r = r[torch.isfinite(r) & (var > 0)]
+        return r.mean() if len(r) else torch.tensor(float("nan"), dtype=torch.float64)
 
 
 class HeadModule(L.LightningModule):
-    """A head (``.model``) trained on embeddings with one of the losses; reads its batches from
-    window sources."""
+    """A head (``.model``) trained on embeddings with one of the losses and a schedule; reads its
+    batches from window sources."""
 
-    def __init__(self, cfg: TrainConfig, dim: int, n_tracks: int, train: WindowSource, valid: WindowSource,
-                 seed: int, init: dict | None = None):
+    def __init__(self, cfg: TrainConfig, schedule: Schedule, dim: int, n_tracks: int, train: WindowSource,
+                 valid: WindowSource, seed: int, init: dict | None = None):
         super().__init__()
-        self.cfg, self.seed = cfg, seed
+        self.cfg, self.schedule, self.seed = cfg, schedule, seed
         self.train_source, self.valid_source = train, valid
         self.model = make_head(cfg.model, dim, n_tracks, cfg.mlp_hidden)
         if init is not None:
@@ -38,6 +71,7 @@ class HeadModule(L.LightningModule):
                 self.model.linear.weight.copy_(init["weight"])
                 self.model.linear.bias.copy_(init["bias"])
         self.loss_fn = LOSSES[cfg.loss]
+        self.val_pearson = ValidPearson(n_tracks)
         self.epoch_loss = [0.0, 0]  # this epoch's summed training loss and batches, for the epoch log
 
     def _loss(self, batch) -> torch.Tensor:
@@ -55,18 +89,26 @@ class HeadModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, _):
-        self.log("val_loss", self._loss(batch), on_epoch=True, batch_size=len(batch["x"]), sync_dist=True)
+        pred = self.model(batch["x"]).float()
+        loss = self.loss_fn(pred, batch["y"], batch.get("mask"))
+        self.log("val_loss", loss, on_epoch=True, batch_size=len(batch["x"]), sync_dist=True)
+        self.val_pearson.update(pred, batch["y"], batch.get("mask"))
+        self.log("val_pearson", self.val_pearson, on_epoch=True, batch_size=len(batch["x"]))
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.schedule.lr)
+        if self.schedule.decay == "constant":
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule.lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def train_dataloader(self):
-        return make_loader(self.train_source, self.cfg.batch_size, self.cfg.loader_workers, self.seed, True,
+        return make_loader(self.train_source, self.schedule.batch_size, self.cfg.loader_workers, self.seed, True,
                            self.trainer.global_rank, self.trainer.world_size,
                            epoch_source=lambda: self.trainer.fit_loop.epoch_progress.current.processed)
 
     def val_dataloader(self):
-        return make_loader(self.valid_source, self.cfg.batch_size, self.cfg.loader_workers, self.seed, False,
+        return make_loader(self.valid_source, self.schedule.batch_size, self.cfg.loader_workers, self.seed, False,
                            self.trainer.global_rank, self.trainer.world_size)
 
 
@@ -94,6 +136,7 @@ class EpochLog(L.Callback):
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
                "train_loss": total / batches if batches else float("nan"),
                "val_loss": float(trainer.callback_metrics.get("val_loss", float("nan"))),
+               "val_pearson": float(trainer.callback_metrics.get("val_pearson", float("nan"))),
                "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")}
         with disk_errors(self.path), open(self.path, "a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS).writerow(row)

@@ -1,4 +1,11 @@
-"""Closed-form ridge head: one pass accumulating X^T X and X^T Y in float64, strength chosen on valid."""
+"""Closed-form ridge: one pass accumulating X^T X and X^T Z in float64, the strength chosen on
+valid by mean Pearson.
+
+``link='identity'`` fits the targets themselves (the ridge baseline head). ``link='softplus'``
+fits them in the softplus's inverse space, z = log(exp(y) - 1) with y floored at 5 % of the
+track's mean, then sets each track's bias so that the mean prediction equals the mean target:
+the start of a softplus head whose first predictions are already as good as a linear fit.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,9 @@ from ..metrics import PearsonPerTrack
 from .data import WindowSource
 
 log = logging.getLogger("enformer_transfer")
+
+LINK_FLOOR = 0.05  # of a track's mean target: the smallest target the inverse link sees
+CALIBRATION_ROWS = 50_000
 
 
 class _Moments:
@@ -42,28 +52,54 @@ def _rows(source: WindowSource, i: int, device):
     return x, yt
 
 
-def fit_ridge(train: WindowSource, valid: WindowSource | None, lambdas: list[float],
-              device: str = "cpu") -> dict:
-    """Ridge weights (dim, tracks) and bias, the strength with the best mean valid Pearson.
+def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
+    """log(exp(y) - 1), stable for large y."""
+    return y + torch.log(-torch.expm1(-y))
 
-    Strengths are relative to the mean variance of the embedding features, so one grid
-    suits any backbone. Returns {weight, bias, lambda, valid_pearson (per lambda)}.
-    """
+
+def _train_target_means(train: WindowSource) -> np.ndarray:
+    total, count = np.zeros(len(train.track_index)), 0
+    for i in range(len(train)):
+        y, m = train.targets_of(np.array([i]))
+        y = y[0].reshape(-1, y.shape[-1]).astype(np.float64)
+        if m is not None:
+            y = y[~m[0].reshape(-1, m.shape[-1]).any(1)]
+        total += y.sum(0)
+        count += len(y)
+    return total / max(count, 1)
+
+
+def fit_ridge(train: WindowSource, valid: WindowSource | None, lambdas: list[float], device: str = "cpu",
+              link: str = "identity", seed: int = 0) -> dict:
+    """Ridge weights (tracks, dim) and bias for ``link``; returns {weight, bias, lambda,
+    valid_pearson (per lambda), link}. Strengths are relative to the mean variance of the
+    embedding features, so one grid suits any backbone."""
     dim = int(train.embeddings.shape[-1])
     n_tracks = len(train.track_index)
+    floor = None
+    if link == "softplus":
+        floor = torch.from_numpy(np.maximum(LINK_FLOOR * _train_target_means(train), 1e-4)).to(device)
     mom = _Moments(dim, n_tracks, device)
+    rng = np.random.default_rng(seed)
+    per_window = max(1, CALIBRATION_ROWS // max(len(train), 1))
+    sample = []
     for i in range(len(train)):
-        mom.update(*_rows(train, i, device))
+        x, y = _rows(train, i, device)
+        z = y if floor is None else softplus_inverse(torch.maximum(y.to(torch.float64), floor))
+        mom.update(x, z)
+        if floor is not None and len(x):
+            sample.append(x[torch.from_numpy(rng.choice(len(x), min(per_window, len(x)), replace=False)).to(device)])
     n = max(mom.n, 1.0)
-    mx, my = mom.sx / n, mom.sy / n
+    mx, mz = mom.sx / n, mom.sy / n
     cxx = mom.xtx / n - torch.outer(mx, mx)
-    cxy = mom.xty / n - torch.outer(mx, my)
+    cxz = mom.xty / n - torch.outer(mx, mz)
     scale = float(torch.diagonal(cxx).mean().clamp(min=1e-12))
     eye = torch.eye(dim, dtype=torch.float64, device=device)
     solutions = []
     for lam in lambdas:
-        w = torch.linalg.solve(cxx + lam * scale * eye, cxy)
-        solutions.append((w, my - mx @ w))
+        w = torch.linalg.solve(cxx + lam * scale * eye, cxz)
+        solutions.append((w, mz - mx @ w))
+    output = (lambda t: t) if floor is None else torch.nn.functional.softplus
     scores = [float("nan")] * len(lambdas)
     best = 0
     if valid is not None and len(valid) and len(lambdas) > 1:
@@ -72,11 +108,24 @@ def fit_ridge(train: WindowSource, valid: WindowSource | None, lambdas: list[flo
             x, y = _rows(valid, i, device)
             x = x.to(torch.float64)
             for k, (w, b) in enumerate(solutions):
-                metrics[k].update((x @ w + b).cpu().numpy(), y.cpu().numpy())
+                metrics[k].update(output(x @ w + b).cpu().numpy(), y.cpu().numpy())
         scores = [float(np.nanmean(m.pearson())) for m in metrics]
         best = int(np.nanargmax(scores))
-    log.info("ridge: strength %g chosen (valid mean Pearson %s)", lambdas[best],
-             ", ".join(f"{lam:g}: {s:.3f}" for lam, s in zip(lambdas, scores, strict=True)))
     w, b = solutions[best]
-    return {"weight": w.T.float().cpu(), "bias": b.float().cpu(), "lambda": lambdas[best],
+    if floor is not None and sample:
+        b = _calibrated_bias(torch.cat(sample).to(torch.float64) @ w, b, mom.sy.new_tensor(_train_target_means(train)))
+    log.info("ridge (%s link): strength %g chosen (valid mean Pearson %s)", link, lambdas[best],
+             ", ".join(f"{lam:g}: {s:.3f}" for lam, s in zip(lambdas, scores, strict=True)))
+    return {"weight": w.T.float().cpu(), "bias": b.float().cpu(), "lambda": lambdas[best], "link": link,
             "valid_pearson": dict(zip(map(str, lambdas), scores, strict=True))}
+
+
+def _calibrated_bias(xw: torch.Tensor, bias: torch.Tensor, target_mean: torch.Tensor) -> torch.Tensor:
+    """Per track, the bias b with mean(softplus(xw + b)) = the mean target (Newton's method)."""
+    b = bias.clone()
+    for _ in range(30):
+        t = xw + b
+        value = torch.nn.functional.softplus(t).mean(0) - target_mean
+        slope = torch.sigmoid(t).mean(0).clamp(min=1e-6)
+        b = b - value / slope
+    return b

@@ -23,6 +23,7 @@ from .checkpoint import save_head
 from .data import WindowSource, run_source
 from .models import make_head
 from .ridge import fit_ridge
+from .schedule import FEW_STEPS, resolve_schedule
 
 log = logging.getLogger("enformer_transfer")
 
@@ -32,26 +33,23 @@ LIGHTNING_PRECISION = {"fp32": "32-true", "fp16": "16-mixed", "bf16": "bf16-mixe
 
 def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, folder: HeadFolder | Path,
              seed: int = 0, progress: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Train a head on window sources; checkpoints and logs go to ``folder``; resumes from its
-    last checkpoint when present. Returns the best module and training facts."""
+    """Train a head on window sources with the schedule of ``cfg`` (heads/schedule.py);
+    checkpoints and logs go to ``folder``; resumes from its last checkpoint when present.
+    Returns the kept module and the facts of its training."""
     folder = folder if isinstance(folder, HeadFolder) else HeadFolder(Path(folder))
     dim = int(train.embeddings.shape[-1])
     n_tracks = len(train.track_index)
-    info: dict = {}
-    if cfg.model == "mlp" and cfg.init == "ridge":
-        raise InputError("--init ridge applies to the linear head only")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.model != "ridge" and (valid is None or not len(valid)):
         raise InputError("training needs a valid split for early stopping; embed it (--splits train,valid,...)")
-    if cfg.model == "ridge" or cfg.init == "ridge":
-        ridge = fit_ridge(train, valid, cfg.ridge_lambdas, "cuda" if torch.cuda.is_available() else "cpu")
-        info["ridge"] = {"lambda": ridge["lambda"], "valid_pearson": ridge["valid_pearson"]}
-        if cfg.model == "ridge":
-            module = make_head("ridge", dim, n_tracks)
-            with torch.no_grad():
-                module.linear.weight.copy_(ridge["weight"])
-                module.linear.bias.copy_(ridge["bias"])
-            check_finite(module, None)
-            return module.eval(), info
+    if cfg.model == "ridge":
+        ridge = fit_ridge(train, valid, cfg.ridge_lambdas, device)
+        module = make_head("ridge", dim, n_tracks)
+        with torch.no_grad():
+            module.linear.weight.copy_(ridge["weight"])
+            module.linear.bias.copy_(ridge["bias"])
+        check_finite(module, None)
+        return module.eval(), {"ridge": {"lambda": ridge["lambda"], "valid_pearson": ridge["valid_pearson"]}}
 
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -59,39 +57,58 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
 
     from .lightning import AtomicCheckpointIO, EpochLog, HeadModule, resume_checkpoint
 
+    world = cfg.devices * cfg.num_nodes
+    schedule = resolve_schedule(cfg, len(train), world)
+    if schedule.init == "ridge" and cfg.model != "linear":
+        raise InputError("--init ridge applies to the linear head only")
+    info: dict = {"schedule": schedule.as_dict()}
+    init = None
+    if schedule.init == "ridge":
+        ridge = fit_ridge(train, valid, cfg.ridge_lambdas, device, link="softplus", seed=seed)
+        init = {"weight": ridge["weight"], "bias": ridge["bias"]}
+        info["ridge"] = {"lambda": ridge["lambda"], "valid_pearson": ridge["valid_pearson"], "link": "softplus"}
     L.seed_everything(seed, workers=True, verbose=False)
-    module = HeadModule(cfg, dim, n_tracks, train, valid, seed,
-                        {"weight": ridge["weight"], "bias": ridge["bias"]} if cfg.init == "ridge" else None)
+    module = HeadModule(cfg, schedule, dim, n_tracks, train, valid, seed, init)
     precision = cfg.precision
     if precision == "auto":
         precision = "fp16" if torch.cuda.is_available() else "fp32"
-    checkpoints = ModelCheckpoint(dirpath=folder.checkpoints, filename="best", monitor="val_loss", mode="min",
+    monitor, mode = ("val_pearson", "max") if schedule.select == "pearson" else ("val_loss", "min")
+    checkpoints = ModelCheckpoint(dirpath=folder.checkpoints, filename="best", monitor=monitor, mode=mode,
                                   save_top_k=1, save_last=True)
-    stopper = EarlyStopping(monitor="val_loss", min_delta=cfg.min_delta, patience=cfg.patience, mode="min")
-    world = cfg.devices * cfg.num_nodes
+    stopper = EarlyStopping(monitor=monitor, min_delta=schedule.min_delta, patience=schedule.patience, mode=mode)
     trainer = L.Trainer(
-        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        max_epochs=schedule.max_epochs, max_steps=schedule.steps if schedule.recipe == "auto" else -1,
+        check_val_every_n_epoch=schedule.val_every,
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy="ddp" if world > 1 else "auto", precision=LIGHTNING_PRECISION[precision],
         callbacks=[EpochLog(folder.metrics), checkpoints, stopper], plugins=[AtomicCheckpointIO()],
         logger=TensorBoardLogger(folder.path, name="logs", version=""),
         deterministic=True, enable_progress_bar=progress, enable_model_summary=False,
         use_distributed_sampler=False, num_sanity_val_steps=0, log_every_n_steps=1,
     )
+    start = source_pearson(module.model.eval(), valid) if schedule.select == "pearson" else None
+    module.model.train()
     resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.checkpoints / "last.ckpt"
     if resume is not None:
         log.info("train: resuming from %s", resume)
     trainer.fit(module, ckpt_path=str(resume) if resume is not None and resume.exists() else None)
-    info["world_size"] = trainer.world_size
-    info["rank"] = trainer.global_rank
+    info.update({"world_size": trainer.world_size, "rank": trainer.global_rank, "precision": precision,
+                 "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+                 "stopped_early": bool(stopper.stopped_epoch)})
+    check_finite(module.model, None)  # training that diverged is an error, whatever checkpoint was kept
     best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=False)
+    score = float(checkpoints.best_model_score) if checkpoints.best_model_score is not None else None
+    kept = {"epoch": int(best["epoch"]), "step": int(best["global_step"]), monitor: score}
     module.load_state_dict(best["state_dict"])
-    info.update({
-        "epochs": int(trainer.current_epoch),
-        "best_val_loss": float(checkpoints.best_model_score) if checkpoints.best_model_score is not None else None,
-        "stopped_early": bool(stopper.stopped_epoch),
-        "precision": precision,
-    })
-    check_finite(module.model, info.get("best_val_loss"))
+    if start is not None:
+        info["start_valid_pearson"] = float(np.nanmean(start))
+        if score is None or not np.isfinite(score) or info["start_valid_pearson"] >= score:
+            module = HeadModule(cfg, schedule, dim, n_tracks, train, valid, seed, init)  # training did not beat its start
+            kept = {"epoch": None, "step": 0, monitor: info["start_valid_pearson"], "start": True}
+    info["kept"] = kept
+    if schedule.select == "loss":
+        info["best_val_loss"] = score
+    check_finite(module.model, score if schedule.select == "loss" else None)
     return module.model.cpu().eval(), info
 
 
@@ -116,6 +133,38 @@ def source_pearson(head: torch.nn.Module, source: WindowSource, batch_windows: i
             masks = [m for _, _, m in items]
             metric.update(head(x).numpy(), y, None if masks[0] is None else np.stack(masks))
     return metric.pearson()
+
+
+def _ridge_valid_pearson(run, info: dict, track_ids: list[str]) -> float | None:
+    """The ridge baseline's valid mean Pearson on these tracks: the head's own ridge start, or a
+    ridge head of the run on the same tracks."""
+    if "ridge" in info:
+        scores = [v for v in info["ridge"]["valid_pearson"].values() if v is not None and np.isfinite(v)]
+        if scores:
+            return max(scores)
+    for name in run.heads():
+        meta = run.head_record(name)
+        if meta.config["train"]["model"] == "ridge" and meta.key.get("tracks") == track_ids:
+            return meta.stats.get("pearson_mean", {}).get("valid")
+    return None
+
+
+def training_summary(info: dict, valid_pearson: float | None, ridge: float | None) -> list[str]:
+    """What happened, in lines: steps, the epoch kept, and warnings a user must see."""
+    if "schedule" not in info:
+        return []
+    schedule, kept = info["schedule"], info["kept"]
+    where = "its ridge start (training did not improve on it)" if kept.get("start") else \
+        f"epoch {kept['epoch']} (step {kept['step']})"
+    lines = [f"{info['steps']} optimizer steps ({schedule['recipe']} recipe: batch {schedule['batch_size']}, "
+             f"lr {schedule['lr']:g} {schedule['decay']}, kept on validation {schedule['select']}); kept {where}"]
+    if info["steps"] < FEW_STEPS:
+        lines.append(f"warning: only {info['steps']} optimizer steps: the head may be undertrained; more train "
+                     "windows, or --recipe auto / --steps, give it more")
+    if ridge is not None and valid_pearson is not None and valid_pearson < ridge - 0.005:
+        lines.append(f"warning: valid mean Pearson {valid_pearson:.3f} is below the ridge baseline's {ridge:.3f}; "
+                     "try --model ridge, --init ridge or more steps")
+    return lines
 
 
 def train_key(config: RunConfig, run, track_ids: list[str]) -> dict:
@@ -172,9 +221,11 @@ def train_head(config: RunConfig | Path | str, force: bool = False, progress: bo
             },
         }
         save_head(folder, module, metadata)
-        summary = ", ".join(f"{s} {v:.3f}" for s, v in metadata["metrics"]["pearson_mean"].items())
-        print(f"train: head {cfg.head!r} ({cfg.model}, {cfg.loss}, {len(track_index)} tracks) mean Pearson {summary} "
-              f"-> {run.layout.head(cfg.head).path}")
+        means = metadata["metrics"]["pearson_mean"]
+        print(f"train: head {cfg.head!r} ({cfg.model}, {cfg.loss}, {len(track_index)} tracks) mean Pearson "
+              + ", ".join(f"{s} {v:.3f}" for s, v in means.items()) + f" -> {run.layout.head(cfg.head).path}")
+        for line in training_summary(info, means.get("valid"), _ridge_valid_pearson(run, info, track_ids)):
+            print(f"train: {line}")
         return {"training": info, **metadata["metrics"]}
 
     return run_stage(run.layout.head(cfg.head).path, train_key(config, run, track_ids), build, config, ("train",),

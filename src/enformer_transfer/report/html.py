@@ -58,7 +58,7 @@ th { background: #f3f3f3; cursor: pointer; position: sticky; top: 0; }
 td.text, th.text { text-align: left; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 12px; }
 img { max-width: 100%; } figure { margin: 1em 0; } figcaption { font-size: 12px; color: #555; }
-.small { font-size: 12px; color: #555; } #js-errors { color: #b00; }
+.small { font-size: 12px; color: #555; } #js-errors { color: #b00; } .warning { color: #a60; }
 </style>
 """
 
@@ -144,6 +144,8 @@ def render_report(run: Run, heads: list[str]) -> str:
                     row[key.replace("_mean", "").replace("_", " ")] = values[key]
             rows.append(row)
         parts.append(_table(pd.DataFrame(rows)))
+        for warning in summary.get("warnings", []):
+            parts.append(f"<p class='warning'>head {html.escape(head)}: {html.escape(warning)}</p>")
     parts.append("<p class='small'>Pearson: per track over all bins of all windows of a split pooled, "
                  "then the mean over tracks (the study's metric); baselines: the ridge head, the backbone's "
                  "best-matching own track chosen on valid (zero-shot), another run's head (compare run).</p>")
