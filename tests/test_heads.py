@@ -31,6 +31,16 @@ def test_study_loss_is_poisson_nll_with_log_input():
     assert torch.allclose(LOSSES["poisson"](pred, target), rate, atol=1e-6)
 
 
+def test_poisson_multinomial_at_total_weight_one_is_the_poisson_loss():
+    """Why the default total weight is Borzoi's 0.2: at 1 the two losses are the same function."""
+    from enformer_transfer.heads.losses import poisson, poisson_multinomial
+
+    pred = torch.rand(3, 16, 4, dtype=torch.float64) * 5 + 0.1
+    target = torch.poisson(torch.rand(3, 16, 4, dtype=torch.float64) * 5)
+    assert torch.allclose(poisson_multinomial(pred, target, total_weight=1.0), poisson(pred, target), atol=1e-5)
+    assert not torch.allclose(poisson_multinomial(pred, target), poisson(pred, target), atol=1e-3)
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_losses_ignore_masked_bins_and_prefer_the_truth(name):
     torch.manual_seed(0)

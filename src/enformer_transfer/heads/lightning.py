@@ -47,12 +47,17 @@ class ValidPearson(torchmetrics.Metric):
         self.syy += (w * y * y).sum(0)
         self.sxy += (w * x * y).sum(0)
 
-    def compute(self) -> torch.Tensor:
+    def per_track(self) -> torch.Tensor:
+        """Per-track Pearson (NaN where a track has no variance)."""
         n = self.n.clamp(min=1)
         cov = self.sxy / n - self.sx * self.sy / n**2
         var = (self.sxx / n - (self.sx / n) ** 2) * (self.syy / n - (self.sy / n) ** 2)
         r = cov / var.clamp(min=0).sqrt()
-        r = r[torch.isfinite(r) & (var > 0)]
+        return torch.where(torch.isfinite(r) & (var > 0), r, torch.full_like(r, float("nan")))
+
+    def compute(self) -> torch.Tensor:
+        r = self.per_track()
+        r = r[torch.isfinite(r)]
         return r.mean() if len(r) else torch.tensor(float("nan"), dtype=torch.float64)
 
 

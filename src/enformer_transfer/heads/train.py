@@ -75,9 +75,10 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
     monitor, mode = ("val_pearson", "max") if schedule.select == "pearson" else ("val_loss", "min")
     checkpoints = ModelCheckpoint(dirpath=folder.checkpoints, filename="best", monitor=monitor, mode=mode,
                                   save_top_k=1, save_last=True)
-    stopper = EarlyStopping(monitor=monitor, min_delta=schedule.min_delta, patience=schedule.patience, mode=mode)
+    stopper = EarlyStopping(monitor=monitor, min_delta=schedule.min_delta, patience=schedule.patience, mode=mode,
+                            check_on_train_epoch_end=False)
     trainer = L.Trainer(
-        max_epochs=schedule.max_epochs, max_steps=schedule.steps if schedule.recipe == "auto" else -1,
+        max_epochs=schedule.max_epochs, limit_train_batches=min(schedule.steps_per_epoch, schedule.steps),
         check_val_every_n_epoch=schedule.val_every,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy="ddp" if world > 1 else "auto", precision=LIGHTNING_PRECISION[precision],
