@@ -120,6 +120,8 @@ STAGES = (
     # command, config sections with flags, library function, help
     ("embed", ["embed"], ".backbone.embed:embed_run", "Enformer's trunk over every window -> RUN_DIR/embeddings"),
     ("train", ["train"], ".heads.train:train_head", "train a head on the stored embeddings -> RUN_DIR/heads/NAME"),
+    ("finetune", ["finetune"], ".finetune.train:finetune",
+     "fine-tune trunk + head from sequence, starting from a trained head -> RUN_DIR/heads/NAME"),
     ("evaluate", ["evaluate"], ".evaluation.evaluate:evaluate_head",
      "predict every window of each split with a head and score it -> RUN_DIR/evaluation/NAME"),
     ("predict", ["predict"], ".evaluation.predict:predict",
@@ -320,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--calibrate-batches", type=int, default=2,
                    help="batches of random DNA that set the BatchNorm statistics (0: none)")
     b.set_defaults(func=cmd_backbone_init)
+    b = bsub.add_parser("pretrain", help="train a small Enformer from random weights on a run's tracks -> a backbone folder")
+    b.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run with a dataset of the pretraining tracks")
+    _add_common(b, "TOML run config (default: RUN_DIR/config.toml)")
+    _add_section_flags(b, ["pretrain"])
+    b.set_defaults(func=_stage_handler(".finetune.train:pretrain_backbone"))
     return parser
 
 

@@ -186,6 +186,54 @@ class TrainConfig(_Section):
         return _PRECISION_ALIASES.get(str(value), value)
 
 
+class FinetuneConfig(_Section):
+    """Stage finetune: trunk + head trained end to end from sequence, starting from a trained
+    frozen head (linear probe, then fine-tune). Settings left empty come from the data's size."""
+
+    head: str = Field("finetuned", description="name of the fine-tuned model (folder RUN_DIR/heads/NAME)")
+    from_head: str = Field("default", description="the trained frozen head to start from (its tracks and loss)")
+    trainable: str = Field("lora", description="what adapts: lora (low-rank adapters), last:K (the last K "
+                                               "transformer blocks and final layers) or all")
+    lora_rank: int = Field(8, gt=0, description="rank of the LoRA adapters")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling (alpha / rank multiplies the adapters)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate (auto: 1e-3 for lora, 1e-4 otherwise)")
+    head_lr: float | None = Field(None, gt=0, description="learning rate of the head (auto: a tenth of --lr)")
+    batch_size: int = Field(2, gt=0, description="windows per batch per device")
+    steps: int | None = Field(None, gt=0, description="optimizer steps (auto: max(200, 10 epochs))")
+    max_epochs: int | None = Field(None, gt=0, description="maximum epochs (auto: enough for the steps)")
+    patience: int | None = Field(None, ge=0, description="validations without improvement before stopping "
+                                                         "(auto: a fifth of them)")
+    augment: bool = Field(True, description="reverse-complement and shift the inputs (targets follow)")
+    max_shift: int = Field(3, ge=0, description="largest input shift in bp")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto", description="activation checkpointing of the trunk (auto: on GPU)")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field("auto", description="several devices: ddp (auto) or fsdp")
+    accelerator: str = Field("auto", description="lightning accelerator")
+    devices: int = Field(1, gt=0, description="devices per node")
+    num_nodes: int = Field(1, gt=0, description="nodes")
+    loader_workers: int = Field(2, ge=0, description="DataLoader workers reading sequence and targets")
+
+
+class PretrainConfig(_Section):
+    """``backbone pretrain``: a small Enformer trained from random weights on a run's tracks, written
+    as a backbone folder (its own output head predicts those tracks)."""
+
+    out: Path | None = _path_field("backbone folder to write (config.json + pytorch_model.bin)")
+    tracks_where: str | None = Field(None, description="pretrain on tracks matching this pandas query")
+    dim: int = Field(48, gt=0, description="model width")
+    depth: int = Field(1, gt=0, description="transformer blocks")
+    heads: int = Field(2, gt=0, description="attention heads")
+    attn_dim_key: int = Field(16, gt=0, description="attention key size")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate (warm-up, cosine decay)")
+    batch_size: int = Field(4, gt=0, description="windows per batch")
+    steps: int = Field(600, gt=0, description="optimizer steps")
+    augment: bool = Field(True, description="reverse-complement and shift the inputs")
+    accelerator: str = Field("auto", description="lightning accelerator")
+    devices: int = Field(1, gt=0, description="devices")
+    loader_workers: int = Field(1, ge=0, description="DataLoader workers")
+
+
 class EvaluateConfig(_Section):
     """Stage evaluate: a head's predictions for every window of each split, stored and scored."""
 
@@ -248,6 +296,8 @@ class RunConfig(_Section):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     weights: WeightsConfig = Field(default_factory=WeightsConfig)
@@ -258,7 +308,7 @@ class RunConfig(_Section):
 # Sections of stages a run has many of (heads, evaluations, analyses, each by name): a command on a
 # run starts them from their defaults, never from the settings of the previous such command in
 # RUN_DIR/config.toml (train --head b must not inherit --tracks-where of train --head a).
-PER_COMMAND_SECTIONS = ("train", "evaluate", "predict", "weights", "dar", "report")
+PER_COMMAND_SECTIONS = ("train", "finetune", "pretrain", "evaluate", "predict", "weights", "dar", "report")
 
 SECTIONS: dict[str, type[_Section]] = {
     name: field.annotation for name, field in RunConfig.model_fields.items()

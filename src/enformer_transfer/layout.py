@@ -72,7 +72,12 @@ class EmbeddingsFolder(StageFolder):
 
 
 class HeadFolder(StageFolder):
+    """A trained head; a fine-tuned model also holds its adapted trunk (``trunk/``, the
+    enformer-pytorch format) and, for LoRA, the adapters alone."""
+
     model = property(lambda self: self.path / "head.pt")
+    trunk = property(lambda self: self.path / "trunk")
+    adapters = property(lambda self: self.path / "adapters.safetensors")
     metadata = property(lambda self: self.path / "head.json")
     safetensors = property(lambda self: self.path / "head.safetensors")
     checkpoints = property(lambda self: self.path / "checkpoints")

@@ -10,21 +10,33 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..devices import autocast
 
 
 class SequenceModel(nn.Module):
-    """Trunk (one-hot (B, L, 4) -> embeddings (B, bins, dim)) followed by a head."""
+    """Trunk (one-hot (B, L, 4) -> embeddings (B, bins, dim)) followed by a head.
 
-    def __init__(self, trunk: nn.Module, head: nn.Module, precision: str = "fp32"):
+    ``checkpointing``: while training, keep only block boundaries of the trunk in memory.
+    BatchNorm statistics never train (``train()`` leaves BatchNorm layers in eval mode)."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module, precision: str = "fp32", checkpointing: bool = False):
         super().__init__()
         self.trunk = trunk
         self.head = head
         self.precision = precision
+        self.checkpointing = checkpointing
+
+    def train(self, mode: bool = True) -> SequenceModel:
+        super().train(mode)
+        freeze_batchnorm(self)
+        return self
 
     def embed(self, onehot: torch.Tensor) -> torch.Tensor:
         with autocast(onehot.device, self.precision):
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                return checkpointed_trunk(self.trunk, onehot)
             return self.trunk(onehot)
 
     def forward(self, onehot: torch.Tensor) -> torch.Tensor:
@@ -40,6 +52,28 @@ class SequenceModel(nn.Module):
         return np.concatenate(out) if out else np.zeros((0,), dtype=np.float32)
 
 
+def freeze_batchnorm(module: nn.Module) -> None:
+    """BatchNorm layers in eval mode (running statistics frozen), whatever mode the rest is in."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def checkpointed_trunk(trunk: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """The trunk's forward pass keeping only block boundaries in memory (recomputed in the
+    backward pass): the stem, each conv-tower block, each transformer block, the final layers."""
+    for module in trunk:
+        parts = list(module) if isinstance(module, nn.Sequential) and _is_stack(module) else [module]
+        for part in parts:
+            x = checkpoint(part, x, use_reentrant=False) if any(True for _ in part.parameters()) else part(x)
+    return x
+
+
+def _is_stack(module: nn.Sequential) -> bool:
+    """A tower or transformer (a Sequential of Sequential blocks), not a single block."""
+    return all(isinstance(child, nn.Sequential) for child in module) and len(module) > 1
+
+
 def load_sequence_model(run, head_name: str, device: str = "auto"):
     """The run's backbone (as embedded, weights verified) + head ``head_name`` on ``device``;
     returns (SequenceModel, Head)."""
@@ -47,7 +81,7 @@ def load_sequence_model(run, head_name: str, device: str = "auto"):
 
     target = resolve_device(device)
     head = run.head(head_name)
-    backbone = run.backbone(str(target))
+    enformer = head.load_trunk(str(target)) if head.finetuned else run.backbone(str(target)).model
     precision = run.embed_precision if target.type == "cuda" else "fp32"
-    model = SequenceModel(backbone.model.trunk, head.module.to(target), precision).eval()
+    model = SequenceModel(enformer.trunk, head.module.to(target), precision).eval()
     return model, head

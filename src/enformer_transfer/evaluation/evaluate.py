@@ -42,6 +42,7 @@ class EvaluationPlan:
     splits: list[str]
     ridge: str | None  # the ridge head used as baseline
     compare: Path | None  # the other run's per_track.csv
+    model: object = None  # the SequenceModel of a fine-tuned head (it runs from sequence)
 
     @property
     def settings(self) -> EvaluateConfig:
@@ -56,12 +57,13 @@ def plan_evaluation(config: RunConfig) -> EvaluationPlan:
     run = Run(config.run_dir)
     head = run.head(e.head)
     track_index = head.check_compatible(run)
-    embedded = run.embedded_splits
+    # a fine-tuned model runs from sequence: every split of the dataset can be evaluated
+    embedded = run.splits if head.finetuned else run.embedded_splits
     splits = e.splits or [s for s in ("test", "valid") if s in embedded] or embedded
     missing = [s for s in splits if s not in embedded]
     if missing:
         raise InputError(f"evaluate: split(s) {', '.join(missing)} were not embedded (embedded: {', '.join(embedded)})")
-    if "train" in splits and run.embedding_bins("train") is not None:
+    if "train" in splits and not head.finetuned and run.embedding_bins("train") is not None:
         raise InputError("evaluate: the train split kept only a fraction of its bins; evaluate valid/test")
     if e.enformer_targets is not None:
         if not e.enformer_targets.is_file():
@@ -85,7 +87,12 @@ def plan_evaluation(config: RunConfig) -> EvaluationPlan:
             raise InputError(f"--compare-run: {other.path} not finished; evaluate head {e.head!r} in "
                              f"{e.compare_run} first")
         compare = other.per_track
-    return EvaluationPlan(config, run, head, track_index, splits, ridge, compare)
+    model = None
+    if head.finetuned:
+        from ..backbone.model import load_sequence_model
+
+        model, _ = load_sequence_model(run, e.head)
+    return EvaluationPlan(config, run, head, track_index, splits, ridge, compare, model)
 
 
 def evaluation_key(plan: EvaluationPlan) -> dict:
@@ -113,14 +120,22 @@ def evaluate_head(config: RunConfig | Path | str, force: bool = False, progress:
                      config, ("evaluate",), force=force, what=f"evaluate {plan.settings.head!r}")
 
 
-def _windows_of(run: Run, split: str, head, track_index: np.ndarray):
-    """Yield (start, stop, predictions, observed, mask) over a split, a few windows at a time."""
-    emb = run.embeddings(split)
+def _windows_of(run: Run, split: str, head, track_index: np.ndarray, model=None):
+    """Yield (start, stop, predictions, observed, mask) over a split, a few windows at a time:
+    the head on the stored embeddings, or ``model`` (a fine-tuned trunk + head) from sequence."""
     targets = run.targets(split)
     masks = run.masks(split)
-    for start in range(0, emb.shape[0], WINDOWS_PER_STEP):
-        stop = min(emb.shape[0], start + WINDOWS_PER_STEP)
-        pred = head.predict(np.asarray(emb[start:stop]))
+    windows = run.windows(split)
+    emb = run.embeddings(split) if model is None else None
+    genome = run.genome() if model is not None else None
+    for start in range(0, len(windows), WINDOWS_PER_STEP):
+        stop = min(len(windows), start + WINDOWS_PER_STEP)
+        if model is None:
+            pred = head.predict(np.asarray(emb[start:stop]))
+        else:
+            x = np.stack([genome.one_hot(w.chrom, int(w.input_start), int(w.input_end), run.embed_config.pad_value)
+                          for w in windows.iloc[start:stop].itertuples()])
+            pred = model.predict(x)
         obs = np.asarray(targets[start:stop])[..., track_index]
         mask = None if masks is None else np.asarray(masks[start:stop])[..., track_index]
         yield start, stop, pred, obs, mask
@@ -133,14 +148,14 @@ def _evaluate(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> di
 
     rows, positions, summary = [], [], {"head": name, "splits": {}, "tool": "enformer-transfer"}
     checksums: dict[str, list[str]] = {}
-    bar = Progress(sum(run.embeddings(s).shape[0] for s in splits), f"evaluate {name}", enabled=progress)
+    bar = Progress(sum(len(run.windows(s)) for s in splits), f"evaluate {name}", enabled=progress)
     for split in splits:
-        n_windows = int(run.embeddings(split).shape[0])
+        n_windows = len(run.windows(split))
         # float32: float16 rounding flattens near-constant predictions into zero variance
         pred_store = store.create_array(out.predictions_store, split, (n_windows, n_bins, n_tracks),
                                         (1, n_bins, n_tracks), "float32")
         metrics = SplitMetrics(n_tracks, n_bins, n_windows, seed=0)
-        for start, stop, pred, obs, mask in _windows_of(run, split, head, track_index):
+        for start, stop, pred, obs, mask in _windows_of(run, split, head, track_index, plan.model):
             stored = pred.astype(np.float32)
             pred_store[start:stop] = stored
             checksums.setdefault(f"{out.predictions_store.name}/{split}", []).extend(store.checksum(w) for w in stored)

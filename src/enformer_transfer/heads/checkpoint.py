@@ -23,10 +23,37 @@ class Head:
 
     module: torch.nn.Module
     metadata: dict
+    folder: HeadFolder | None = None
 
     @property
     def name(self) -> str:
         return self.metadata["name"]
+
+    @property
+    def finetuned(self) -> bool:
+        """True for a model whose trunk was fine-tuned with it: it runs from sequence, and the
+        run's stored embeddings are stale for it."""
+        return self.metadata.get("finetune") is not None
+
+    def load_trunk(self, device: str = "cpu"):
+        """The fine-tuned Enformer (trunk weights recorded with the model), checked against the
+        fingerprints recorded when it was saved."""
+        from ..provenance import verify_fingerprint
+
+        if not self.finetuned or self.folder is None:
+            raise InputError(f"head {self.name!r} has no trunk of its own; it uses the run's backbone")
+        for recorded in self.metadata["finetune"]["trunk_files"]:
+            verify_fingerprint({**recorded, "path": str(self.folder.trunk / recorded["path"])},
+                               "a fine-tuned trunk file", f"fine-tune head {self.name!r} again")
+        from enformer_pytorch import Enformer
+        from enformer_pytorch.modeling_enformer import Attention
+
+        model = Enformer.from_pretrained(str(self.folder.trunk))
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.use_tf_gamma = self.metadata["backbone"].get("tf_gamma", False)
+        model.set_target_length(self.metadata["geometry"]["n_bins"])
+        return model.eval().to(device)
 
     @property
     def tracks(self) -> pd.DataFrame:
@@ -35,6 +62,9 @@ class Head:
     @torch.inference_mode()
     def predict(self, embeddings, batch_windows: int = 8) -> np.ndarray:
         """(..., dim) embeddings (NumPy, torch or a zarr array of windows) -> (..., tracks) float32."""
+        if self.finetuned:
+            raise InputError(f"head {self.name!r} was fine-tuned with its trunk: the stored embeddings are stale "
+                             "for it; predict from sequence (enformer_transfer.load_sequence_model)")
         self.module.eval()
         device = next(self.module.parameters()).device
         shape = embeddings.shape
@@ -102,4 +132,4 @@ def load_head(folder: HeadFolder | Path | str, device: str = "cpu") -> Head:
     meta = saved["metadata"]
     module = make_head(meta["model"], meta["dim"], meta["n_tracks"], meta.get("hidden", 256))
     module.load_state_dict(saved["state_dict"])
-    return Head(module.to(device).eval(), meta)
+    return Head(module.to(device).eval(), meta, folder)

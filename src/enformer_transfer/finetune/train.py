@@ -1,0 +1,405 @@
+"""Stage finetune, and ``backbone pretrain``: trunk + head trained end to end from sequence.
+
+``finetune`` starts from a trained frozen head (the standard two-stage recipe: linear probe,
+then fine-tune) and the run's backbone; what adapts is chosen with ``--trainable`` (adapt.py);
+windows come from the genome, targets from the dataset store, with reverse-complement and
+shift augmentation. Validation mean Pearson picks the kept checkpoint, and the model that
+started (the frozen head) is kept when fine-tuning does not beat it on valid. The result is a
+self-describing model in RUN_DIR/heads/NAME: the fine-tuned trunk in the enformer-pytorch format
+(``trunk/``, loadable with ``Enformer.from_pretrained``), the LoRA adapters alone, the head
+(``head.pt``, ``head.safetensors``) and its provenance.
+
+``backbone pretrain`` trains a randomly initialised small Enformer on a run's tracks with the
+same machinery (everything trains, BatchNorm included) and writes it as a backbone folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..backbone.model import SequenceModel, freeze_batchnorm
+from ..config import RunConfig, as_config
+from ..data.targets_table import select_tracks
+from ..devices import resolve_device
+from ..errors import InputError
+from ..fs import write_text_atomic
+from ..heads.checkpoint import save_head
+from ..heads.schedule import Schedule
+from ..layout import HeadFolder
+from ..metrics import PearsonPerTrack
+from ..provenance import file_fingerprint
+from ..run import Run
+from ..stage import run_stage
+from .adapt import adapt, adapter_state, merge_adapters, parse_trainable
+from .data import SequenceWindows, sequence_loader, strand_partners
+
+log = logging.getLogger("enformer_transfer")
+
+LIGHTNING_PRECISION = {"fp32": "32-true", "fp16": "16-mixed", "bf16": "bf16-mixed"}
+
+
+def finetune_schedule(cfg, n_windows: int, world: int, lora: bool) -> Schedule:
+    """Steps, warm-up and cosine decay for fine-tuning: max(200 steps, 10 epochs) by default."""
+    per_epoch = max(1, math.ceil(n_windows / (cfg.batch_size * world)))
+    if cfg.max_epochs is not None:
+        epochs = cfg.max_epochs
+        steps = cfg.steps or epochs * per_epoch
+    else:
+        steps = cfg.steps or max(200, 10 * per_epoch)
+        epochs = max(1, math.ceil(steps / per_epoch))
+    val_every = max(1, epochs // 30)
+    patience = cfg.patience if cfg.patience is not None else max(3, (epochs // val_every) // 5)
+    lr = cfg.lr or (1e-3 if lora else 1e-4)
+    return Schedule("finetune", cfg.batch_size, epochs, steps, per_epoch, lr, max(1, steps // 20), "cosine",
+                    "pearson", patience, 0.0, "frozen head", val_every)
+
+
+HARM = 0.01  # a fine-tuned model may not leave a track more than this below where it started
+
+
+def _sequence_module(model: SequenceModel, n_tracks: int, loss_name: str, schedule: Schedule,
+                     lrs: tuple[float, float], data: dict, workers: int, seed: int, freeze_bn: bool = True,
+                     start: np.ndarray | None = None):
+    import lightning as L
+
+    from ..heads.lightning import ValidPearson
+    from ..heads.losses import LOSSES
+
+    class SequenceModule(L.LightningModule):
+        """Trunk + head trained from sequence."""
+
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.loss_fn = LOSSES[loss_name]
+            self.val_pearson = ValidPearson(n_tracks)
+            self.epoch_loss = [0.0, 0]
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            if freeze_bn:
+                freeze_batchnorm(self.model)
+            return self
+
+        def on_train_epoch_start(self) -> None:
+            self.epoch_loss = [0.0, 0]
+
+        def training_step(self, batch, _):
+            loss = self.loss_fn(self.model(batch["x"]), batch["y"], batch.get("mask"))
+            self.epoch_loss[0] += float(loss.detach())
+            self.epoch_loss[1] += 1
+            self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]), sync_dist=True)
+            return loss
+
+        def validation_step(self, batch, _):
+            pred = self.model(batch["x"])
+            self.log("val_loss", self.loss_fn(pred, batch["y"], batch.get("mask")), on_epoch=True,
+                     batch_size=len(batch["x"]), sync_dist=True)
+            self.val_pearson.update(pred, batch["y"], batch.get("mask"))
+            self.log("val_pearson", self.val_pearson, on_epoch=True, batch_size=len(batch["x"]))
+
+        def on_validation_epoch_end(self) -> None:
+            # the kept checkpoint: the best mean validation Pearson among those that leave no track
+            # more than HARM below where it started (a heavy penalty otherwise)
+            r = self.val_pearson.per_track().cpu().numpy()
+            score = float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")
+            if start is not None:
+                worse = np.nan_to_num(r, nan=-1.0) < start - HARM
+                score -= float(worse.any())
+            self.log("val_score", score)
+
+        def configure_optimizers(self):
+            head = [p for p in self.model.head.parameters() if p.requires_grad]
+            trunk = [p for p in self.model.trunk.parameters() if p.requires_grad]
+            groups = [{"params": trunk, "lr": lrs[0]}] + ([{"params": head, "lr": lrs[1]}] if head else [])
+            optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+        def _loader(self, split: str):
+            epoch = (lambda: self.trainer.fit_loop.epoch_progress.current.processed) if split == "train" else None
+            return sequence_loader(data[split], schedule.batch_size, workers, split == "train", seed,
+                                   self.trainer.global_rank, self.trainer.world_size, epoch)
+
+        def train_dataloader(self):
+            return self._loader("train")
+
+        def val_dataloader(self):
+            return self._loader("valid")
+
+    return SequenceModule()
+
+
+def fit_sequence_model(model: SequenceModel, loss: str, schedule: Schedule, lrs: tuple[float, float], data: dict,
+                       folder: HeadFolder, cfg, seed: int, progress: bool, freeze_bn: bool = True,
+                       start: np.ndarray | None = None) -> dict:
+    """Lightning over sequence windows: the schedule, checkpoints (atomic, resumable), the epoch
+    log, early stopping and the kept checkpoint on validation Pearson. Leaves the kept weights in
+    ``model``; returns training facts."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from ..heads.lightning import AtomicCheckpointIO, EpochLog, resume_checkpoint
+
+    import warnings
+
+    # BatchNorm layers stay in eval mode on purpose (frozen statistics)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    L.seed_everything(seed, workers=True, verbose=False)
+    n_tracks = len(data["train"].track_index)
+    module = _sequence_module(model, n_tracks, loss, schedule, lrs, data, cfg.loader_workers, seed, freeze_bn,
+                              None if start is None else np.nan_to_num(start, nan=-1.0))
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if torch.cuda.is_available() else "fp32")
+    world = cfg.devices * getattr(cfg, "num_nodes", 1)
+    strategy = getattr(cfg, "strategy", "auto")
+    strategy = ("fsdp" if strategy == "fsdp" else "ddp") if world > 1 else "auto"
+    checkpoints = ModelCheckpoint(dirpath=folder.checkpoints, filename="best", monitor="val_score", mode="max",
+                                  save_top_k=1, save_last=True)
+    stopper = EarlyStopping(monitor="val_score", patience=schedule.patience, mode="max", check_on_train_epoch_end=False)
+    trainer = L.Trainer(
+        max_epochs=schedule.max_epochs, limit_train_batches=min(schedule.steps_per_epoch, schedule.steps),
+        check_val_every_n_epoch=schedule.val_every,
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=getattr(cfg, "num_nodes", 1), strategy=strategy,
+        precision=LIGHTNING_PRECISION[precision], callbacks=[EpochLog(folder.metrics), checkpoints, stopper],
+        plugins=[AtomicCheckpointIO()], logger=TensorBoardLogger(folder.path, name="logs", version=""),
+        deterministic=False, enable_progress_bar=progress, enable_model_summary=False,
+        use_distributed_sampler=False, num_sanity_val_steps=0, log_every_n_steps=1,
+    )
+    resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.checkpoints / "last.ckpt"
+    if resume is not None:
+        log.info("%s: resuming from %s", folder.path.name, resume)
+    trainer.fit(module, ckpt_path=str(resume) if resume is not None and resume.exists() else None)
+    if not checkpoints.best_model_path:  # no validation ran: nothing to choose from
+        kept = {"epoch": int(trainer.current_epoch), "step": int(trainer.global_step), "val_pearson": None}
+        return {"schedule": schedule.as_dict(), "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+                "stopped_early": False, "precision": precision, "world_size": trainer.world_size,
+                "rank": trainer.global_rank, "kept": kept}
+    best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(best["state_dict"])
+    score = float(checkpoints.best_model_score) if checkpoints.best_model_score is not None else None
+    return {"schedule": schedule.as_dict(), "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+            "stopped_early": bool(stopper.stopped_epoch), "precision": precision, "world_size": trainer.world_size,
+            "rank": trainer.global_rank, "kept": {"epoch": int(best["epoch"]), "step": int(best["global_step"]),
+                                                   "val_score": score}}
+
+
+def sequence_pearson(model: SequenceModel, dataset: SequenceWindows, batch_size: int = 2) -> np.ndarray:
+    """Per-track Pearson of a sequence model over a split's windows (all bins pooled)."""
+    device = next(model.parameters()).device
+    metric = PearsonPerTrack(len(dataset.track_index))
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+            x = torch.stack([it["x"] for it in items]).to(device)
+            y = np.stack([it["y"].numpy() for it in items])
+            mask = np.stack([it["mask"].numpy() for it in items]) if "mask" in items[0] else None
+            metric.update(model(x).float().cpu().numpy(), y, mask)
+    return metric.pearson()
+
+
+def _windows(run: Run, split: str, track_index, augment: bool, cfg, seed: int) -> SequenceWindows:
+    genome = run.genome()
+    return SequenceWindows(genome.path, genome.names.mode, run.windows(split), run.targets(split), run.masks(split),
+                           track_index, run.embed_config.pad_value if _has_embeddings(run) else 0.25,
+                           augment=augment, max_shift=getattr(cfg, "max_shift", 3),
+                           partners=strand_partners(run.tracks.iloc[track_index].reset_index(drop=True)), seed=seed)
+
+
+def _has_embeddings(run: Run) -> bool:
+    try:
+        run.embeddings_record  # noqa: B018
+        return True
+    except InputError:
+        return False
+
+
+def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
+    """Fine-tune ``finetune.from_head`` with its trunk into RUN_DIR/heads/``finetune.head``."""
+    config = as_config(config)
+    f = config.finetune
+    if config.run_dir is None:
+        raise InputError("finetune: no run directory given")
+    if not f.head.replace("-", "").replace("_", "").isalnum():
+        raise InputError(f"finetune: model name {f.head!r} must be letters, digits, '-' or '_'")
+    mode, _ = parse_trainable(f.trainable)
+    run = Run(config.run_dir)
+    frozen = run.head(f.from_head)
+    if frozen.finetuned or frozen.metadata["model"] != "linear":
+        raise InputError(f"finetune: start from a trained linear head (the linear probe); {f.from_head!r} is "
+                         f"{'a fine-tuned model' if frozen.finetuned else 'a ' + frozen.metadata['model'] + ' head'}")
+    for split in ("train", "valid"):
+        if split not in run.splits:
+            raise InputError(f"finetune: the dataset has no {split} split")
+    track_index = frozen.check_compatible(run)
+    settings = f.model_dump(mode="json", exclude={"head", "loader_workers", "accelerator", "devices", "num_nodes",
+                                                  "strategy", "checkpointing"})
+    key = {"from_head": run.head_record(f.from_head).key_digest, "dataset": run.dataset_record.key_digest,
+           "backbone": run.embeddings_record.key["backbone"], "finetune": settings, "seed": config.seed}
+
+    def build(work: Path, state: str) -> dict:
+        folder = HeadFolder(work)
+        device = resolve_device("auto")
+        enformer = adapt(run.backbone("cpu").model, f.trainable, f.lora_rank, f.lora_alpha)
+        checkpointing = f.checkpointing == "on" or (f.checkpointing == "auto" and device.type == "cuda")
+        precision = f.precision if f.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+        head = copy.deepcopy(frozen.module).train()
+        model = SequenceModel(enformer.trunk, head, precision, checkpointing)
+        data = {"train": _windows(run, "train", track_index, f.augment, f, config.seed),
+                "valid": _windows(run, "valid", track_index, False, f, config.seed)}
+        world = f.devices * f.num_nodes
+        schedule = finetune_schedule(f, len(data["train"]), world, mode == "lora")
+        start = sequence_pearson(model, data["valid"])
+        model.train()
+        info = fit_sequence_model(model, frozen.metadata["loss"], schedule, (schedule.lr, f.head_lr or schedule.lr / 10),
+                                  data, folder, f, config.seed, progress, start=start)
+        if info.pop("rank", 0) != 0:
+            return {}
+        info["start_valid_pearson"] = float(np.nanmean(start))
+        if info["kept"]["val_score"] is None or info["start_valid_pearson"] >= info["kept"]["val_score"]:
+            log.warning("finetune %r: no validation improvement over the frozen head %r; the frozen head's weights "
+                        "are kept", f.head, f.from_head)
+            enformer = run.backbone("cpu").model
+            model = SequenceModel(enformer.trunk, copy.deepcopy(frozen.module), precision)
+            mode_kept = "frozen"
+        else:
+            mode_kept = mode
+            if mode == "lora":
+                adapters = adapter_state(enformer)
+                from safetensors.torch import save_file
+
+                from ..fs import atomic_path
+
+                with atomic_path(folder.adapters) as tmp:
+                    save_file(adapters, str(tmp))
+                enformer = merge_adapters(enformer)
+        change = _track_changes(run, model, frozen, track_index, config.seed)
+        _save_model(folder, enformer, model.head, frozen, f, info, change, mode_kept, run)
+        worse = [row for row in change if row["change"] is not None and row["change"] < -0.01]
+        print(f"finetune: {f.head!r} ({f.trainable}, from {f.from_head!r}, {len(track_index)} tracks): test mean "
+              f"Pearson {_mean([r['frozen'] for r in change]):.3f} -> {_mean([r['finetuned'] for r in change]):.3f} "
+              f"after {info['steps']} steps -> {run.layout.head(f.head).path}")
+        if worse:
+            log.warning("finetune %r: %d track(s) more than 0.01 below the frozen head on test: %s", f.head,
+                        len(worse), ", ".join(f"{r['identifier']} {r['change']:+.3f}" for r in worse[:5]))
+        return {"training": info, "tracks_worse_than_frozen": len(worse)}
+
+    return run_stage(run.layout.head(f.head).path, key, build, config, ("finetune",), force=force,
+                     what=f"finetune {f.head!r}")
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _track_changes(run: Run, model: SequenceModel, frozen, track_index, seed: int) -> list[dict]:
+    """Per track: test Pearson of the frozen head (as trained) and of the fine-tuned model."""
+    ids = [t["identifier"] for t in frozen.metadata["tracks"]]
+    before = frozen.metadata["metrics"]["pearson"].get("test")
+    if "test" not in run.splits or before is None:
+        return [{"identifier": i, "frozen": None, "finetuned": None, "change": None} for i in ids]
+    after = sequence_pearson(model, _windows(run, "test", track_index, False, run.config.finetune, seed))
+    rows = []
+    for ident, b, a in zip(ids, before, after, strict=True):
+        a = None if np.isnan(a) else float(a)
+        rows.append({"identifier": ident, "frozen": b, "finetuned": a,
+                     "change": None if a is None or b is None else a - b})
+    return rows
+
+
+def _save_model(folder: HeadFolder, enformer, head, frozen, f, info: dict, change: list[dict], mode: str,
+                run: Run) -> None:
+    """trunk/ (enformer-pytorch format), head.pt + head.safetensors + head.json with provenance."""
+    from ..fs import atomic_folder
+
+    for p in enformer.parameters():
+        p.requires_grad_(True)
+    with atomic_folder(folder.trunk, force=True) as tmp:
+        enformer.save_pretrained(str(tmp), safe_serialization=False)  # safetensors fails: shared trunk tensors
+    # recorded by name: the model folder is renamed into place (and may be moved with its run)
+    trunk_files = [{**file_fingerprint(p), "path": p.name} for p in sorted(folder.trunk.iterdir()) if p.is_file()]
+    metadata = {**frozen.metadata, "name": f.head,
+                "finetune": {"from_head": f.from_head, "trainable": f.trainable, "kept": mode,
+                             "lora_rank": f.lora_rank, "lora_alpha": f.lora_alpha, "trunk_files": trunk_files,
+                             "settings": f.model_dump(mode="json"), "track_change_test": change},
+                "training": info,
+                "metrics": {"pearson_mean": {"test": _mean([r["finetuned"] for r in change])},
+                            "pearson": {"test": [r["finetuned"] for r in change]}}}
+    save_head(folder, head.cpu().eval(), metadata)
+    write_text_atomic(folder.path / "track_change.json", json.dumps(change, indent=2))
+
+
+def pretrain_backbone(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
+    """``backbone pretrain``: a small Enformer trained from random weights on a run's tracks,
+    written as a backbone folder (default RUN_DIR/pretrained-backbone) whose human head predicts them."""
+    from enformer_pytorch import Enformer, EnformerConfig
+
+    from ..backbone.load import calibrate_batchnorm
+
+    config = as_config(config)
+    p = config.pretrain
+    if config.run_dir is None:
+        raise InputError("backbone pretrain: no run directory given (--run RUN_DIR)")
+    run = Run(config.run_dir)
+    track_index = select_tracks(run.tracks, p.tracks_where)
+    g = run.geometry
+    pool = int(round(math.log2(g.bin_size)))
+    if 2**pool != g.bin_size:
+        raise InputError(f"backbone pretrain: bin_size {g.bin_size} is not a power of two")
+    if (p.dim // p.heads) % 6 or p.dim % p.heads or p.dim % 4:
+        raise InputError(f"backbone pretrain: dim / heads must be a whole multiple of 6 (dim {p.dim}, heads {p.heads})")
+    folder = p.out or run.path / "pretrained-backbone"
+    key = {"dataset": run.dataset_record.key_digest, "tracks": list(run.tracks["identifier"].iloc[track_index]),
+           "pretrain": p.model_dump(mode="json", exclude={"out", "loader_workers", "accelerator", "devices"}),
+           "seed": config.seed}
+
+    def build(work: Path, state: str) -> dict:
+        out = HeadFolder(work)
+        torch.manual_seed(config.seed)
+        enformer = Enformer(EnformerConfig(
+            dim=p.dim, depth=p.depth, heads=p.heads, attn_dim_key=p.attn_dim_key, num_downsamples=pool,
+            target_length=g.n_bins, dim_divisible_by=128 if p.dim % 128 == 0 else p.dim // 4,
+            output_heads={"human": len(track_index)}))
+        calibrate_batchnorm(enformer, g.n_bins, pool, 2)
+        model = SequenceModel(enformer.trunk, enformer.heads["human"], "fp32")
+        data = {"train": _windows(run, "train", track_index, p.augment, p, config.seed),
+                "valid": _windows(run, "valid", track_index, False, p, config.seed)}
+        per_epoch = max(1, math.ceil(len(data["train"]) / p.batch_size))
+        epochs = max(1, math.ceil(p.steps / per_epoch))
+        schedule = Schedule("pretrain", p.batch_size, epochs, p.steps, per_epoch, p.lr, max(1, p.steps // 20),
+                            "cosine", "pearson", epochs, 0.0, "random", max(1, epochs // 20))
+        info = fit_sequence_model(model, "poisson", schedule, (p.lr, p.lr), data, out, _PretrainRuntime(p),
+                                  config.seed, progress, freeze_bn=False)
+        info.pop("rank", None)
+        model.eval()
+        if out.checkpoints.exists():  # only needed to resume; the backbone folder holds the weights
+            shutil.rmtree(out.checkpoints)
+        enformer.save_pretrained(str(work), safe_serialization=False)
+        tracks = run.tracks.iloc[track_index]
+        write_text_atomic(work / "pretrain.json", json.dumps({
+            "tracks": list(tracks["identifier"]), "dataset": str(run.path), "valid_pearson": info["kept"]["val_score"],
+            "steps": info["steps"], "settings": p.model_dump(mode="json"), "seed": config.seed}, indent=2, default=str))
+        print(f"backbone pretrain: dim {p.dim}, {len(track_index)} tracks, {info['steps']} steps, valid mean Pearson "
+              f"{info['kept']['val_score']:.3f} -> {folder}")
+        return {"training": info, "tracks": len(track_index)}
+
+    return run_stage(folder, key, build, config, ("pretrain",), force=force, what="backbone pretrain")
+
+
+class _PretrainRuntime:
+    """The runtime settings fit_sequence_model reads, for pretraining (fp32, one node)."""
+
+    def __init__(self, p):
+        self.precision, self.accelerator, self.devices = "fp32", p.accelerator, p.devices
+        self.num_nodes, self.strategy, self.loader_workers = 1, "auto", p.loader_workers
+
