@@ -39,6 +39,16 @@ SUBCLASSES = {
 }
 CLUSTERS = {"L23_IT_1": "L23_IT", "Pvalb_2": "Pvalb", "Oligo_3": "Oligo"}
 
+# the demo's stand-in for Enformer's own tracks: accessibility driven by single motifs and pairs,
+# other combinations than the cell types' (the backbone is pretrained on these, never on those)
+PRETRAINING_TRACKS = {
+    **{f"{m}_only": {m: 6.0} for m in MOTIFS},
+    "NEUROD_SOX": {"NEUROD": 4.0, "SOX": 4.0},
+    "MEF2_OLIG": {"MEF2": 4.0, "OLIG": 4.0},
+    "DLX_CTCF": {"DLX": 4.0, "CTCF": 4.0},
+    "SOX_DLX": {"SOX": 3.0, "DLX": 5.0},
+}
+
 
 @dataclass
 class SyntheticData:
@@ -50,6 +60,8 @@ class SyntheticData:
     dar: Path
     bigwigs: list[Path]
     geometry: Geometry
+    pretrain_targets: Path | None = None  # tracks for pretraining a backbone (pretraining_tracks=...)
+    sites: dict | None = None  # chrom -> [(centre, motif)] of every planted motif
 
 
 def make_synthetic(
@@ -60,15 +72,22 @@ def make_synthetic(
     geometry: Geometry = DEMO_GEOMETRY,
     motif_spacing: int = 1500,
     step: int = 10,
+    motifs: dict[str, str] = MOTIFS,
+    subclasses: dict[str, tuple[str, dict[str, float]]] = SUBCLASSES,
+    clusters: dict[str, str] = CLUSTERS,
+    pretraining_tracks: dict[str, dict[str, float]] | None = None,
 ) -> SyntheticData:
-    """Write genome.fa, bigwigs/*.bw, metadata.csv, targets.tsv, windows.bed, blacklist.bed."""
-    import pybigtools
+    """Write genome.fa, bigwigs/*.bw, metadata.csv, targets.tsv, windows.bed, blacklist.bed, and
+    with ``pretraining_tracks`` (name -> motif weights) pretrain/targets.tsv with their BigWigs.
+
+    ``motifs`` are planted; ``subclasses`` (subclass -> class, motif weights) and ``clusters``
+    (cluster -> subclass) define the cell-type tracks at three levels."""
 
     out = Path(out_dir)
     (out / "bigwigs").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     chroms = [f"chr{i + 1}" for i in range(n_chroms)]
-    motif_names = list(MOTIFS)
+    motif_names = list(motifs)
 
     # genome with planted motifs
     seqs: dict[str, np.ndarray] = {}
@@ -79,7 +98,7 @@ def make_synthetic(
         pos = int(rng.integers(200, motif_spacing))
         while pos < chrom_length - 200:
             name = motif_names[int(rng.integers(len(motif_names)))]
-            motif = np.frombuffer(MOTIFS[name].encode(), dtype=np.uint8)
+            motif = np.frombuffer(motifs[name].encode(), dtype=np.uint8)
             seq[pos : pos + len(motif)] = motif
             chrom_sites.append((pos + len(motif) // 2, name))
             pos += int(rng.integers(motif_spacing // 2, 2 * motif_spacing))
@@ -97,40 +116,19 @@ def make_synthetic(
 
     # cell types: 3 classes, 6 subclasses, 3 clusters
     cell_types = []
-    for cls in dict.fromkeys(c for c, _ in SUBCLASSES.values()):
-        subs = [s for s, (c, _) in SUBCLASSES.items() if c == cls]
+    for cls in dict.fromkeys(c for c, _ in subclasses.values()):
+        subs = [s for s, (c, _) in subclasses.items() if c == cls]
         cell_types.append(("Class", cls, cls, "", "", subs, 1.0))
-    for sub, (cls, _) in SUBCLASSES.items():
+    for sub, (cls, _) in subclasses.items():
         cell_types.append(("Subclass", sub, cls, sub, "", [sub], 1.0))
-    for cluster, sub in CLUSTERS.items():
-        cell_types.append(("cluster", cluster, SUBCLASSES[sub][0], sub, cluster, [sub], float(rng.uniform(0.7, 1.3))))
+    for cluster, sub in clusters.items():
+        cell_types.append(("cluster", cluster, subclasses[sub][0], sub, cluster, [sub], float(rng.uniform(0.7, 1.3))))
 
-    x = np.arange(-300, 301)
-    peak = np.exp(-0.5 * (x / 120.0) ** 2)
     bigwigs, meta_rows = [], []
     for t, (level, name, cls, sub, cluster, members, gain) in enumerate(cell_types):
         path = out / "bigwigs" / f"{t:02d}_{name}.bw"
-        entries = []
-        for chrom in chroms:
-            signal = rng.gamma(2.0, 0.05, size=chrom_length // step).repeat(step)[:chrom_length]
-            signal = signal.astype(np.float64)
-            for center, motif in sites[chrom]:
-                weight = np.mean([SUBCLASSES[m][1].get(motif, 0.0) for m in members]) * gain
-                if weight == 0:
-                    continue
-                a, b = max(0, center - 300), min(chrom_length, center + 301)
-                signal[a:b] += weight * peak[a - (center - 300) : b - (center - 300)]
-            signal = rng.poisson(signal * 4) / 4.0  # count noise
-            runs = signal.reshape(-1, step).mean(axis=1)
-            uncovered = (0, 0)
-            if chrom == chroms[-1]:  # a stretch with no data, as in real BigWigs
-                uncovered = (chrom_length // 3 // step, chrom_length // 3 // step + 50)
-            for i, v in enumerate(runs):
-                if uncovered[0] <= i < uncovered[1]:
-                    continue
-                entries.append((chrom, i * step, (i + 1) * step, float(round(v, 4))))
-        writer = pybigtools.open(str(path), "w")
-        writer.write({c: chrom_length for c in chroms}, iter(entries))
+        weights = {m: np.mean([subclasses[s][1].get(m, 0.0) for s in members]) * gain for m in motif_names}
+        _write_track(path, weights, sites, chroms, chrom_length, step, rng)
         bigwigs.append(path)
         meta_rows.append({
             "identifier": path.stem, "level": level, "class": cls, "subclass": sub, "cluster": cluster,
@@ -144,7 +142,7 @@ def make_synthetic(
     dar_rows = []
     for chrom in chroms:
         for center, motif in sites[chrom]:
-            weights = {sub: w[motif] for sub, (_, w) in SUBCLASSES.items() if motif in w}
+            weights = {sub: w[motif] for sub, (_, w) in subclasses.items() if motif in w}
             best = sorted(weights.values(), reverse=True)
             if best and (len(best) == 1 or best[0] > best[1]):
                 top = max(weights, key=weights.get)
@@ -166,7 +164,51 @@ def make_synthetic(
         for tstart in range(geometry.context, chrom_length - T - geometry.context + 1, T):
             rows.append((chrom, tstart - crop, tstart + T + crop, split))
     pd.DataFrame(rows).to_csv(out / "windows.bed", sep="\t", header=False, index=False)
+    pretrain_targets = None
+    if pretraining_tracks:
+        pretrain_rng = np.random.default_rng([seed, 1])  # its own stream: the cell-type data stay the same
+        files = []
+        for t, (name, weights) in enumerate(pretraining_tracks.items()):
+            path = out / "pretrain" / "bigwigs" / f"{t:02d}_{name}.bw"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_track(path, weights, sites, chroms, chrom_length, step, pretrain_rng)
+            files.append(path)
+        table = build_targets_table(files, pd.DataFrame({"identifier": [f.stem for f in files],
+                                                         "description": [f"ATAC:{f.stem}" for f in files]}))
+        pretrain_targets = out / "pretrain" / "targets.tsv"
+        write_targets_table(table, pretrain_targets)
     return SyntheticData(
         out / "genome.fa", out / "targets.tsv", out / "windows.bed", out / "metadata.csv",
-        out / "blacklist.bed", out / "dar_subclass.csv", bigwigs, geometry,
+        out / "blacklist.bed", out / "dar_subclass.csv", bigwigs, geometry, pretrain_targets, sites,
     )
+
+
+_PEAK = np.exp(-0.5 * (np.arange(-300, 301) / 120.0) ** 2)
+
+
+def _write_track(path: Path, weights: dict[str, float], sites: dict, chroms: list[str], chrom_length: int,
+                 step: int, rng) -> None:
+    """A BigWig of background noise plus a peak of ``weights[motif]`` at every planted motif,
+    Poisson count noise, runs of ``step`` bp, and (last chromosome) a stretch without data."""
+    import pybigtools
+
+    entries = []
+    for chrom in chroms:
+        signal = rng.gamma(2.0, 0.05, size=chrom_length // step).repeat(step)[:chrom_length]
+        signal = signal.astype(np.float64)
+        for center, motif in sites[chrom]:
+            weight = weights.get(motif, 0.0)
+            if weight == 0:
+                continue
+            a, b = max(0, center - 300), min(chrom_length, center + 301)
+            signal[a:b] += weight * _PEAK[a - (center - 300) : b - (center - 300)]
+        signal = rng.poisson(signal * 4) / 4.0  # count noise
+        runs = signal.reshape(-1, step).mean(axis=1)
+        uncovered = (0, 0)
+        if chrom == chroms[-1]:  # a stretch with no data, as in real BigWigs
+            uncovered = (chrom_length // 3 // step, chrom_length // 3 // step + 50)
+        for i, v in enumerate(runs):
+            if uncovered[0] <= i < uncovered[1]:
+                continue
+            entries.append((chrom, i * step, (i + 1) * step, float(round(v, 4))))
+    pybigtools.open(str(path), "w").write({c: chrom_length for c in chroms}, iter(entries))

@@ -92,6 +92,11 @@ def _sequence_module(model: SequenceModel, n_tracks: int, loss_name: str, schedu
         def on_train_epoch_start(self) -> None:
             self.epoch_loss = [0.0, 0]
 
+        def on_train_batch_start(self, batch, batch_idx) -> None:
+            # dropout draws from the global generator: seeded by the step, a resumed run draws the
+            # same masks as an uninterrupted one
+            torch.manual_seed(seed * 1_000_003 + self.trainer.global_step)
+
         def training_step(self, batch, _):
             loss = self.loss_fn(self.model(batch["x"]), batch["y"], batch.get("mask"))
             self.epoch_loss[0] += float(loss.detach())
@@ -144,13 +149,13 @@ def fit_sequence_model(model: SequenceModel, loss: str, schedule: Schedule, lrs:
     """Lightning over sequence windows: the schedule, checkpoints (atomic, resumable), the epoch
     log, early stopping and the kept checkpoint on validation Pearson. Leaves the kept weights in
     ``model``; returns training facts."""
+    import warnings
+
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from ..heads.lightning import AtomicCheckpointIO, EpochLog, resume_checkpoint
-
-    import warnings
 
     # BatchNorm layers stay in eval mode on purpose (frozen statistics)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -249,6 +254,7 @@ def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool
     def build(work: Path, state: str) -> dict:
         folder = HeadFolder(work)
         device = resolve_device("auto")
+        torch.manual_seed(config.seed)  # the adapters' initial values
         enformer = adapt(run.backbone("cpu").model, f.trainable, f.lora_rank, f.lora_alpha)
         checkpointing = f.checkpointing == "on" or (f.checkpointing == "auto" and device.type == "cuda")
         precision = f.precision if f.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
