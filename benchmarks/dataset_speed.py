@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -137,17 +138,20 @@ def warm(paths: list[Path]) -> float:
     return time.time() - started
 
 
-def run_ours(run_dir: Path, genome: Path, targets: Path, windows: Path, workers: int | None) -> float:
+def run_ours(run_dir: Path, genome: Path, targets: Path, windows: Path, workers: int | None) -> tuple[float, float]:
+    """Seconds of the dataset command, end to end, and the CPU seconds of it and its workers."""
     cmd = [sys.executable, "-m", "enformer_transfer.cli", "dataset", "--out", str(run_dir), "--genome", str(genome),
            "--targets", str(targets), "--windows", str(windows), "--quiet"]
     if workers is not None:
         cmd += ["--workers", str(workers)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
     result = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.time() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         sys.exit(f"our dataset command failed:\n{result.stderr}")
-    return seconds
+    return seconds, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def main() -> None:
@@ -168,34 +172,41 @@ def main() -> None:
     genome, targets, windows = prepare(args.tmp, args.windows)
     hashing = warm([genome, targets, windows, *sorted((args.tmp / "bigwig").glob("*.bw"))])
     n = args.windows
+    load = os.getloadavg()[0]
 
-    times = []
+    times, cpu = [], []
     for i in range(args.repeat):
         run_dir = args.tmp / f"run_{n}_{i}"
         if run_dir.exists():
             import shutil
 
             shutil.rmtree(run_dir)
-        times.append(run_ours(run_dir, genome, targets, windows, args.workers))
+        seconds, cpu_seconds = run_ours(run_dir, genome, targets, windows, args.workers)
+        times.append(seconds)
+        cpu.append(cpu_seconds)
     ours_seconds = min(times)
+    ours_cpu = cpu[times.index(ours_seconds)]
     run = Run(run_dir)
     ours = np.concatenate([np.asarray(run.targets(s)) for s in run.splits])
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, numpy {np.__version__}")
+          f"python {platform.python_version()}, numpy {np.__version__}; load average before: {load:.2f} "
+          "(other work on the machine slows either way)")
     print(f"data: {n} windows x {N_BINS} bins x {N_TRACKS} bp-resolution BigWig tracks, one "
           f"{CHROM_LENGTH / 1e6:.0f}-Mb chromosome ({ROW_BP:,}-bp rows, {SEQ_LENGTH:,}-bp inputs)")
     print(f"input hashes (cached for later runs; not in the times below): {hashing:.2f} s")
     extra = f" (runs: {', '.join(f'{t:.2f}' for t in times)})" if len(times) > 1 else ""
-    print(f"ours (dataset command, end to end): {ours_seconds:7.2f} s  {n / ours_seconds:7.2f} windows/s{extra}")
+    print(f"ours (dataset command, end to end): {ours_seconds:7.2f} s  {n / ours_seconds:7.2f} windows/s  "
+          f"(CPU {ours_cpu:.1f} s, all processes){extra}")
     if args.skip_reference:
         return
     window_table = pd.concat([run.windows(s) for s in run.splits])
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     ref = reference_build(window_table, run.tracks, N_BINS, BIN_SIZE)
-    ref_seconds = time.time() - started
+    ref_seconds, ref_cpu = time.time() - started, time.process_time() - cpu_started
     equal = bool(np.array_equal(ours.view(np.uint16), ref.view(np.uint16)))
-    print(f"reference loop                    : {ref_seconds:7.2f} s  {n / ref_seconds:7.2f} windows/s")
+    print(f"reference loop                    : {ref_seconds:7.2f} s  {n / ref_seconds:7.2f} windows/s  "
+          f"(CPU {ref_cpu:.1f} s)")
     print(f"speed ratio end to end (reference / ours): {ref_seconds / ours_seconds:.2f}x")
     print(f"identical targets (bit for bit): {equal}")
     if not equal:

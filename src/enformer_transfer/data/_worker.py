@@ -1,4 +1,4 @@
-"""Dataset worker processes: read a chunk of windows from the BigWigs and bin them.
+"""Dataset worker processes: read chunks of windows from the BigWigs and bin them.
 
 Kept lean (NumPy, pybigtools) so spawned workers start fast.
 """
@@ -11,27 +11,46 @@ from .bigwig import CoverageReader
 from .transform import SHORT_RUNS, BaseValues, bin_window, chunk_summary, mean_run_length
 
 _WORKER: dict = {}
-# Most coverage bytes read at once: overlapping windows of a chunk are read as one span (each
-# base once) while tracks x span x 8 bytes stay under this.
+# Most coverage bytes held at once: overlapping windows are read as one span (each base once)
+# while tracks x span x 8 bytes stay under this.
 SPAN_BYTES = 128 << 20
 
 
 def init_worker(payload: dict) -> None:
     _WORKER.clear()
     _WORKER.update(payload)
-    _WORKER["reader"] = CoverageReader(payload["files"], payload["chrom_maps"])
-    _WORKER["coverage"] = np.empty(0)  # memory kept from span to span
+    reader = CoverageReader(payload["files"], payload["chrom_maps"])
+    _WORKER["coverage"] = RollingCoverage(reader, len(payload["files"]))
     _WORKER["base_values"] = BaseValues()
 
 
-def _read_span(chrom: str, start: int, end: int) -> np.ndarray:
-    """(tracks, end - start) coverage, NaN where uncovered, in the worker's kept memory."""
-    w = _WORKER
-    shape = (len(w["files"]), end - start)
-    if w["coverage"].size < shape[0] * shape[1]:
-        w["coverage"] = np.empty(shape[0] * shape[1])
-    out = w["coverage"][: shape[0] * shape[1]].reshape(shape)
-    return w["reader"].read(chrom, start, end, out=out, fill=np.nan)
+class RollingCoverage:
+    """Coverage of the latest span read, kept so that the next span, where it overlaps it (the
+    next windows along a chromosome), reads only its new bases; the memory is reused from span
+    to span (two buffers take turns)."""
+
+    def __init__(self, reader: CoverageReader, n_tracks: int):
+        self.reader = reader
+        self.n_tracks = n_tracks
+        self.chrom, self.start, self.end = None, 0, 0
+        self.data = np.empty((n_tracks, 0))
+        self._memory = [np.empty(0), np.empty(0)]
+
+    def read(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """(tracks, end - start) float64 coverage, NaN where uncovered."""
+        size = self.n_tracks * (end - start)
+        if self._memory[0].size < size:
+            self._memory[0] = np.empty(size)
+        out = self._memory[0][:size].reshape(self.n_tracks, end - start)
+        kept = 0
+        if chrom == self.chrom and self.start <= start < self.end:
+            kept = min(self.end, end) - start
+            out[:, :kept] = self.data[:, start - self.start : start - self.start + kept]
+        if kept < end - start:
+            self.reader.read(chrom, start + kept, end, out=out[:, kept:], fill=np.nan)
+        self._memory.reverse()
+        self.chrom, self.start, self.end, self.data = chrom, start, end, out
+        return out
 
 
 def spans(rows: list[tuple], n_tracks: int) -> list[tuple[str, int, int, list[int]]]:
@@ -55,18 +74,23 @@ def compute_chunks(chunks: list[list[tuple]]) -> list[tuple[np.ndarray, np.ndarr
     chunk's ``chunk_summary`` (so that the final pass need not read the chunk again).
 
     Consecutive chunks come together so that overlapping windows across chunk boundaries
-    share their reads (each base read and converted once per span)."""
+    share their reads and conversions."""
     rows = [row for chunk in chunks for row in chunk]
-    result = _compute_rows(rows)
+    targets, mask, uncovered_bins = _compute_rows(rows)
+    # pybigtools keeps every block it read in memory while a file is open (GBs over a chromosome,
+    # and time spent faulting in pages); the rolling span already holds what the next batch needs
+    _WORKER["coverage"].reader.close()
     out, first = [], 0
     for chunk in chunks:
-        out.append(result(first, first + len(chunk)))
-        first += len(chunk)
+        stop = first + len(chunk)
+        out.append((targets[first:stop], None if mask is None else mask[first:stop],
+                    uncovered_bins[first:stop].sum(axis=0), chunk_summary(targets[first:stop], _WORKER["top_k"])))
+        first = stop
     return out
 
 
-def _compute_rows(rows: list[tuple]):
-    """Bin every row; return a function of (first, stop) giving those rows' chunk result."""
+def _compute_rows(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Targets, uncovered-bin mask (or None) and uncovered bins per track of every row."""
     w = _WORKER
     n_bins, n_tracks = w["n_bins"], len(w["files"])
     targets = np.empty((len(rows), n_bins, n_tracks), dtype=np.float16)
@@ -74,7 +98,7 @@ def _compute_rows(rows: list[tuple]):
     uncovered_bins = np.zeros((len(rows), n_tracks), dtype=np.int64)
     settings = (n_bins, w["bin_size"], w["params"], w["order"], w["baseline_percentile"], w["clip_floor_zero"])
     for chrom, start, end, members in spans(rows, n_tracks):
-        cov = _read_span(chrom, start, end)
+        cov = w["coverage"].read(chrom, start, end)
         # bp-resolution coverage (runs of a few bases): convert each base once for all windows
         per_base = w["base_values"].load(cov) if mean_run_length(cov) < SHORT_RUNS else None
         for i in members:
@@ -87,8 +111,4 @@ def _compute_rows(rows: list[tuple]):
             uncovered_bins[i] = uncovered.sum(axis=0)
             if mask is not None:
                 mask[i] = uncovered
-    def result(first: int, stop: int):
-        return (targets[first:stop], None if mask is None else mask[first:stop],
-                uncovered_bins[first:stop].sum(axis=0), chunk_summary(targets[first:stop], w["top_k"]))
-
-    return result
+    return targets, mask, uncovered_bins

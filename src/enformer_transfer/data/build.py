@@ -249,7 +249,7 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=init_worker, initargs=(payload,)) as pool:
             pending = {}
-            for batch in batches:
+            for batch in _interleaved(batches, n_workers):
                 pending[pool.submit(compute_chunks, [job[4] for job in batch])] = batch
                 if len(pending) >= 2 * n_workers:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -290,6 +290,13 @@ def _batches(jobs: list[tuple], n_workers: int, window_bytes: int) -> list[list[
             out.append([job])
             filled = b - a
     return out
+
+
+def _interleaved(batches: list[list[tuple]], n_workers: int) -> list[list[tuple]]:
+    """Batches in turns from ``n_workers`` stripes of consecutive batches: while the workers take
+    turns, each walks along its own stripe and reads only the new bases of its next batch."""
+    stripes = [batches[i * len(batches) // n_workers : (i + 1) * len(batches) // n_workers] for i in range(n_workers)]
+    return [stripe[i] for i in range(len(stripes[-1])) for stripe in stripes if i < len(stripe)]
 
 
 def _write_batch(write, batch: list[tuple], results: list) -> None:
