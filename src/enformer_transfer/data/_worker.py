@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .bigwig import CoverageReader
-from .transform import SHORT_RUNS, BaseValues, bin_window, chunk_summary, mean_run_length
+from .transform import SHORT_RUNS, BaseValues, ChunkSummary, bin_window, mean_run_length
 
 _WORKER: dict = {}
 # Most coverage bytes held at once: overlapping windows are read as one span (each base once)
@@ -68,10 +68,10 @@ def spans(rows: list[tuple], n_tracks: int) -> list[tuple[str, int, int, list[in
     return out
 
 
-def compute_chunks(chunks: list[list[tuple]]) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray, dict]]:
+def compute_chunks(chunks: list[list[tuple]]) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray, ChunkSummary]]:
     """Per chunk of rows (chrom, row_start, row_end, crop, blacklist_slices): the targets, the
     uncovered-bin mask (when it is stored), the number of uncovered bins per track and the
-    chunk's ``chunk_summary`` (so that the final pass need not read the chunk again).
+    chunk's ``ChunkSummary`` (so that the final pass need not read the chunk again).
 
     Consecutive chunks come together so that overlapping windows across chunk boundaries
     share their reads and conversions."""
@@ -84,7 +84,7 @@ def compute_chunks(chunks: list[list[tuple]]) -> list[tuple[np.ndarray, np.ndarr
     for chunk in chunks:
         stop = first + len(chunk)
         out.append((targets[first:stop], None if mask is None else mask[first:stop],
-                    uncovered_bins[first:stop].sum(axis=0), chunk_summary(targets[first:stop], _WORKER["top_k"])))
+                    uncovered_bins[first:stop].sum(axis=0), ChunkSummary.of(targets[first:stop], _WORKER["top_k"])))
         first = stop
     return out
 

@@ -32,7 +32,7 @@ from . import store
 from ._worker import compute_chunks, init_worker
 from .bigwig import chrom_maps_for
 from .targets_table import read_targets_table, write_targets_table
-from .transform import TopValues, TrackParams, chunk_sums
+from .transform import ChunkSummary, TopValues, TrackParams, chunk_sums
 
 log = logging.getLogger("enformer_transfer")
 
@@ -233,7 +233,7 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
             masks[split][a:b] = mask
         # per-chunk counts and summary on disk first, so an interrupted build still has every chunk's
         write_bytes_atomic(folder.progress / f"uncovered-{split}-{chunk}.npy", _npy(uncovered_bins), fsync=False)
-        write_bytes_atomic(_summary_path(folder, split, chunk), _npz(summary), fsync=False)
+        write_bytes_atomic(_summary_path(folder, split, chunk), _npy(summary.to_array()), fsync=False)
         logs[split].add(chunk)
         bar.update(b - a)
 
@@ -312,16 +312,8 @@ def _npy(values: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _npz(arrays: dict[str, np.ndarray]) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
 def _summary_path(folder: DatasetFolder, split: str, chunk: int) -> Path:
-    return folder.progress / f"summary-{split}-{chunk}.npz"
+    return folder.progress / f"summary-{split}-{chunk}.npy"
 
 
 def _summary_top_k(q: float | None, n_values: int, chunk_values: int, n_tracks: int) -> int | None:
@@ -345,14 +337,11 @@ def _chunk_ranges(arr) -> list[tuple[int, int]]:
     return store.chunk_ranges(arr.shape[0], arr.chunks[0])
 
 
-def _read_summary(folder: DatasetFolder, split: str, chunk: int) -> dict[str, np.ndarray] | None:
+def _read_summary(folder: DatasetFolder, split: str, chunk: int) -> ChunkSummary | None:
     """The chunk's summary from the build; None when it has none (an import, or a chunk built
     before summaries existed): the chunk is then read."""
     path = _summary_path(folder, split, chunk)
-    if not path.exists():
-        return None
-    with np.load(path) as data:
-        return dict(data)
+    return ChunkSummary.from_array(np.load(path)) if path.exists() else None
 
 
 def _extreme_clip_thresholds(arrays: dict, summaries: dict, n_tracks: int, n_values: int, q: float) -> np.ndarray:
@@ -362,19 +351,19 @@ def _extreme_clip_thresholds(arrays: dict, summaries: dict, n_tracks: int, n_val
     for split, arr in arrays.items():
         for chunk, (a, b) in enumerate(_chunk_ranges(arr)):
             summary = summaries[split, chunk]
-            if summary is not None and "top" in summary and int(summary["top_k"]) == top.k:
-                top.add(summary["top"])
+            if summary is not None and summary.top_k == top.k:
+                top.add(summary.top)
             else:
                 top.add(np.asarray(arr[a:b]))
     return top.thresholds()
 
 
-def _clip_keeps(summary: dict[str, np.ndarray], thresholds: np.ndarray) -> bool:
+def _clip_keeps(summary: ChunkSummary, thresholds: np.ndarray) -> bool:
     """True when clipping the chunk to +/- thresholds leaves every value bit for bit as it is:
     each threshold finite and positive (a zero one turns -0.0 into +0.0) and the chunk's values
     inside [-t, t]. Then nothing is counted as clipped either."""
     lim = thresholds.astype(np.float32)
-    inside = ~(summary["high"] > lim) & ~(summary["low"] < -lim)
+    inside = ~(summary.high > lim) & ~(summary.low < -lim)
     return bool(np.all(np.isfinite(lim) & (lim > 0) & inside))
 
 
@@ -398,7 +387,7 @@ def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame
 
     The thresholds are saved before clipping so that an interrupted clip pass resumes with
     the same thresholds (clipping twice with them changes nothing). Chunks with a summary
-    from the build (``chunk_summary``) are neither read nor rewritten when the clip leaves
+    from the build (``ChunkSummary``) are neither read nor rewritten when the clip leaves
     them as they are (with 1e-7 of the values clipped, nearly every chunk).
     """
     n_tracks = len(tracks)
@@ -425,7 +414,7 @@ def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame
             summary = summaries[split, chunk]
             if summary is not None and (thresholds is None or (chunk not in done and
                                                                _clip_keeps(summary, thresholds))):
-                sums = (summary["sum"], summary["sum_sq"], summary["max"], int(summary["count"]))
+                sums = (summary.total, summary.total_sq, summary.maximum, summary.count)
             else:
                 values = np.asarray(arr[a:b])
                 counts_file = folder.progress / f"clip-{split}-{chunk}.npy"

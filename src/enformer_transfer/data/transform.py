@@ -397,15 +397,37 @@ def chunk_sums(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return v.sum(axis=0), (v * v).sum(axis=0), v.max(axis=0), len(v)
 
 
-def chunk_summary(values: np.ndarray, top_k: int | None) -> dict[str, np.ndarray]:
-    """What the final pass needs of a chunk, computed where the chunk is made: ``chunk_sums``,
-    the lowest and highest value per track (NaN ignored: a clip keeps NaN) and, with
-    ``top_k``, the top_k largest values per track (for a high percentile over all chunks)."""
-    total, total_sq, maximum, count = chunk_sums(values)
-    v32 = values.reshape(-1, values.shape[-1]).astype(np.float32)
-    summary = {"sum": total, "sum_sq": total_sq, "max": maximum, "count": np.int64(count),
-               "low": np.fmin.reduce(v32, axis=0), "high": np.fmax.reduce(v32, axis=0)}
-    if top_k is not None:
-        summary["top"] = largest(values, top_k)
-        summary["top_k"] = np.int64(top_k)
-    return summary
+@dataclass
+class ChunkSummary:
+    """What the final pass needs of a chunk of targets, computed where the chunk is made:
+    ``chunk_sums``, the lowest and highest value per track (NaN ignored: a clip keeps NaN) and,
+    with ``top_k``, the top_k largest values per track (for a high percentile over all chunks).
+    Saved as one float64 array (float16 values and counts are exact in float64)."""
+
+    total: np.ndarray
+    total_sq: np.ndarray
+    maximum: np.ndarray
+    count: int
+    low: np.ndarray
+    high: np.ndarray
+    top_k: int | None = None
+    top: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, values: np.ndarray, top_k: int | None) -> ChunkSummary:
+        v32 = values.reshape(-1, values.shape[-1]).astype(np.float32)
+        top = largest(values, top_k) if top_k is not None else None
+        return cls(*chunk_sums(values), np.fmin.reduce(v32, axis=0), np.fmax.reduce(v32, axis=0), top_k, top)
+
+    def to_array(self) -> np.ndarray:
+        n_tracks = len(self.total)
+        header = [self.total, self.total_sq, self.maximum, self.low, self.high,
+                  np.full(n_tracks, self.count), np.full(n_tracks, -1 if self.top_k is None else self.top_k)]
+        top = np.zeros((0, n_tracks)) if self.top is None else self.top.astype(np.float64)
+        return np.concatenate([np.array(header, dtype=np.float64), top])
+
+    @classmethod
+    def from_array(cls, a: np.ndarray) -> ChunkSummary:
+        top_k = int(a[6, 0])
+        top = a[7:].astype(np.float16) if top_k >= 0 else None
+        return cls(a[0], a[1], a[2], int(a[5, 0]), a[3], a[4], None if top_k < 0 else top_k, top)
