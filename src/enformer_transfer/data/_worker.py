@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .bigwig import CoverageReader
-from .transform import SHORT_RUNS, BaseValues, ChunkSummary, bin_window, mean_run_length
+from .transform import SHORT_RUNS, UNCOVERED, BaseValues, ChunkSummary, bin_window, mean_run_length
 
 _WORKER: dict = {}
 # Most coverage bytes held at once: overlapping windows are read as one span (each base once)
@@ -27,28 +27,28 @@ def init_worker(payload: dict) -> None:
 class RollingCoverage:
     """Coverage of the latest span read, kept so that the next span, where it overlaps it (the
     next windows along a chromosome), reads only its new bases; the memory is reused from span
-    to span (two buffers take turns)."""
+    to span (a second buffer only where spans overlap: the kept bases are copied across)."""
 
     def __init__(self, reader: CoverageReader, n_tracks: int):
         self.reader = reader
         self.n_tracks = n_tracks
         self.chrom, self.start, self.end = None, 0, 0
         self.data = np.empty((n_tracks, 0))
-        self._memory = [np.empty(0), np.empty(0)]
+        self._memory = [np.empty(0), np.empty(0)]  # the one holding ``data``, a spare
 
     def read(self, chrom: str, start: int, end: int) -> np.ndarray:
-        """(tracks, end - start) float64 coverage, NaN where uncovered."""
+        """(tracks, end - start) float64 coverage, ``UNCOVERED`` where uncovered."""
+        kept = min(self.end, end) - start if chrom == self.chrom and self.start <= start < self.end else 0
+        if kept:
+            self._memory.reverse()  # write into the spare, copying the kept bases from ``data``
         size = self.n_tracks * (end - start)
         if self._memory[0].size < size:
             self._memory[0] = np.empty(size)
         out = self._memory[0][:size].reshape(self.n_tracks, end - start)
-        kept = 0
-        if chrom == self.chrom and self.start <= start < self.end:
-            kept = min(self.end, end) - start
+        if kept:
             out[:, :kept] = self.data[:, start - self.start : start - self.start + kept]
         if kept < end - start:
-            self.reader.read(chrom, start + kept, end, out=out[:, kept:], fill=np.nan)
-        self._memory.reverse()
+            self.reader.read(chrom, start + kept, end, out=out[:, kept:], fill=UNCOVERED)
         self.chrom, self.start, self.end, self.data = chrom, start, end, out
         return out
 
@@ -107,7 +107,7 @@ def _compute_rows(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None, np.
             if per_base is not None:
                 targets[i], uncovered = per_base.bin_window(offset, length, slices, crop, *settings)
             else:
-                targets[i], uncovered = bin_window(cov[:, offset : offset + length], slices, crop, *settings)
+                targets[i], uncovered = bin_window(cov[:, offset : offset + length], slices, crop, *settings, UNCOVERED)
             uncovered_bins[i] = uncovered.sum(axis=0)
             if mask is not None:
                 mask[i] = uncovered

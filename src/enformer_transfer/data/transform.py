@@ -257,7 +257,8 @@ def mean_run_length(coverage: np.ndarray, sample: int = 65536) -> float:
 
 
 class BaseValues:
-    """Per-base float16 values of a (tracks, length) coverage span (NaN = uncovered), converted
+    """Per-base float16 values of a (tracks, length) coverage span (NaN or ``UNCOVERED`` =
+    uncovered), converted
     once and shared by every window inside it: overlapping windows of bp-resolution coverage
     (runs of a few bases) convert each base once, and each window's baseline is a sort of its
     uint16 order keys (a radix-fast sort; no run bookkeeping).
@@ -281,6 +282,7 @@ class BaseValues:
             b = min(length, a + _BLOCK)
             block = x16[:, : b - a]
             np.copyto(block, coverage[:, a:b], casting="unsafe")
+            np.copyto(block, np.float16(np.nan), where=coverage[:, a:b] == UNCOVERED)
             self.keys[:, a:b] = _order_keys(block)
             np.take(_FLOAT16_TO_FLOAT32, block.view(np.uint16), out=self.values[:, a:b], mode="clip")
         return self
