@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from enformer_transfer.data._reference import reference_track_window
-from enformer_transfer.data.transform import BaseValues, TrackParams, bin_window, mean_run_length
+from enformer_transfer.data.transform import (
+    UNCOVERED,
+    BaseValues,
+    TrackParams,
+    bin_window,
+    mean_run_length,
+)
 
 STATS = ["mean", "sum", "max", "sum_sqrt", "mean_sqrt", "peak", "mean", "sum"]
 CLIP = [32, 384, np.nan, 384, 32, 1, 2, 50]
@@ -16,6 +22,7 @@ def _opt(v):
     return None if np.isnan(v) else v
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # values beyond float16, on purpose
 @pytest.mark.parametrize("order", ["old", "new"])
 @pytest.mark.parametrize("floor_zero", [False, True])
 @pytest.mark.parametrize("q", [50.0, 37.3, 100.0])
@@ -37,6 +44,7 @@ def test_span_windows_equal_reference(order, floor_zero, q):
         if trial == 5:
             span[4, 300:310] = 1e6  # beyond float16: inf
         values = BaseValues().load(span)
+        marked = BaseValues().load(np.where(np.isnan(span), UNCOVERED, span))  # as workers read it
         for offset in (0, 37, row - 5, 2 * row):
             cov = span[:, offset : offset + row]
             slices = [(0, 30), (200, 260), (row - 10, row)] if (trial + offset) % 2 else []
@@ -45,6 +53,10 @@ def test_span_windows_equal_reference(order, floor_zero, q):
             runs, runs_uncovered = bin_window(cov, slices, crop, n_bins, bin_size, params, order, q, floor_zero)
             np.testing.assert_array_equal(got.view(np.uint16), runs.view(np.uint16))  # bit for bit
             np.testing.assert_array_equal(uncovered, runs_uncovered)
+            again, again_uncovered = marked.bin_window(offset, row, slices, crop, n_bins, bin_size, params, order,
+                                                       q, floor_zero)
+            np.testing.assert_array_equal(again.view(np.uint16), got.view(np.uint16))
+            np.testing.assert_array_equal(again_uncovered, uncovered)
             for t in range(len(STATS)):
                 expected = reference_track_window(
                     cov[t], slices, crop, n_bins, bin_size, STATS[t], _opt(CLIP[t]), _opt(SOFT[t]), SCALE[t],

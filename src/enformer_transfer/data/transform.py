@@ -239,8 +239,8 @@ def _binned_targets(x: np.ndarray, n_bins: int, bin_size: int, params: TrackPara
 # NaN (uncovered) -> 0: the baseline of every window holding an uncovered base is 0
 _FLOAT16_TO_FLOAT32 = np.nan_to_num(np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32),
                                     nan=0.0, posinf=np.inf, neginf=-np.inf)
-# order keys of float16 NaNs: above +inf's (0xFC00) or below -inf's (0x03FF)
-_NAN_KEYS_ABOVE, _NAN_KEYS_BELOW = 0xFC00, 0x03FF
+# order keys of float16 +inf and -inf; NaNs have keys above +inf's or below -inf's
+_POS_INF_KEY, _NEG_INF_KEY = 0xFC00, 0x03FF
 # below this mean run length (bp-resolution coverage), working base by base beats working on runs
 SHORT_RUNS = 8.0
 # columns converted at a time: small temporaries that stay in the CPU caches
@@ -282,8 +282,11 @@ class BaseValues:
             b = min(length, a + _BLOCK)
             block = x16[:, : b - a]
             np.copyto(block, coverage[:, a:b], casting="unsafe")
-            np.copyto(block, np.float16(np.nan), where=coverage[:, a:b] == UNCOVERED)
-            self.keys[:, a:b] = _order_keys(block)
+            keys = _order_keys(block)
+            if keys.max() >= _POS_INF_KEY or keys.min() <= _NEG_INF_KEY:  # UNCOVERED casts to inf
+                np.copyto(block, np.float16(np.nan), where=coverage[:, a:b] == UNCOVERED)
+                keys = _order_keys(block)
+            self.keys[:, a:b] = keys
             np.take(_FLOAT16_TO_FLOAT32, block.view(np.uint16), out=self.values[:, a:b], mode="clip")
         return self
 
@@ -303,7 +306,7 @@ class BaseValues:
         """``bin_window`` of the coverage row at ``offset`` (``row_length`` bases) of the span:
         the same targets and uncovered-bin mask, bit for bit."""
         keys = np.sort(self.keys[:, offset : offset + row_length], axis=1)
-        has_nan = (keys[:, -1] > _NAN_KEYS_ABOVE) | (keys[:, 0] < _NAN_KEYS_BELOW)
+        has_nan = (keys[:, -1] > _POS_INF_KEY) | (keys[:, 0] < _NEG_INF_KEY)
         lo_i, hi_i, gamma = percentile_position(row_length, baseline_percentile)
         baseline = np.zeros(len(keys), dtype=np.float16)  # a NaN: np.percentile NaN, nan_to_num 0
         full = ~has_nan
@@ -315,7 +318,7 @@ class BaseValues:
         uncovered = np.zeros((n_bins, len(params)), dtype=bool)
         for t in np.flatnonzero(has_nan):
             bases = self.keys[t, first : first + length]
-            nan = (bases > _NAN_KEYS_ABOVE) | (bases < _NAN_KEYS_BELOW)
+            nan = (bases > _POS_INF_KEY) | (bases < _NEG_INF_KEY)
             uncovered[:, t] = nan.reshape(n_bins, bin_size).any(axis=1)
         slices = [(max(a, crop) - crop, min(b, crop + length) - crop) for a, b in blacklist_slices]
         slices = [(a, b) for a, b in slices if b > a]  # only the cropped part is binned
