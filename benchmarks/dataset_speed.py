@@ -196,8 +196,9 @@ def main() -> None:
           f"{CHROM_LENGTH / 1e6:.0f}-Mb chromosome ({ROW_BP:,}-bp rows, {SEQ_LENGTH:,}-bp inputs)")
     print(f"input hashes (cached for later runs; not in the times below): {hashing:.2f} s")
     extra = f" (runs: {', '.join(f'{t:.2f}' for t in times)})" if len(times) > 1 else ""
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # its largest process
     print(f"ours (dataset command, end to end): {ours_seconds:7.2f} s  {n / ours_seconds:7.2f} windows/s  "
-          f"(CPU {ours_cpu:.1f} s, all processes){extra}")
+          f"(CPU {ours_cpu:.1f} s, all processes; peak RSS {peak:.0f} MB){extra}")
     if args.skip_reference:
         return
     window_table = pd.concat([run.windows(s) for s in run.splits])
