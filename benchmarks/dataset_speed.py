@@ -14,8 +14,11 @@ Side by side, in one run, on the same warm files:
   user runs it (process start, validation, default workers = all cores, zarr writes, the
   extreme-clip pass).
 
-It prints seconds, windows/s and the ratio, and checks that the targets are identical bit for
-bit (uint16 views). ``--windows N`` uses the first N windows for a quick check.
+It prints seconds, windows/s and the ratio, the CPU seconds of each way and the peak RSS of
+our largest process (of the data generation too, on the run that generates it), and checks
+that the targets are identical bit for bit (uint16 views). ``--windows N`` uses the first N
+windows for a quick check. On a shared machine, run it while nothing else runs: other work
+slows our two workers more than the one-process reference.
 
     python benchmarks/dataset_speed.py --tmp /tmp/dataset_speed [--windows 200] [--skip-reference]
 """
