@@ -89,3 +89,20 @@ def test_interrupted_clip_pass_resumes(bp_data, tmp_path, monkeypatch):
     resumed, fresh = _outputs(tmp_path / "killed"), _outputs(tmp_path / "fresh")
     np.testing.assert_array_equal(resumed[0].view(np.uint16), fresh[0].view(np.uint16))
     assert resumed[1:] == fresh[1:]
+
+
+def test_rolling_coverage_equals_plain_reads(bp_data):
+    """Overlapping, longer, shorter and separate spans: the kept bases plus the new ones are
+    what one read of the span gives."""
+    from enformer_transfer.data._worker import RollingCoverage
+    from enformer_transfer.data.bigwig import CoverageReader
+    from enformer_transfer.data.transform import UNCOVERED
+
+    files = [str(f) for f in bp_data.bigwigs[:3]]
+    maps = [{"chr1": "chr1", "chr3": "chr3"}] * 3
+    rolling, plain = RollingCoverage(CoverageReader(files, maps), 3), CoverageReader(files, maps)
+    spans = [("chr1", 100, 5000), ("chr1", 3000, 9000), ("chr1", 3000, 20000), ("chr1", 15000, 18000),
+             ("chr1", 17000, 40000), ("chr3", 39000, 41000), ("chr3", 40999, 41001), ("chr1", -100, 300),
+             ("chr1", 119_000, 120_300)]
+    for chrom, start, end in spans:
+        np.testing.assert_array_equal(rolling.read(chrom, start, end), plain.read(chrom, start, end, fill=UNCOVERED))

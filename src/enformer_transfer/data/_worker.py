@@ -26,30 +26,29 @@ def init_worker(payload: dict) -> None:
 
 class RollingCoverage:
     """Coverage of the latest span read, kept so that the next span, where it overlaps it (the
-    next windows along a chromosome), reads only its new bases; the memory is reused from span
-    to span (a second buffer only where spans overlap: the kept bases are copied across)."""
+    next windows along a chromosome), reads only its new bases. One buffer, reused from span to
+    span: the kept bases move to its front (spans are views of its first columns)."""
 
     def __init__(self, reader: CoverageReader, n_tracks: int):
         self.reader = reader
-        self.n_tracks = n_tracks
         self.chrom, self.start, self.end = None, 0, 0
-        self.data = np.empty((n_tracks, 0))
-        self._memory = [np.empty(0), np.empty(0)]  # the one holding ``data``, a spare
+        self._buffer = np.empty((n_tracks, 0))
 
     def read(self, chrom: str, start: int, end: int) -> np.ndarray:
         """(tracks, end - start) float64 coverage, ``UNCOVERED`` where uncovered."""
         kept = min(self.end, end) - start if chrom == self.chrom and self.start <= start < self.end else 0
-        if kept:
-            self._memory.reverse()  # write into the spare, copying the kept bases from ``data``
-        size = self.n_tracks * (end - start)
-        if self._memory[0].size < size:
-            self._memory[0] = np.empty(size)
-        out = self._memory[0][:size].reshape(self.n_tracks, end - start)
-        if kept:
-            out[:, :kept] = self.data[:, start - self.start : start - self.start + kept]
+        shift = start - self.start
+        if self._buffer.shape[1] < end - start:  # a longer span than any before: a larger buffer
+            larger = np.empty((len(self._buffer), end - start))
+            larger[:, :kept] = self._buffer[:, shift : shift + kept]
+            self._buffer = larger
+        elif kept and shift:
+            for row in self._buffer:  # row by row: the overlapping move needs a row-sized temporary only
+                row[:kept] = row[shift : shift + kept]
+        out = self._buffer[:, : end - start]
         if kept < end - start:
             self.reader.read(chrom, start + kept, end, out=out[:, kept:], fill=UNCOVERED)
-        self.chrom, self.start, self.end, self.data = chrom, start, end, out
+        self.chrom, self.start, self.end = chrom, start, end
         return out
 
 
