@@ -281,7 +281,8 @@ class BaseValues:
         for a in range(0, length, _BLOCK):
             b = min(length, a + _BLOCK)
             block = x16[:, : b - a]
-            np.copyto(block, coverage[:, a:b], casting="unsafe")
+            with np.errstate(over="ignore"):  # UNCOVERED (and any value beyond float16) casts to inf
+                np.copyto(block, coverage[:, a:b], casting="unsafe")
             keys = _order_keys(block)
             if keys.max() >= _POS_INF_KEY or keys.min() <= _NEG_INF_KEY:  # UNCOVERED casts to inf
                 np.copyto(block, np.float16(np.nan), where=coverage[:, a:b] == UNCOVERED)
