@@ -1,7 +1,9 @@
 """BigWig coverage -> binned targets with Basenji semantics (reference.md section 2), vectorised.
 
-One window, all tracks at once. Equals, bit for bit in float16, the per-window per-track
-NumPy rules of ``_reference.py`` (tested): per-base float16 values, percentile baseline
+One window, all tracks at once: on runs of equal values (``bin_window``), or base by base over
+a span that overlapping windows share (``BaseValues``, for bp-resolution coverage). Equals,
+bit for bit in float16, the per-window per-track NumPy rules of ``_reference.py`` (tested):
+per-base float16 values, percentile baseline
 (any NaN -> 0), blacklist clipping to [-b, b], NaN -> b, bin statistic in float32, soft
 clip, hard clip and scale in the ``old`` or ``new`` order, float16 cast.
 """
@@ -258,10 +260,9 @@ def mean_run_length(coverage: np.ndarray, sample: int = 65536) -> float:
 
 class BaseValues:
     """Per-base float16 values of a (tracks, length) coverage span (NaN or ``UNCOVERED`` =
-    uncovered), converted
-    once and shared by every window inside it: overlapping windows of bp-resolution coverage
-    (runs of a few bases) convert each base once, and each window's baseline is a sort of its
-    uint16 order keys (a radix-fast sort; no run bookkeeping).
+    uncovered), converted once and shared by every window inside it: overlapping windows of
+    bp-resolution coverage (runs of a few bases) convert each base once, and each window's
+    baseline is a sort of its uint16 order keys (a radix-fast sort; no run bookkeeping).
 
     ``load`` converts a span in blocks of columns into memory kept for the next span (no
     temporaries the size of a span, no fresh pages to fault in for each span)."""
