@@ -3,9 +3,9 @@
 One window, all tracks at once: on runs of equal values (``bin_window``), or base by base over
 a span that overlapping windows share (``BaseValues``, for bp-resolution coverage). Equals,
 bit for bit in float16, the per-window per-track NumPy rules of ``_reference.py`` (tested):
-per-base float16 values, percentile baseline
-(any NaN -> 0), blacklist clipping to [-b, b], NaN -> b, bin statistic in float32, soft
-clip, hard clip and scale in the ``old`` or ``new`` order, float16 cast.
+per-base float16 values, percentile baseline (any NaN -> 0), blacklist clipping to [-b, b],
+NaN -> b, bin statistic in float32, soft clip, hard clip and scale in the ``old`` or ``new``
+order, float16 cast.
 """
 
 from __future__ import annotations
