@@ -1,4 +1,4 @@
-"""Dataset worker processes: read a chunk of windows from the BigWigs and bin them.
+"""Dataset worker processes: read chunks of windows from the BigWigs and bin them.
 
 Kept lean (NumPy, pybigtools) so spawned workers start fast.
 """
@@ -9,36 +9,107 @@ import numpy as np
 
 from ..devices import exit_with_parent
 from .bigwig import CoverageReader
-from .transform import UNCOVERED, bin_window
+from .transform import SHORT_RUNS, UNCOVERED, BaseValues, ChunkSummary, bin_window, mean_run_length
 
 _WORKER: dict = {}
+# Most coverage bytes held at once: overlapping windows are read as one span (each base once)
+# while tracks x span x 8 bytes stay under this.
+SPAN_BYTES = 128 << 20
 
 
 def init_worker(payload: dict) -> None:
     exit_with_parent()
     _WORKER.clear()
     _WORKER.update(payload)
-    _WORKER["reader"] = CoverageReader(payload["files"], payload["chrom_maps"])
+    reader = CoverageReader(payload["files"], payload["chrom_maps"])
+    _WORKER["coverage"] = RollingCoverage(reader, len(payload["files"]))
+    _WORKER["base_values"] = BaseValues()
 
 
-def compute_chunk(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """rows: (chrom, row_start, row_end, crop, blacklist_slices) -> targets, the uncovered-bin
-    mask (when it is stored) and the number of uncovered bins per track."""
+class RollingCoverage:
+    """Coverage of the latest span read, kept so that the next span, where it overlaps it (the
+    next windows along a chromosome), reads only its new bases. One buffer, reused from span to
+    span: the kept bases move to its front (spans are views of its first columns)."""
+
+    def __init__(self, reader: CoverageReader, n_tracks: int):
+        self.reader = reader
+        self.chrom, self.start, self.end = None, 0, 0
+        self._buffer = np.empty((n_tracks, 0))
+
+    def read(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """(tracks, end - start) float64 coverage, ``UNCOVERED`` where uncovered."""
+        kept = min(self.end, end) - start if chrom == self.chrom and self.start <= start < self.end else 0
+        shift = start - self.start
+        if self._buffer.shape[1] < end - start:  # a longer span than any before: a larger buffer
+            larger = np.empty((len(self._buffer), end - start))
+            larger[:, :kept] = self._buffer[:, shift : shift + kept]
+            self._buffer = larger
+        elif kept and shift:
+            for row in self._buffer:  # row by row: the overlapping move needs a row-sized temporary only
+                row[:kept] = row[shift : shift + kept]
+        out = self._buffer[:, : end - start]
+        if kept < end - start:
+            self.reader.read(chrom, start + kept, end, out=out[:, kept:], fill=UNCOVERED)
+        self.chrom, self.start, self.end = chrom, start, end
+        return out
+
+
+def spans(rows: list[tuple], n_tracks: int) -> list[tuple[str, int, int, list[int]]]:
+    """Consecutive rows on one chromosome that overlap, as (chrom, start, end, row numbers):
+    read once for all of them, as long as the span stays under ``SPAN_BYTES``."""
+    out: list[tuple[str, int, int, list[int]]] = []
+    for i, (chrom, start, end, _, _) in enumerate(rows):
+        if out:
+            c, s, e, members = out[-1]
+            grown = max(e, end) - s
+            if c == chrom and s <= start < e and grown * n_tracks * 8 <= SPAN_BYTES:
+                out[-1] = (c, s, max(e, end), members + [i])
+                continue
+        out.append((chrom, start, end, [i]))
+    return out
+
+
+def compute_chunks(chunks: list[list[tuple]]) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray, ChunkSummary]]:
+    """Per chunk of rows (chrom, row_start, row_end, crop, blacklist_slices): the targets, the
+    uncovered-bin mask (when it is stored), the number of uncovered bins per track and the
+    chunk's ``ChunkSummary`` (so that the final pass need not read the chunk again).
+
+    Consecutive chunks come together so that overlapping windows across chunk boundaries
+    share their reads and conversions."""
+    rows = [row for chunk in chunks for row in chunk]
+    targets, mask, uncovered_bins = _compute_rows(rows)
+    # pybigtools keeps every block it read in memory while a file is open (GBs over a chromosome,
+    # and time spent faulting in pages); the rolling span already holds what the next batch needs
+    _WORKER["coverage"].reader.close()
+    out, first = [], 0
+    for chunk in chunks:
+        stop = first + len(chunk)
+        out.append((targets[first:stop], None if mask is None else mask[first:stop],
+                    uncovered_bins[first:stop].sum(axis=0), ChunkSummary.of(targets[first:stop], _WORKER["top_k"])))
+        first = stop
+    return out
+
+
+def _compute_rows(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Targets, uncovered-bin mask (or None) and uncovered bins per track of every row."""
     w = _WORKER
     n_bins, n_tracks = w["n_bins"], len(w["files"])
     targets = np.empty((len(rows), n_bins, n_tracks), dtype=np.float16)
     mask = np.empty((len(rows), n_bins, n_tracks), dtype=bool) if w["store_mask"] else None
-    uncovered_bins = np.zeros(n_tracks, dtype=np.int64)
-    buffer = None
-    for i, (chrom, row_start, row_end, crop, slices) in enumerate(rows):
-        if buffer is None or buffer.shape[1] != row_end - row_start:
-            buffer = np.empty((n_tracks, row_end - row_start), dtype=np.float64)
-        cov = w["reader"].read(chrom, row_start, row_end, out=buffer, fill=UNCOVERED)
-        targets[i], uncovered = bin_window(
-            cov, slices, crop, n_bins, w["bin_size"], w["params"], w["order"],
-            w["baseline_percentile"], w["clip_floor_zero"], UNCOVERED,
-        )
-        uncovered_bins += uncovered.sum(axis=0)
-        if mask is not None:
-            mask[i] = uncovered
+    uncovered_bins = np.zeros((len(rows), n_tracks), dtype=np.int64)
+    settings = (n_bins, w["bin_size"], w["params"], w["order"], w["baseline_percentile"], w["clip_floor_zero"])
+    for chrom, start, end, members in spans(rows, n_tracks):
+        cov = w["coverage"].read(chrom, start, end)
+        # bp-resolution coverage (runs of a few bases): convert each base once for all windows
+        per_base = w["base_values"].load(cov) if mean_run_length(cov) < SHORT_RUNS else None
+        for i in members:
+            _, row_start, row_end, crop, slices = rows[i]
+            offset, length = row_start - start, row_end - row_start
+            if per_base is not None:
+                targets[i], uncovered = per_base.bin_window(offset, length, slices, crop, *settings)
+            else:
+                targets[i], uncovered = bin_window(cov[:, offset : offset + length], slices, crop, *settings, UNCOVERED)
+            uncovered_bins[i] = uncovered.sum(axis=0)
+            if mask is not None:
+                mask[i] = uncovered
     return targets, mask, uncovered_bins

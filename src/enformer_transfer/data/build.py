@@ -29,10 +29,10 @@ from ..progress import Progress
 from ..provenance import check_once, file_fingerprint
 from ..stage import run_stage
 from . import store
-from ._worker import compute_chunk, init_worker
+from ._worker import compute_chunks, init_worker
 from .bigwig import chrom_maps_for, validate_bigwig
 from .targets_table import read_targets_table, write_targets_table
-from .transform import TopValues, TrackParams
+from .transform import ChunkSummary, TopValues, TrackParams, chunk_sums
 
 log = logging.getLogger("enformer_transfer")
 
@@ -270,6 +270,8 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
         "baseline_percentile": ds.baseline_percentile,
         "clip_floor_zero": ds.clip_floor_zero,
         "store_mask": ds.uncovered == "mask",
+        "top_k": _summary_top_k(ds.extreme_clip_percentile, len(windows) * geometry.n_bins, cw * geometry.n_bins,
+                                n_tracks),
     }
     jobs = []
     for split in windows.splits:
@@ -292,33 +294,36 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
 
     def write(job, result):
         split, chunk, a, b, _ = job
-        targets, mask, uncovered_bins = result
+        targets, mask, uncovered_bins, summary = result
         arrays[split][a:b] = targets
         if masks:
             masks[split][a:b] = mask
-        # per-chunk counts on disk first, so an interrupted build still counts every chunk
+        # per-chunk counts and summary on disk first, so an interrupted build still has every chunk's
         write_bytes_atomic(folder.progress / f"uncovered-{split}-{chunk}.npy", _npy(uncovered_bins), fsync=False)
+        write_bytes_atomic(_summary_path(folder, split, chunk), _npy(summary.to_array()), fsync=False)
         logs[split].add(chunk)
         bar.update(b - a)
 
-    n_workers = min(_worker_count(ds.workers), max(1, len(jobs)))
+    workers = _worker_count(ds.workers)
+    window_bytes = geometry.n_bins * n_tracks * (3 if masks else 2)
+    batches = _batches(jobs, workers, window_bytes)
+    n_workers = min(workers, max(1, len(batches)))
     if n_workers == 1:
         init_worker(payload)
-        for job in jobs:
-            write(job, compute_chunk(job[4]))
+        for batch in batches:
+            _write_batch(write, batch, compute_chunks([job[4] for job in batch]))
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=init_worker, initargs=(payload,)) as pool:
             pending = {}
-            queue = iter(jobs)
-            for job in queue:
-                pending[pool.submit(compute_chunk, job[4])] = job
+            for batch in _interleaved(batches, n_workers):
+                pending[pool.submit(compute_chunks, [job[4] for job in batch])] = batch
                 if len(pending) >= 2 * n_workers:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        write(pending.pop(fut), fut.result())
+                        _write_batch(write, pending.pop(fut), fut.result())
             for fut in list(pending):
-                write(pending.pop(fut), fut.result())
+                _write_batch(write, pending.pop(fut), fut.result())
 
     uncovered = _uncovered_counts(folder, windows, cw, n_tracks)
     stats = finish_targets(folder, windows, tracks, ds.extreme_clip_percentile, geometry.n_bins, uncovered)
@@ -330,6 +335,42 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
     return stats
 
 
+# Windows per worker task: consecutive chunks of a task share reads of overlapping windows;
+# small enough that the workers finish together, and the results stay under BATCH_BYTES.
+BATCH_WINDOWS = 32
+BATCH_BYTES = 64 << 20
+
+
+def _batches(jobs: list[tuple], n_workers: int, window_bytes: int) -> list[list[tuple]]:
+    """Consecutive chunk jobs of one split in groups of at most ``BATCH_WINDOWS`` windows,
+    fewer when that leaves less than four groups per worker."""
+    n_windows = sum(b - a for _, _, a, b, _ in jobs)
+    size = max(1, min(BATCH_WINDOWS, n_windows // (4 * n_workers), BATCH_BYTES // window_bytes))
+    out: list[list[tuple]] = []
+    filled = 0
+    for job in jobs:
+        split, _, a, b, _ = job
+        if out and out[-1][-1][0] == split and filled + (b - a) <= size:
+            out[-1].append(job)
+            filled += b - a
+        else:
+            out.append([job])
+            filled = b - a
+    return out
+
+
+def _interleaved(batches: list[list[tuple]], n_workers: int) -> list[list[tuple]]:
+    """Batches in turns from ``n_workers`` stripes of consecutive batches: while the workers take
+    turns, each walks along its own stripe and reads only the new bases of its next batch."""
+    stripes = [batches[i * len(batches) // n_workers : (i + 1) * len(batches) // n_workers] for i in range(n_workers)]
+    return [stripe[i] for i in range(len(stripes[-1])) for stripe in stripes if i < len(stripe)]
+
+
+def _write_batch(write, batch: list[tuple], results: list) -> None:
+    for job, result in zip(batch, results, strict=True):
+        write(job, result)
+
+
 def _npy(values: np.ndarray) -> bytes:
     import io
 
@@ -338,12 +379,59 @@ def _npy(values: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _summary_path(folder: DatasetFolder, split: str, chunk: int) -> Path:
+    return folder.progress / f"summary-{split}-{chunk}.npy"
+
+
+def _summary_top_k(q: float | None, n_values: int, chunk_values: int, n_tracks: int) -> int | None:
+    """How many largest values per track a chunk summary keeps for the extreme-clip percentile:
+    None (the final pass reads the chunks) when that is no percentile or a sizeable part of a chunk."""
+    if q is None:
+        return None
+    k = TopValues(n_tracks, n_values, q).k
+    return k if k <= chunk_values // 4 else None
+
+
 def _uncovered_counts(folder: DatasetFolder, windows: Windows, chunk_windows: int, n_tracks: int) -> np.ndarray:
     total = np.zeros(n_tracks, dtype=np.int64)
     for split in windows.splits:
         for chunk in range(len(store.chunk_ranges(len(windows.split(split)), chunk_windows))):
             total += np.load(folder.progress / f"uncovered-{split}-{chunk}.npy")
     return total
+
+
+def _chunk_ranges(arr) -> list[tuple[int, int]]:
+    return store.chunk_ranges(arr.shape[0], arr.chunks[0])
+
+
+def _read_summary(folder: DatasetFolder, split: str, chunk: int) -> ChunkSummary | None:
+    """The chunk's summary from the build; None when it has none (an import, or a chunk built
+    before summaries existed): the chunk is then read."""
+    path = _summary_path(folder, split, chunk)
+    return ChunkSummary.from_array(np.load(path)) if path.exists() else None
+
+
+def _extreme_clip_thresholds(arrays: dict, summaries: dict, n_tracks: int, n_values: int, q: float) -> np.ndarray:
+    """The q-th percentile per track over every chunk: from each chunk's largest values where its
+    summary holds enough of them, else from the chunk itself."""
+    top = TopValues(n_tracks, n_values, q)
+    for split, arr in arrays.items():
+        for chunk, (a, b) in enumerate(_chunk_ranges(arr)):
+            summary = summaries[split, chunk]
+            if summary is not None and summary.top_k == top.k:
+                top.add(summary.top)
+            else:
+                top.add(np.asarray(arr[a:b]))
+    return top.thresholds()
+
+
+def _clip_keeps(summary: ChunkSummary, thresholds: np.ndarray) -> bool:
+    """True when clipping the chunk to +/- thresholds leaves every value bit for bit as it is:
+    each threshold finite and positive (a zero one turns -0.0 into +0.0) and the chunk's values
+    inside [-t, t]. Then nothing is counted as clipped either."""
+    lim = thresholds.astype(np.float32)
+    inside = ~(summary.high > lim) & ~(summary.low < -lim)
+    return bool(np.all(np.isfinite(lim) & (lim > 0) & inside))
 
 
 def _report_uncovered(stats: dict, mode: str) -> None:
@@ -365,20 +453,20 @@ def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame
     step 7), then write track_stats.tsv.
 
     The thresholds are saved before clipping so that an interrupted clip pass resumes with
-    the same thresholds (clipping twice with them changes nothing).
+    the same thresholds (clipping twice with them changes nothing). Chunks with a summary
+    from the build (``ChunkSummary``) are neither read nor rewritten when the clip leaves
+    them as they are (with 1e-7 of the values clipped, nearly every chunk).
     """
     n_tracks = len(tracks)
     arrays = {s: store.open_array(folder.targets_store, s, "r+") for s in windows.splits}
+    summaries = {(split, chunk): _read_summary(folder, split, chunk)
+                 for split, arr in arrays.items() for chunk in range(len(_chunk_ranges(arr)))}
     thresholds = None
     if q is not None:
         if folder.extreme_clip.exists():
             thresholds = np.array(read_json(folder.extreme_clip)["thresholds"], dtype=np.float16)
         else:
-            top = TopValues(n_tracks, len(windows) * n_bins, q)
-            for arr in arrays.values():
-                for _, _, values in store.iter_chunks(arr):
-                    top.add(values)
-            thresholds = top.thresholds()
+            thresholds = _extreme_clip_thresholds(arrays, summaries, n_tracks, len(windows) * n_bins, q)
             write_json_atomic(folder.extreme_clip, {"percentile": q, "thresholds": [float(t) for t in thresholds],
                                                     "identifiers": list(tracks["identifier"])})
     total = np.zeros(n_tracks)
@@ -389,25 +477,30 @@ def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame
     for split, arr in arrays.items():
         clip_log = store.ProgressLog(folder.progress / f"clip-{split}.txt")
         done = clip_log.done()
-        for chunk, (a, b) in enumerate(store.chunk_ranges(arr.shape[0], arr.chunks[0])):
-            values = np.asarray(arr[a:b])
-            counts_file = folder.progress / f"clip-{split}-{chunk}.npy"
-            if thresholds is not None and chunk not in done:
-                lim = thresholds.astype(np.float32)
-                v32 = values.astype(np.float32)
-                if not counts_file.exists():  # counted before this chunk was first clipped
-                    counts = ((v32 > lim) | (v32 < -lim)).reshape(-1, n_tracks).sum(axis=0)
-                    write_bytes_atomic(counts_file, _npy(counts), fsync=False)
-                values = np.clip(values, -thresholds, thresholds)
-                arr[a:b] = values
-                clip_log.add(chunk)
-            if thresholds is not None:  # counts survive an interrupted, resumed clip pass
-                n_clipped += np.load(counts_file)
-            v = values.reshape(-1, n_tracks).astype(np.float64)
-            total += v.sum(axis=0)
-            total_sq += (v * v).sum(axis=0)
-            maximum = np.maximum(maximum, v.max(axis=0))
-            count += len(v)
+        for chunk, (a, b) in enumerate(_chunk_ranges(arr)):
+            summary = summaries[split, chunk]
+            if summary is not None and (thresholds is None or (chunk not in done and
+                                                               _clip_keeps(summary, thresholds))):
+                sums = (summary.total, summary.total_sq, summary.maximum, summary.count)
+            else:
+                values = np.asarray(arr[a:b])
+                counts_file = folder.progress / f"clip-{split}-{chunk}.npy"
+                if thresholds is not None and chunk not in done:
+                    lim = thresholds.astype(np.float32)
+                    v32 = values.astype(np.float32)
+                    if not counts_file.exists():  # counted before this chunk was first clipped
+                        counts = ((v32 > lim) | (v32 < -lim)).reshape(-1, n_tracks).sum(axis=0)
+                        write_bytes_atomic(counts_file, _npy(counts), fsync=False)
+                    values = np.clip(values, -thresholds, thresholds)
+                    arr[a:b] = values
+                    clip_log.add(chunk)
+                if thresholds is not None:  # counts survive an interrupted, resumed clip pass
+                    n_clipped += np.load(counts_file)
+                sums = chunk_sums(values)
+            total += sums[0]
+            total_sq += sums[1]
+            maximum = np.maximum(maximum, sums[2])
+            count += sums[3]
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0))
     uncovered_fraction = (uncovered_bins / max(count, 1)) if uncovered_bins is not None else np.zeros(n_tracks)

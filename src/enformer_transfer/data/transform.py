@@ -1,9 +1,11 @@
 """BigWig coverage -> binned targets with Basenji semantics (reference.md section 2), vectorised.
 
-One window, all tracks at once. Equals, bit for bit in float16, the per-window per-track
-NumPy rules of ``_reference.py`` (tested): per-base float16 values, percentile baseline
-(any NaN -> 0), blacklist clipping to [-b, b], NaN -> b, bin statistic in float32, soft
-clip, hard clip and scale in the ``old`` or ``new`` order, float16 cast.
+One window, all tracks at once: on runs of equal values (``bin_window``), or base by base over
+a span that overlapping windows share (``BaseValues``, for bp-resolution coverage). Equals,
+bit for bit in float16, the per-window per-track NumPy rules of ``_reference.py`` (tested):
+per-base float16 values, percentile baseline (any NaN -> 0), blacklist clipping to [-b, b],
+NaN -> b, bin statistic in float32, soft clip, hard clip and scale in the ``old`` or ``new``
+order, float16 cast.
 """
 
 from __future__ import annotations
@@ -66,9 +68,15 @@ def lerp_float16(lo: np.ndarray, hi: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def _order_keys(x16: np.ndarray) -> np.ndarray:
-    """uint16 keys whose integer order is the float16 value order."""
+    """uint16 keys whose integer order is the float16 value order: the sign bit set for
+    positive values, all bits flipped for negative ones (one XOR mask, no temporaries of
+    the size of a window beyond the mask)."""
     bits = x16.view(np.uint16)
-    return np.where(bits & 0x8000, np.invert(bits), bits | 0x8000)
+    mask = bits >> 15
+    mask *= 0x7FFF
+    mask |= 0x8000
+    mask ^= bits
+    return mask
 
 
 def _key_values(keys: np.ndarray) -> np.ndarray:
@@ -85,14 +93,16 @@ UNCOVERED = 1e300
 
 
 def _run_length(coverage: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs of equal values per row: start offsets into the flat array, lengths, rows."""
+    """Runs of equal values per row: their first values, lengths and rows."""
     rows, length = coverage.shape
     change = np.empty(coverage.shape, dtype=bool)
     change[:, 0] = True
     np.not_equal(coverage[:, 1:], coverage[:, :-1], out=change[:, 1:])
     starts = np.flatnonzero(change)
     lengths = np.diff(starts, append=rows * length)
-    return starts, lengths, starts // length
+    run_rows = starts // length
+    # indexed by row and column: ``coverage`` may be a view into a longer span (no flat copy)
+    return coverage[run_rows, starts - run_rows * length], lengths, run_rows
 
 
 def _kth_keys(keys: np.ndarray, weights: np.ndarray, rows: np.ndarray, n_rows: int, k: int) -> np.ndarray:
@@ -148,10 +158,10 @@ def bin_window(
     coverage = np.asarray(coverage, dtype=np.float64)
     if np.isnan(uncovered_value):
         uncovered_value = UNCOVERED
-        coverage = np.where(np.isnan(coverage), UNCOVERED, coverage)
+        if np.isnan(coverage).any():
+            coverage = np.where(np.isnan(coverage), UNCOVERED, coverage)
     n_tracks, row_length = coverage.shape
-    starts, lengths, run_rows = _run_length(coverage)
-    raw = coverage.ravel()[starts]
+    raw, lengths, run_rows = _run_length(coverage)
     uncovered_runs = (raw == uncovered_value) | np.isnan(raw)
     values16 = np.where(uncovered_runs, 0, raw).astype(np.float16)
     has_uncovered = np.bincount(run_rows[uncovered_runs], minlength=n_tracks) > 0
@@ -179,18 +189,125 @@ def bin_window(
         uncovered = np.ascontiguousarray(per_base[:, crop : crop + length].reshape(-1, n_bins, bin_size).any(axis=2).T)
     else:
         uncovered = np.zeros((n_bins, n_tracks), dtype=bool)
+    return _binned_targets(x, n_bins, bin_size, params, order, clip_floor_zero), uncovered
+
+
+def _binned_targets(x: np.ndarray, n_bins: int, bin_size: int, params: TrackParams, order: str,
+                    clip_floor_zero: bool) -> np.ndarray:
+    """(tracks, n_bins * bin_size) float32 per-base values (float16-exact, NaN filled) ->
+    (n_bins, tracks) float16 targets: scale (new order), bin statistic, clips, scale (old)."""
     if order == "new":
         scale16 = params.scale.astype(np.float16).astype(np.float32)[:, None]
         x = (x * scale16).astype(np.float16).astype(np.float32)
     binned = x.reshape(-1, n_bins, bin_size)
     out = np.empty((len(params), n_bins), dtype=np.float32)
-    for stat, idx in params.groups().items():
-        out[idx] = _bin_stat(binned[idx], stat, order)
+    groups = params.groups()
+    for stat, idx in groups.items():
+        # one statistic for every track (the usual case): no copy of the selected tracks
+        out[idx] = _bin_stat(binned if len(groups) == 1 else binned[idx], stat, order)
     _soft_and_hard_clip(out, params, order, clip_floor_zero)
     if order == "old":
         out *= params.scale.astype(np.float32)[:, None]
     targets = np.clip(out, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16).T
-    return np.ascontiguousarray(targets), uncovered
+    return np.ascontiguousarray(targets)
+
+
+# --- many windows of one span, base by base ---------------------------------------------------
+
+# float16 bit pattern -> float32 value (a table lookup is faster than NumPy's float16 cast),
+# NaN (uncovered) -> 0: the baseline of every window holding an uncovered base is 0
+_FLOAT16_TO_FLOAT32 = np.nan_to_num(np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32),
+                                    nan=0.0, posinf=np.inf, neginf=-np.inf)
+# order keys of float16 +inf and -inf; NaNs have keys above +inf's or below -inf's
+_POS_INF_KEY, _NEG_INF_KEY = 0xFC00, 0x03FF
+# below this mean run length (bp-resolution coverage), working base by base beats working on runs
+SHORT_RUNS = 8.0
+# columns converted at a time: small temporaries that stay in the CPU caches
+_BLOCK = 16384
+
+
+def mean_run_length(coverage: np.ndarray, sample: int = 65536) -> float:
+    """Mean length of the runs of equal values in the rows of (tracks, length) coverage, over
+    its first ``sample`` columns (a BigWig's resolution is the same all along)."""
+    part = coverage[:, :sample]
+    rows, length = part.shape
+    changes = np.count_nonzero(part[:, 1:] != part[:, :-1])  # NaN != NaN: each NaN a run
+    return rows * length / (rows + changes)
+
+
+class BaseValues:
+    """Per-base float16 values of a (tracks, length) coverage span (NaN or ``UNCOVERED`` =
+    uncovered), converted once and shared by every window inside it: overlapping windows of
+    bp-resolution coverage (runs of a few bases) convert each base once, and each window's
+    baseline is a sort of its uint16 order keys (a radix-fast sort; no run bookkeeping).
+
+    ``load`` converts a span in blocks of columns into memory kept for the next span (no
+    temporaries the size of a span, no fresh pages to fault in for each span)."""
+
+    def __init__(self):
+        self._keys = np.empty(0, dtype=np.uint16)
+        self._values = np.empty(0, dtype=np.float32)
+
+    def load(self, coverage: np.ndarray) -> BaseValues:
+        rows, length = coverage.shape
+        if self._keys.size < coverage.size:
+            self._keys = np.empty(coverage.size, dtype=np.uint16)
+            self._values = np.empty(coverage.size, dtype=np.float32)
+        self.keys = self._keys[: coverage.size].reshape(rows, length)
+        self.values = self._values[: coverage.size].reshape(rows, length)
+        x16 = np.empty((rows, min(length, _BLOCK)), dtype=np.float16)
+        for a in range(0, length, _BLOCK):
+            b = min(length, a + _BLOCK)
+            block = x16[:, : b - a]
+            with np.errstate(over="ignore"):  # UNCOVERED (and any value beyond float16) casts to inf
+                np.copyto(block, coverage[:, a:b], casting="unsafe")
+            keys = _order_keys(block)
+            if keys.max() >= _POS_INF_KEY or keys.min() <= _NEG_INF_KEY:  # UNCOVERED casts to inf
+                np.copyto(block, np.float16(np.nan), where=coverage[:, a:b] == UNCOVERED)
+                keys = _order_keys(block)
+            self.keys[:, a:b] = keys
+            np.take(_FLOAT16_TO_FLOAT32, block.view(np.uint16), out=self.values[:, a:b], mode="clip")
+        return self
+
+    def bin_window(
+        self,
+        offset: int,
+        row_length: int,
+        blacklist_slices: list[tuple[int, int]],
+        crop: int,
+        n_bins: int,
+        bin_size: int,
+        params: TrackParams,
+        order: str = "old",
+        baseline_percentile: float = 50.0,
+        clip_floor_zero: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``bin_window`` of the coverage row at ``offset`` (``row_length`` bases) of the span:
+        the same targets and uncovered-bin mask, bit for bit."""
+        keys = np.sort(self.keys[:, offset : offset + row_length], axis=1)
+        has_nan = (keys[:, -1] > _POS_INF_KEY) | (keys[:, 0] < _NEG_INF_KEY)
+        lo_i, hi_i, gamma = percentile_position(row_length, baseline_percentile)
+        baseline = np.zeros(len(keys), dtype=np.float16)  # a NaN: np.percentile NaN, nan_to_num 0
+        full = ~has_nan
+        baseline[full] = lerp_float16(_key_values(keys[full, lo_i]), _key_values(keys[full, hi_i]), gamma)
+        baseline = np.nan_to_num(baseline)
+        length = n_bins * bin_size
+        first = offset + crop
+        x = self.values[:, first : first + length]  # NaN already 0, this window's baseline there
+        uncovered = np.zeros((n_bins, len(params)), dtype=bool)
+        for t in np.flatnonzero(has_nan):
+            bases = self.keys[t, first : first + length]
+            nan = (bases > _POS_INF_KEY) | (bases < _NEG_INF_KEY)
+            uncovered[:, t] = nan.reshape(n_bins, bin_size).any(axis=1)
+        slices = [(max(a, crop) - crop, min(b, crop + length) - crop) for a, b in blacklist_slices]
+        slices = [(a, b) for a, b in slices if b > a]  # only the cropped part is binned
+        if slices:
+            x = x.copy()  # the span's values are shared with other windows
+            b32 = baseline.astype(np.float32)[:, None]
+            for start, end in slices:
+                seg = x[:, start:end]
+                np.clip(seg, -b32, b32, out=seg)
+        return _binned_targets(x, n_bins, bin_size, params, order, clip_floor_zero), uncovered
 
 
 def _bin_stat(binned: np.ndarray, stat: str, order: str) -> np.ndarray:
@@ -236,12 +353,8 @@ class TopValues:
         self.top = np.zeros((0, n_tracks), dtype=np.float16)
 
     def add(self, values: np.ndarray) -> None:
-        """values: (rows, tracks) float16."""
-        merged = np.concatenate([self.top, values.reshape(-1, values.shape[-1])])
-        if len(merged) > self.k:
-            merged = -np.partition(-merged.astype(np.float32), self.k - 1, axis=0)[: self.k]
-            merged = merged.astype(np.float16)
-        self.top = merged
+        """values: (rows, tracks) float16 (all values of a part, or at least its k largest)."""
+        self.top = largest(np.concatenate([self.top, values.reshape(-1, values.shape[-1])]), self.k)
 
     def thresholds(self) -> np.ndarray:
         """np.percentile(all values of the track, q) per track, float16."""
@@ -251,3 +364,54 @@ class TopValues:
         lo = srt[lo_i - offset].astype(np.float16)
         hi = srt[hi_i - offset].astype(np.float16)
         return lerp_float16(lo, hi, gamma)
+
+
+def largest(values: np.ndarray, k: int) -> np.ndarray:
+    """The k largest of (..., tracks) float16 values per track (all of them when fewer)."""
+    rows = values.reshape(-1, values.shape[-1])
+    if len(rows) <= k:
+        return rows
+    return (-np.partition(-rows.astype(np.float32), k - 1, axis=0)[:k]).astype(np.float16)
+
+
+def chunk_sums(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per track, over a chunk of (windows, bins, tracks) float16 targets: the float64 sum,
+    sum of squares and maximum, and the number of values (what track_stats.tsv adds up)."""
+    v = values.reshape(-1, values.shape[-1]).astype(np.float64)
+    return v.sum(axis=0), (v * v).sum(axis=0), v.max(axis=0), len(v)
+
+
+@dataclass
+class ChunkSummary:
+    """What the final pass needs of a chunk of targets, computed where the chunk is made:
+    ``chunk_sums``, the lowest and highest value per track (NaN ignored: a clip keeps NaN) and,
+    with ``top_k``, the top_k largest values per track (for a high percentile over all chunks).
+    Saved as one float64 array (float16 values and counts are exact in float64)."""
+
+    total: np.ndarray
+    total_sq: np.ndarray
+    maximum: np.ndarray
+    count: int
+    low: np.ndarray
+    high: np.ndarray
+    top_k: int | None = None
+    top: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, values: np.ndarray, top_k: int | None) -> ChunkSummary:
+        v32 = values.reshape(-1, values.shape[-1]).astype(np.float32)
+        top = largest(values, top_k) if top_k is not None else None
+        return cls(*chunk_sums(values), np.fmin.reduce(v32, axis=0), np.fmax.reduce(v32, axis=0), top_k, top)
+
+    def to_array(self) -> np.ndarray:
+        n_tracks = len(self.total)
+        header = [self.total, self.total_sq, self.maximum, self.low, self.high,
+                  np.full(n_tracks, self.count), np.full(n_tracks, -1 if self.top_k is None else self.top_k)]
+        top = np.zeros((0, n_tracks)) if self.top is None else self.top.astype(np.float64)
+        return np.concatenate([np.array(header, dtype=np.float64), top])
+
+    @classmethod
+    def from_array(cls, a: np.ndarray) -> ChunkSummary:
+        top_k = int(a[6, 0])
+        top = a[7:].astype(np.float16) if top_k >= 0 else None
+        return cls(a[0], a[1], a[2], int(a[5, 0]), a[3], a[4], None if top_k < 0 else top_k, top)
