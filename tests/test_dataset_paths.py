@@ -72,12 +72,12 @@ def test_interrupted_clip_pass_resumes(bp_data, tmp_path, monkeypatch):
     adds = []
     original_add = store.ProgressLog.add
 
-    def add(self, chunk):
+    def add(self, chunk, checksums=()):
         if self.path.name.startswith("clip-"):
             adds.append(chunk)
             if len(adds) == 3:
                 raise KeyboardInterrupt
-        original_add(self, chunk)
+        original_add(self, chunk, checksums)
 
     with monkeypatch.context() as patch:
         patch.setattr(store.ProgressLog, "add", add)

@@ -88,6 +88,21 @@ def test_deleted_or_truncated_embedding_chunks_are_named(demo_run, tmp_path, cap
     assert "embeddings.zarr/valid: 1 damaged or missing chunk(s): windows 5" in err
 
 
+def test_a_flipped_byte_in_a_targets_chunk_is_named_not_used(demo_run, tmp_path, capsys):
+    """One flipped byte in a compressed targets chunk once dropped test Pearson from 0.36 to 0.02
+    with exit code 0."""
+    run_dir = _copy(demo_run, tmp_path, "dar", "report", "weights")
+    chunk = run_dir / "dataset" / "targets.zarr" / "test" / "c" / "1" / "0" / "0"  # windows 8-15
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    chunk.write_bytes(bytes(data))
+    assert main(["evaluate", str(run_dir), "--head", "ridge", "--force", "--quiet"]) == 2
+    err = _error(capsys)
+    assert "targets.zarr/test: windows 8-15 are damaged" in err and f"dataset --out {run_dir} --force" in err
+    assert main(["check", str(run_dir), "--quiet"]) == 2
+    assert "targets.zarr/test: 1 damaged or missing chunk(s): windows 8-15" in capsys.readouterr().err
+
+
 def test_check_passes_an_intact_run(demo_run, capsys):
     assert main(["check", str(demo_run), "--quiet"]) == 0
     out = capsys.readouterr().out

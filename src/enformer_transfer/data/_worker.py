@@ -21,7 +21,7 @@ def init_worker(payload: dict) -> None:
     exit_with_parent()
     _WORKER.clear()
     _WORKER.update(payload)
-    reader = CoverageReader(payload["files"], payload["chrom_maps"])
+    reader = CoverageReader(payload["files"], payload["chrom_maps"], payload.get("names"))
     _WORKER["coverage"] = RollingCoverage(reader, len(payload["files"]))
     _WORKER["base_values"] = BaseValues()
 

@@ -262,6 +262,7 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
 
     payload = {
         "files": list(tracks["file"]),
+        "names": list(tracks["identifier"]),
         "chrom_maps": plan.chrom_maps,
         "n_bins": geometry.n_bins,
         "bin_size": geometry.bin_size,
@@ -301,7 +302,7 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
         # per-chunk counts and summary on disk first, so an interrupted build still has every chunk's
         write_bytes_atomic(folder.progress / f"uncovered-{split}-{chunk}.npy", _npy(uncovered_bins), fsync=False)
         write_bytes_atomic(_summary_path(folder, split, chunk), _npy(summary.to_array()), fsync=False)
-        logs[split].add(chunk)
+        logs[split].add(chunk, [store.checksum(targets)] + ([store.checksum(mask)] if masks else []))
         bar.update(b - a)
 
     workers = _worker_count(ds.workers)
@@ -474,14 +475,20 @@ def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame
     maximum = np.full(n_tracks, -np.inf)
     n_clipped = np.zeros(n_tracks, dtype=np.int64)
     count = 0
+    checksums: dict[str, list[str]] = {}
     for split, arr in arrays.items():
         clip_log = store.ProgressLog(folder.progress / f"clip-{split}.txt")
-        done = clip_log.done()
+        done = clip_log.entries()
+        built = store.ProgressLog(folder.progress / f"{split}.txt").entries()
+        sums_of_split = checksums[f"{folder.targets_store.name}/{split}"] = []
+        if store.has_array(folder.masks_store, split):
+            checksums[f"{folder.masks_store.name}/{split}"] = [built[c][1] for c in range(len(_chunk_ranges(arr)))]
         for chunk, (a, b) in enumerate(_chunk_ranges(arr)):
             summary = summaries[split, chunk]
             if summary is not None and (thresholds is None or (chunk not in done and
                                                                _clip_keeps(summary, thresholds))):
                 sums = (summary.total, summary.total_sq, summary.maximum, summary.count)
+                sums_of_split.append(built[chunk][0])  # stored as built
             else:
                 values = np.asarray(arr[a:b])
                 counts_file = folder.progress / f"clip-{split}-{chunk}.npy"
@@ -493,10 +500,11 @@ def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame
                         write_bytes_atomic(counts_file, _npy(counts), fsync=False)
                     values = np.clip(values, -thresholds, thresholds)
                     arr[a:b] = values
-                    clip_log.add(chunk)
+                    clip_log.add(chunk, [store.checksum(values)])
                 if thresholds is not None:  # counts survive an interrupted, resumed clip pass
                     n_clipped += np.load(counts_file)
                 sums = chunk_sums(values)
+                sums_of_split.append(done[chunk][0] if chunk in done and done[chunk] else store.checksum(values))
             total += sums[0]
             total_sq += sums[1]
             maximum = np.maximum(maximum, sums[2])
@@ -510,5 +518,6 @@ def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame
         "values_clipped": n_clipped, "uncovered_bin_fraction": uncovered_fraction,
     })
     track_stats.to_csv(folder.track_stats, sep="\t", index=False)
+    write_json_atomic(folder.checksums, checksums)
     return {"extreme_clip_percentile": q, "values_clipped": int(n_clipped.sum()),
             "uncovered_bin_fraction": float(uncovered_fraction.mean())}
