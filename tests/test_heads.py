@@ -226,3 +226,46 @@ def test_two_process_ddp_training_on_cpu(demo_run, tmp_path):
     assert meta["training"]["world_size"] == 2 and meta["training"]["epochs"] == 2
     metrics = pd.read_csv(run_dir / "heads" / "ddp" / "logs" / "metrics.csv")
     assert metrics["val_loss"].notna().sum() == 2
+
+
+@pytest.mark.slow
+def test_default_head_keeps_up_with_ridge_on_a_small_real_dataset(tiny_hg38, tmp_path):
+    """Real hg38 DNA and the 74 real tracks of basenji-tiny-hg38, a few windows, a small random
+    backbone: the default head is at least the ridge head minus 0.01 on test, with no flat track
+    (the study's recipe is trained too, for the numbers in the log)."""
+    from enformer_transfer import (
+        Geometry,
+        RunConfig,
+        build_dataset,
+        embed_run,
+        evaluate_head,
+        init_backbone,
+    )
+    from enformer_transfer.data.targets_table import build_targets_table, write_targets_table
+    from enformer_transfer.heads.train import train_head
+
+    table = build_targets_table(sorted((tiny_hg38 / "bigwig_contig").glob("*.bw")), clip=None, scale=1.0)
+    write_targets_table(table, tmp_path / "targets.tsv")
+    bed = pd.read_csv(tiny_hg38 / "windows.bed", sep="\t", header=None, names=["c", "s", "e", "name", "split"])
+    bed = pd.concat([bed[bed.split == "train"].head(24), bed[bed.split != "train"]])
+    pd.DataFrame({"c": bed["name"], "s": 32768, "e": 98304, "split": bed["split"]}).to_csv(
+        tmp_path / "windows.bed", sep="\t", header=False, index=False)
+    config = RunConfig(run_dir=tmp_path / "run", geometry=Geometry(seq_length=131072, n_bins=512))
+    config.dataset.genome, config.dataset.targets = tiny_hg38 / "windows.fa", tmp_path / "targets.tsv"
+    config.dataset.windows = tmp_path / "windows.bed"
+    build_dataset(config, progress=False)
+    config.embed.backbone = str(init_backbone(tmp_path / "bb", dim=96, depth=1, heads=4, attn_dim_key=16,
+                                              n_bins=512, human_tracks=8))
+    config.embed.loader_workers, config.train.loader_workers = 1, 0
+    embed_run(config, progress=False)
+    scores = {}
+    for head, settings in (("default", {}), ("ridge", {"model": "ridge"}), ("study", {"recipe": "study"})):
+        config.train = TrainConfig(head=head, loader_workers=0, **settings)
+        train_head(config, progress=False)
+        config.evaluate.head = head
+        evaluate_head(config, progress=False)
+        summary = Run(config.run_dir).evaluation(head).summary["splits"]["test"]
+        scores[head] = summary["pearson_mean"]
+        if head == "default":
+            assert summary["flat_prediction_tracks"] == [] and summary["zero_variance_tracks"] == []
+    assert scores["default"] >= scores["ridge"] - 0.01, scores

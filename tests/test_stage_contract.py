@@ -236,3 +236,12 @@ def test_dar_and_weights_are_stages_and_an_interrupted_one_looks_unfinished(demo
     dar = Run(run_dir).dar("default")
     assert dar.record.key["regions"]["path"].endswith("dar_subclass.csv") and dar.summary["regions"] > 50
     assert len(pd.read_csv(dar.folder.regions)) == dar.summary["regions"]
+
+
+def test_reference_page_is_generated_from_the_code():
+    """docs/reference.md lists every config key and run-directory file; it is regenerated with
+    `python -m enformer_transfer.reference_doc > docs/reference.md` whenever they change."""
+    from enformer_transfer.reference_doc import render
+
+    committed = (SRC.parents[1] / "docs" / "reference.md").read_text()
+    assert committed == render(), "docs/reference.md is stale: regenerate it (see its first lines)"
