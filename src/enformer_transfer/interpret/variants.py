@@ -269,6 +269,7 @@ def finish_variants(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.D
     top.to_csv(out.top_variants, sep="\t", index=False, float_format="%.6g")
     affected = outputs.most_affected(table, plan.tracks, plan.groups, values, p.summary_stat)
     affected.to_csv(out.most_affected, sep="\t", index=False, float_format="%.6g")
+    n_sequences = scorer.sequences  # scoring passes (the figures' passes come next)
     chosen = outputs.chosen_variants(table, values, p.summary_stat, p.plot_variants, p.plot_top)
     figures = outputs.draw_variants(out, scorer, table, plan.tracks, plan.groups, values, p.summary_stat, chosen,
                                     plan.run.geometry, p.bigwig)
@@ -286,14 +287,15 @@ def finish_variants(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.D
     write_json_atomic(out.summary, summary)
     rate = n_scored / max(seconds, 1e-9)
     print(f"variants: {len(table)} variants x {len(plan.tracks)} tracks of head {p.head!r} ({n_scored} scored in "
-          f"{seconds:.1f} s, {rate:.2f} variants/s, {scorer.sequences} sequences) -> {plan.folder}",
+          f"{seconds:.1f} s, {rate:.2f} variants/s, {n_sequences} sequences) -> {plan.folder}",
           flush=True)
     if len(plan.skipped) or len(plan.mismatches):
         log.warning("variants: %d allele(s) left out (%s), %d REF mismatch(es) dropped (ref_mismatches.tsv)",
                     len(plan.skipped), "; ".join(f"{k}: {v}" for k, v in summary["skipped"].items()) or "-",
                     len(plan.mismatches))
     return {"variants": len(table), "tracks": len(plan.tracks), "skipped": len(plan.skipped),
-            "ref_mismatches": len(plan.mismatches), "scored_this_run": n_scored, "seconds": round(seconds, 2),
+            "ref_mismatches": len(plan.mismatches), "scored_this_run": n_scored, "sequences_this_run": n_sequences,
+            "seconds": round(seconds, 2),
             "variants_per_second": round(rate, 3), "device": str(plan.device), "world_size": plan.dist.world}
 
 

@@ -95,6 +95,24 @@ def _table(df: pd.DataFrame, link_column: str | None = None, link_prefix: str = 
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
+def _variants_section(run: Run, name: str) -> str:
+    """A finished variants stage: what was scored, the top variants per track, the figures."""
+    effects = run.variants(name)
+    summary, stat = effects.summary, effects.summary["summary_stat"]
+    skipped = sum(summary["skipped"].values())
+    parts = [f"<h2>Variant effects <code>{html.escape(name)}</code></h2>",
+             f"<p>{summary['variants']} variants x {summary['tracks']} tracks of head {html.escape(summary['head'])} "
+             f"({', '.join(f'{k} {v}' for k, v in summary['kinds'].items())}); {skipped} alleles left out, "
+             f"{summary['ref_mismatches']} REF mismatches dropped; scores {', '.join(summary['stats'])}; "
+             f"z-scores across the tracks of each {html.escape(str(summary['level_column'] or 'head'))} level; "
+             f"{'reverse complement, ' if summary['rc'] else ''}shifts {summary['shifts']}"
+             + (f", p-values from {summary['null_shuffles']} shuffled contexts" if summary["null_shuffles"] else "")
+             + f" (docs/variants.md)</p><h3>Top variants per track by |{html.escape(stat)}|</h3>"]
+    parts.append(_table(effects.top_variants.query("rank <= 3")))
+    parts += [_img(f["path"], f["caption"]) for f in effects.figures]
+    return "".join(parts)
+
+
 def write_report(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
     """Write RUN_DIR/report/report.html for the evaluated heads (default: all of them); a view,
     rebuilt whenever what it shows changed."""
@@ -111,6 +129,7 @@ def write_report(config: RunConfig | Path | str, force: bool = False, progress: 
     key = {"dataset": run.dataset_record.key_digest,
            "evaluations": {h: run.evaluation(h).record.key_digest for h in heads},
            "dar": {h: run.dar(h).record.key_digest for h in heads if h in run.dars()},
+           "variants": {n: run.variants(n).record.key_digest for n in run.variant_analyses()},
            "tool_version": __version__}
 
     def build(work: Path, state: str) -> dict:
@@ -196,5 +215,6 @@ def render_report(run: Run, heads: list[str]) -> str:
         for figure in figures:
             if figure["kind"] == "track":
                 parts.append(_img(figure["path"], figure["caption"], anchor=f"{head}-track-{figure['track']}"))
+    parts += [_variants_section(run, name) for name in run.variant_analyses()]
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>enformer-transfer report</title>"
             + STYLE + "</head><body>" + "".join(parts) + SCRIPT + "</body></html>")
