@@ -365,14 +365,16 @@ def test_resume_after_kill_gives_the_same_scores(demo_run, tmp_path):
     kill_when(cmd, lambda: log.exists() and log.read_text().count(";") >= 2)
     assert not out.exists()
     done = log.read_text().count(";")
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "killed.partial" / "chunks").glob("*.npz")}
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "killed.partial" / "chunks").glob("??????.npz")}
     result = subprocess.run(cmd[:-1] + ["--chunk-variants", "5"], capture_output=True, text=True)
     assert result.returncode == 0 and "resuming" in result.stderr, result.stderr
     assert f"({16 - 2 * done} scored" in result.stdout  # the chunks kept their size; none was redone
-    assert all(p.stat().st_mtime_ns == stamps[p] for p in stamps if p.name.startswith(tuple(f"{i:06d}" for i in range(done))))
-    reference = _variants(demo_run, tmp_path / "ref", vcf, "--plot-top", "0")
+    kept = [p for p in stamps if int(p.stem) < done]  # logged before the kill: not written again
+    assert kept and all((out / "chunks" / p.name).stat().st_mtime_ns == stamps[p] for p in kept)
+    # batches of 2 = one variant's reference and alternative, whatever the chunks: bit-identical
+    reference = _variants(demo_run, tmp_path / "ref", vcf, "--plot-top", "0", "--batch-size", "2")
     resumed = et.run.VariantEffects(et.layout.VariantsFolder(out))
-    pd.testing.assert_frame_equal(resumed.scores, reference.scores)
+    pd.testing.assert_frame_equal(resumed.scores, reference.scores, check_exact=True)
 
 
 @pytest.mark.slow
@@ -389,9 +391,12 @@ def test_two_processes_gloo_equal_one(demo_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (out / "progress").glob("*.txt")) == ["chunks.rank0.txt", "chunks.rank1.txt"]
     assert json.loads((out / "stage.json").read_text())["stats"]["world_size"] == 2
-    single = _variants(demo_run, tmp_path / "one", vcf, "--plot-top", "0")
+    single = _variants(demo_run, tmp_path / "one", vcf, "--plot-top", "0", "--chunk-variants", "2")
     two = et.run.VariantEffects(et.layout.VariantsFolder(out))
-    pd.testing.assert_frame_equal(two.scores, single.scores, rtol=1e-5, atol=1e-6)
+    # other thread counts: float rounding differs; z-scores of near-zero effects amplify it
+    z = [c for c in single.scores.columns if c.endswith("_z")]
+    pd.testing.assert_frame_equal(two.scores.drop(columns=z), single.scores.drop(columns=z), rtol=1e-4, atol=1e-5)
+    pd.testing.assert_frame_equal(two.scores[z], single.scores[z], rtol=1e-3, atol=2e-3)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from ..plots import figures as draw
 from ..plots.figures import FigureIndex
 from .alleles import reference_start
 from .scores import SUMS
+from .vcf import short_name
 
 VARIANT_COLUMNS = ["variant", "id", "chrom", "pos", "ref", "alt", "kind"]
 
@@ -103,7 +104,7 @@ def draw_variants(out: VariantsFolder, scorer, variants: pd.DataFrame, tracks: p
     for i in chosen:
         v = next(variants.iloc[[i]].itertuples(index=False))
         stem = variant_stem(v)
-        label = v.variant + (f" ({v.id})" if v.id else "")
+        label = short_name(v.variant) + (f" ({v.id})" if v.id else "")
         index.add(f"effects_{stem}", f"{label}: {stat} in every track (hierarchy order) and its z-score within "
                   "each level",
                   draw.variant_effect_bars(values[stat][i, order], values[f"{stat}_z"][i, order],

@@ -43,6 +43,14 @@ def variant_key(chrom: str, pos: int, ref: str, alt: str) -> str:
     return f"{chrom}:{pos}:{ref}:{alt}"
 
 
+def short_name(variant: str, longest: int = 10) -> str:
+    """A variant's name for figures and pages: alleles longer than ``longest`` bases shortened to
+    their first bases and length (chr4:73479:CATATGGTCA...(63 bp):TCATCTGTTG...(63 bp))."""
+    chrom, pos, ref, alt = variant.rsplit(":", 3)
+    cut = [a if len(a) <= longest else f"{a[:longest]}...({len(a)} bp)" for a in (ref, alt)]
+    return ":".join([chrom, pos, *cut])
+
+
 def variant_kind(ref: str, alt: str) -> str:
     if len(ref) == len(alt):
         return "SNV" if len(ref) == 1 else "MNV"

@@ -97,18 +97,25 @@ def _table(df: pd.DataFrame, link_column: str | None = None, link_prefix: str = 
 
 def _variants_section(run: Run, name: str) -> str:
     """A finished variants stage: what was scored, the top variants per track, the figures."""
+    from ..interpret.vcf import short_name
+
     effects = run.variants(name)
     summary, stat = effects.summary, effects.summary["summary_stat"]
-    skipped = sum(summary["skipped"].values())
-    parts = [f"<h2>Variant effects <code>{html.escape(name)}</code></h2>",
-             f"<p>{summary['variants']} variants x {summary['tracks']} tracks of head {html.escape(summary['head'])} "
-             f"({', '.join(f'{k} {v}' for k, v in summary['kinds'].items())}); {skipped} alleles left out, "
-             f"{summary['ref_mismatches']} REF mismatches dropped; scores {', '.join(summary['stats'])}; "
-             f"z-scores across the tracks of each {html.escape(str(summary['level_column'] or 'head'))} level; "
-             f"{'reverse complement, ' if summary['rc'] else ''}shifts {summary['shifts']}"
-             + (f", p-values from {summary['null_shuffles']} shuffled contexts" if summary["null_shuffles"] else "")
-             + f" (docs/variants.md)</p><h3>Top variants per track by |{html.escape(stat)}|</h3>"]
-    parts.append(_table(effects.top_variants.query("rank <= 3")))
+    top = effects.top_variants.query("rank <= 3")
+    kinds = ", ".join(f"{k} {v}" for k, v in summary["kinds"].items())
+    levels = (f"among the tracks of the same {summary['level_column']}" if summary["level_column"]
+              else "across all tracks")
+    settings = [f"scores {', '.join(summary['stats'])}", f"z-scores {levels}", f"shifts {summary['shifts']}"]
+    if summary["rc"]:
+        settings.append("both strands")
+    if summary["null_shuffles"]:
+        settings.append(f"p-values from {summary['null_shuffles']} shuffled contexts")
+    text = (f"{summary['variants']} variants ({kinds}) x {summary['tracks']} tracks of head {summary['head']}; "
+            f"{sum(summary['skipped'].values())} alleles left out, {summary['ref_mismatches']} REF mismatches "
+            f"dropped; {'; '.join(settings)} (docs/variants.md)")
+    parts = [f"<h2>Variant effects <code>{html.escape(name)}</code></h2><p>{html.escape(text)}</p>",
+             f"<h3>Top variants per track by |{html.escape(stat)}|</h3>",
+             _table(top.assign(variant=top["variant"].map(short_name)))]
     parts += [_img(f["path"], f["caption"]) for f in effects.figures]
     return "".join(parts)
 
