@@ -71,6 +71,12 @@ def main() -> None:
         tmp = Path(name)
         started = time.time()
         genome_path, targets, windows = make_embed_inputs(tmp / "data", args.windows, args.seq_length, args.n_bins)
+        import pybigtools
+
+        size = Genome(genome_path).sizes["chrB"]  # a track that varies (ridge needs a valid Pearson)
+        values = np.random.default_rng(1).gamma(1.0, 1.0, size // 128)
+        pybigtools.open(str(tmp / "data" / "flat.bw"), "w").write(
+            {"chrB": size}, iter(("chrB", i * 128, (i + 1) * 128, float(v)) for i, v in enumerate(values)))
         rows = windows.read_text().splitlines()
         splits = ["valid" if i == 1 else "test" if i == 2 else "train" for i in range(len(rows))]
         windows.write_text("".join("\t".join(r.split()[:3] + [s]) + "\n" for r, s in zip(rows, splits, strict=True)))
@@ -88,7 +94,6 @@ def main() -> None:
 
         genome = Genome(genome_path)
         rng = np.random.default_rng(0)
-        size = genome.sizes["chrB"]
         positions = np.sort(rng.choice(np.arange(1000, size - 1000), size=args.variants + 4, replace=False))
         lines = ["chrom\tpos\tref\talt\tid"]
         for i, pos in enumerate(positions):
