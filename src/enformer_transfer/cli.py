@@ -130,6 +130,8 @@ STAGES = (
      "compare a head's weights with the backbone's own output tracks"),
     ("dar", ["dar"], ".evaluation.dar:dar_analysis",
      "do predictions recover differentially accessible regions between cell types?"),
+    ("variants", ["variants"], ".interpret.variants:variants",
+     "score variants of a VCF in every track of a head, per cell type -> RUN_DIR/variants/NAME"),
     ("report", ["report"], ".report.html:write_report", "one self-contained HTML report of the run"),
 )
 
