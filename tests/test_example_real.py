@@ -30,3 +30,11 @@ def test_real_data_example_end_to_end(tiny_hg38, tmp_path):
     report = (run_dir / "report" / "report.html").read_text()
     assert all(ident in report for ident in run.tracks["identifier"])
     assert set(run.evaluation("default").per_level["grouping"]) == {"biosample_type"}
+    # fine-tuning on real data: the harm gate holds (no track more than 0.01 below its frozen head)
+    assert main(["finetune", str(run_dir), "--head", "finetuned", "--from-head", "default", "--steps", "12",
+                 "--quiet"]) == 0
+    change = pd.read_json(run_dir / "heads" / "finetuned" / "track_change.json")
+    assert len(change) == len(run.tracks) and (change["change"] >= -0.01).all()
+    assert main(["evaluate", str(run_dir), "--head", "finetuned", "--quiet"]) == 0
+    assert main(["report", str(run_dir), "--quiet"]) == 0
+    assert "finetuned" in (run_dir / "report" / "report.html").read_text()
