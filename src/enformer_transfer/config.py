@@ -203,6 +203,9 @@ class FinetuneConfig(_Section):
     max_epochs: int | None = Field(None, gt=0, description="maximum epochs (auto: enough for the steps)")
     patience: int | None = Field(None, ge=0, description="validations without improvement before stopping "
                                                          "(auto: a fifth of them)")
+    keep: Literal["best", "finetuned"] = Field(
+        "best", description="best: the fine-tuned model only if it beats the frozen head on valid, else the frozen "
+                            "head's weights; finetuned: the best fine-tuned checkpoint in any case")
     augment: bool = Field(True, description="reverse-complement and shift the inputs (targets follow)")
     max_shift: int = Field(3, ge=0, description="largest input shift in bp")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")

@@ -271,7 +271,12 @@ def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool
         if info.pop("rank", 0) != 0:
             return {}
         info["start_valid_pearson"] = float(np.nanmean(start))
-        if info["kept"]["val_score"] is None or info["start_valid_pearson"] >= info["kept"]["val_score"]:
+        no_gain = info["kept"]["val_score"] is None or info["start_valid_pearson"] >= info["kept"]["val_score"]
+        keep_frozen = no_gain and (f.keep == "best" or info["kept"]["val_score"] is None)
+        if no_gain and not keep_frozen:
+            log.warning("finetune %r: no validation improvement over the frozen head %r; the fine-tuned weights are "
+                        "kept anyway (--keep finetuned)", f.head, f.from_head)
+        if keep_frozen:
             log.warning("finetune %r: no validation improvement over the frozen head %r; the frozen head's weights "
                         "are kept", f.head, f.from_head)
             enformer = run.backbone("cpu").model
