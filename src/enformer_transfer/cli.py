@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .config import PER_COMMAND_SECTIONS, SECTIONS, RunConfig, load_config, tomllib, validate_config
-from .console import setup_console, teardown_console
+from .console import FILE_ONLY, setup_console, teardown_console
 from .errors import EnformerTransferError, did_you_mean
 from .fs import disk_full_error
 from .layout import RunLayout
@@ -442,9 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_console(quiet=args.quiet and not args.verbose, verbose=args.verbose, log_file=_log_file(args))
-    log.debug("enformer-transfer %s: %s", __version__, " ".join(sys.argv[1:] if argv is None else argv))
+    record = logging.getLogger(FILE_ONLY)
+    record.info("enformer-transfer %s: %s", __version__, " ".join(sys.argv[1:] if argv is None else map(str, argv)))
     try:
-        return args.func(args)
+        status = args.func(args)
+        record.info("finished: %s", args.command)
+        return status
     except EnformerTransferError as err:
         log.debug("error: %s", err)
         print(f"error: {err}", file=sys.stderr)

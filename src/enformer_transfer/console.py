@@ -21,6 +21,7 @@ from pathlib import Path
 # loggers of libraries that announce themselves; their INFO lines are for the log file
 _CHATTY = ("lightning", "lightning_fabric", "pytorch_lightning", "torch", "py.warnings")
 _MARK = "_enformer_transfer_console"
+FILE_ONLY = "enformer_transfer.logfile"  # a logger whose messages go to the log file alone
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class _ConsoleFilter(logging.Filter):
         self.mode = mode
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == FILE_ONLY:
+            return False
         if self.mode.verbose or record.levelno >= logging.ERROR:
             return True
         chatty = any(record.name == n or record.name.startswith(n + ".") for n in _CHATTY)
@@ -71,13 +74,7 @@ def setup_console(quiet: bool = False, verbose: bool = False, log_file: Path | N
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("enformer_transfer").setLevel(logging.DEBUG if verbose else logging.INFO)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
-        # Lightning gives itself a handler when imported before logging is configured: its lines
-        # then print twice; let them reach ours only
-        chatty = logging.getLogger(name)
-        for handler in list(chatty.handlers):
-            chatty.removeHandler(handler)
-        chatty.propagate = True
+    route_library_logs()
     for noisy in ("matplotlib", "PIL", "fsspec", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.captureWarnings(True)  # library warnings: the log file; the console with --verbose
@@ -85,6 +82,23 @@ def setup_console(quiet: bool = False, verbose: bool = False, log_file: Path | N
         # Lightning on a newer torch warns about its own internals; nothing a user can act on
         warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
     return mode
+
+
+_OWN_HANDLERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning",
+                 "torchmetrics")
+
+
+def route_library_logs() -> None:
+    """Libraries that give their loggers a handler of their own when imported (Lightning prints
+    its lines twice then): their messages reach ours only. Call after importing them."""
+    if not any(getattr(h, _MARK, False) for h in logging.getLogger().handlers):
+        return  # used as a library: leave the application's logging alone
+    for name in _OWN_HANDLERS:
+        chatty = logging.getLogger(name)
+        for handler in list(chatty.handlers):
+            if not isinstance(handler, logging.NullHandler):
+                chatty.removeHandler(handler)
+        chatty.propagate = True
 
 
 def teardown_console() -> None:

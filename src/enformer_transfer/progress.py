@@ -28,7 +28,7 @@ class Progress:
         self._closed = False
         self._bar = None
         if enabled and self.total > 0 and _terminal():
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             self._bar = tqdm(total=self.total, desc=what, unit=unit, mininterval=every, file=sys.stderr,
                              dynamic_ncols=True, leave=True, bar_format=BAR_FORMAT)
@@ -68,6 +68,10 @@ def lightning_progress(what: str, enabled: bool = True) -> list:
     """Callbacks that show a Lightning fit through :class:`Progress` (optimizer steps, with the
     epoch and the latest validation metric); pass them with ``enable_progress_bar=False``."""
     from lightning.pytorch.callbacks import Callback
+
+    from .console import route_library_logs
+
+    route_library_logs()
 
     class _FitProgress(Callback):
         def __init__(self):
