@@ -176,7 +176,7 @@ def fit_sequence_model(model: SequenceModel, loss: str, schedule: Schedule, lrs:
         check_val_every_n_epoch=schedule.val_every,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=getattr(cfg, "num_nodes", 1), strategy=strategy,
         precision=LIGHTNING_PRECISION[precision], callbacks=[EpochLog(folder.metrics), checkpoints, stopper,
-                                                     *lightning_progress(f"finetune {folder.path.name}", progress)],
+                                                     *lightning_progress(f"finetune {folder.path.name.removesuffix('.partial')}", progress)],
         plugins=[AtomicCheckpointIO()], logger=TensorBoardLogger(folder.path, name="logs", version=""),
         deterministic=False, enable_progress_bar=False, enable_model_summary=False,
         use_distributed_sampler=False, num_sanity_val_steps=0, log_every_n_steps=1,
