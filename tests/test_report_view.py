@@ -82,7 +82,7 @@ def test_summary_comes_first_and_names_baselines_and_tracks(demo_run):
     toc, summary, dataset = text.index('id="toc"'), text.index('id="summary"'), text.index('id="dataset"')
     assert toc < summary < dataset
     head = text[summary:dataset]
-    for piece in ("ridge", "backbone&#x27;s best own track", "compare run", "best ", "worst ", "Subclass",
+    for piece in ("ridge", "backbone&#x27;s best own track", "default on run-random", "best ", "worst ", "Subclass",
                   "Mean Pearson per level"):
         assert piece in head, piece
     # every track has its plot in the report, reachable from the selector

@@ -39,7 +39,12 @@ class ReportContext:
 
 def _baseline_label(column: str, head: str, baselines: dict) -> str:
     if column == "compare_run_pearson":
-        return f"compare run {Path(str(baselines.get('compare_run', ''))).name} ({head})"
+        other = Path(str(baselines.get("compare_run", "")))
+        try:  # name the other run by its backbone: what usually differs
+            backbone = f" (backbone {Path(str(Run(other).embed_config.backbone)).name})"
+        except Exception:  # a moved or partial run: its folder name is enough
+            backbone = ""
+        return f"{head} on {other.name}{backbone}"
     return BASELINES[column]
 
 
