@@ -271,8 +271,10 @@ def cmd_backbone_init(args) -> int:
 
 def _commands_help(sub) -> str:
     """The commands, grouped and in pipeline order, one line each (those no group names: 'more')."""
-    helps = {name: (parser.description or "").strip().splitlines()[0] for name, parser in sub.choices.items()}
-    lines, listed = ["commands (in pipeline order; 'enformer-transfer COMMAND --help' for its options):"], set()
+    registered = {action.dest: action.help or "" for action in sub._choices_actions}  # add_parser(help=...)
+    helps = {name: ((parser.description or registered.get(name, "")).strip().splitlines() or [""])[0]
+             for name, parser in sub.choices.items()}
+    lines = ["commands (in pipeline order; 'enformer-transfer COMMAND --help' for its options):"]
     groups = [*COMMAND_GROUPS, ("more", tuple(n for n in helps if not any(n in g for _, g in COMMAND_GROUPS)))]
     for title, names in groups:
         present = [n for n in names if n in helps]
@@ -281,7 +283,6 @@ def _commands_help(sub) -> str:
         lines.append(f"\n  {title}:")
         for name in present:
             lines.append(f"    {name:<14}{helps[name]}")
-            listed.add(name)
     return "\n".join(lines)
 
 
