@@ -318,7 +318,7 @@ def summary_bars(table: pd.DataFrame, title: str, path: Path) -> list[Path]:
     rows = [k[-1] if isinstance(k, tuple) else k for k in keys]
     groupings = [k[0] if isinstance(k, tuple) else "" for k in keys]
     width = 0.8 / max(len(series), 1)
-    fig, ax = plt.subplots(figsize=(min(13.0, 2.2 + 0.55 * len(rows) * max(len(series), 2) * 0.6 + 1.5), 3.8))
+    fig, ax = plt.subplots(figsize=(min(13.0, max(6.5, 3.7 + 0.33 * len(rows) * max(len(series), 2))), 3.8))
     x = np.arange(len(rows))
     colours = plt.get_cmap("tab10")
     for i, column in enumerate(series):

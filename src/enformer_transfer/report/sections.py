@@ -119,13 +119,16 @@ def summary_section(ctx: ReportContext) -> Section:
             parts.append(f"<p class='warning'>head {html.escape(head)}: {html.escape(warning)}</p>")
     if split is not None:
         overview = summary_table(ctx, split)
+        series = [c for c in overview.columns if c not in ("grouping", "group", "tracks")]
+        baselines = [c for c in series if c not in ctx.heads]
+        explained = {"ridge baseline": "the ridge head", "backbone's best own track":
+                     "the backbone's best-matching own track (chosen on valid, zero-shot)"}
+        said = [explained.get(c, f"{c}: the same head trained in another run") for c in baselines]
         parts.append(f"<h3>Mean Pearson per level ({html.escape(split)} split)</h3>"
                      "<p class='small'>per track over all bins of the split's windows pooled, then the mean over the "
-                     "level's tracks; the best of each row in bold. Baselines: the ridge head, the backbone's "
-                     "best-matching own track (chosen on valid, zero-shot), the same head trained in another run "
-                     "(e.g. on a random backbone).</p>")
-        parts.append(table(overview, bold_max_rows=True))
-        series = [c for c in overview.columns if c not in ("grouping", "group", "tracks")]
+                     "level's tracks" + ("; the best of each row in bold" if len(series) > 1 else "")
+                     + (f". Baselines: {html.escape('; '.join(said))}" if said else "") + ".</p>")
+        parts.append(table(overview, bold_max_rows=len(series) > 1))
         if len(overview) <= 40 and series:
             made = draw.summary_bars(overview.set_index(["grouping", "group"])[series],
                                      f"Mean Pearson per level ({split})", ctx.figures / "summary_bars")
