@@ -158,7 +158,7 @@ td.text, th.text { text-align: left; }
 tbody tr:nth-child(even) { background: #fafafa; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 12px; max-width: 100%; }
 pre:empty, #js-errors:empty { display: none; }
-.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(400px, 1fr)); gap: 1.2em 1.6em;
+.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(400px, 1fr)); gap: 1.2em 1.6em; grid-auto-flow: row dense;
            align-items: start; margin: 0.8em 0; }
 .figures > figure.wide { grid-column: 1 / -1; }
 figure { margin: 0; min-width: 0; }
