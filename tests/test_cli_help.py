@@ -102,3 +102,5 @@ def test_head_name_near_miss(demo_run, tmp_path, capsys):
     assert main(["dar", str(demo_run), "--head", "default", "--regions", str(tmp_path / "x.tsv"),
                  "--label-column", "subclas", "--quiet"]) == 2
     assert "did you mean 'subclass'?" in capsys.readouterr().err
+    assert main(["report", str(demo_run), "--heads", "defualt", "--quiet"]) == 2
+    assert "did you mean 'default'?" in capsys.readouterr().err

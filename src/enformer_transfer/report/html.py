@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..config import RunConfig, as_config
-from ..errors import InputError
+from ..errors import InputError, did_you_mean
 from ..fs import write_text_atomic
 from ..layout import ReportFolder
 from ..run import Run
@@ -30,7 +30,9 @@ def write_report(config: RunConfig | Path | str, force: bool = False, progress: 
     heads = config.report.heads or evaluated
     missing = [h for h in heads if h not in evaluated]
     if not heads or missing:
-        raise InputError(f"report: head(s) {', '.join(missing) or '(none)'} not evaluated in {run.path}; "
+        hints = "".join(did_you_mean(h, evaluated) for h in missing)
+        raise InputError(f"report: head(s) {', '.join(missing) or '(none)'} not evaluated in {run.path}{hints}; "
+                         f"evaluated: {', '.join(evaluated) or 'none'}; "
                          "run 'enformer-transfer evaluate RUN_DIR --head NAME' first")
     key = {"dataset": run.dataset_record.key_digest,
            "evaluations": {h: run.evaluation(h).record.key_digest for h in heads},
