@@ -211,7 +211,7 @@ def test_report_with_a_head_on_a_subset_of_tracks(demo_run, tmp_path):
     assert len(per_level) == 0 and {"split", "grouping", "group", "pearson_mean"} <= set(per_level.columns)
     assert main(["report", str(run_dir), "--quiet"]) == 0
     html = (run_dir / "report" / "report.html").read_text()
-    assert "Head <code>class</code>" in html and "no grouping column" in html
+    assert "<h2>Head class</h2>" in html and "no grouping column" in html
 
 
 def test_dar_and_weights_are_stages_and_an_interrupted_one_looks_unfinished(demo_run, tmp_path, monkeypatch):

@@ -1,7 +1,10 @@
 """enformer-transfer: teach a pretrained Enformer new genomic tracks.
 
-Each command runs one step of the pipeline on a run directory and calls one library function;
-every setting of a stage is a flag of its command and a key of the run config.
+Give it BigWig files of the tracks you care about and a genome; it bins them into targets,
+embeds every window with Enformer's trunk, trains small heads that predict the new tracks from
+the embeddings (or fine-tunes the whole model), and scores them on held-out chromosomes
+against baselines, in one HTML report. Every command works on a run directory and resumes
+where it stopped; `enformer-transfer demo` runs it all on synthetic data in a few minutes.
 """
 
 from __future__ import annotations
@@ -17,15 +20,51 @@ from pathlib import Path
 
 from ._version import __version__
 from .config import PER_COMMAND_SECTIONS, SECTIONS, RunConfig, load_config, tomllib, validate_config
-from .errors import EnformerTransferError
+from .console import FILE_ONLY, setup_console, teardown_console
+from .errors import EnformerTransferError, did_you_mean
 from .fs import disk_full_error
 from .layout import RunLayout
 
 log = logging.getLogger("enformer_transfer")
 
 
+COMMAND_GROUPS = (
+    # the commands in pipeline order, as the top-level help lists them
+    ("data", ("fetch", "targets", "windows", "dataset", "tfrecords")),
+    ("model", ("backbone", "embed", "train", "finetune")),
+    ("results", ("evaluate", "report", "predict", "weights", "dar", "variants", "contributions", "motifs")),
+    ("all at once", ("run", "demo", "check")),
+)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written and appends each option's default to its help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "(default" in text or not action.option_strings or default is None
+                or default is argparse.SUPPRESS or isinstance(default, bool) or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _comma_list(text: str) -> list[str]:
     return [part for part in text.split(",") if part]
+
+
+def _shown_default(field, description: str) -> str:
+    """' (default: X)' for a config field; '' when the description already says it or it has none."""
+    default = field.get_default(call_default_factory=True)
+    if "(default" in description:
+        return ""
+    if default is None:
+        return " (default: auto)" if "auto" in description else ""
+    if isinstance(default, bool):
+        return f" (default: {'yes' if default else 'no'})"
+    if isinstance(default, (list, tuple)):
+        return f" (default: {','.join(map(str, default)) or 'none'})"
+    return f" (default: {default})"
 
 
 def _add_section_flags(parser: argparse.ArgumentParser, sections: list[str]) -> None:
@@ -39,7 +78,9 @@ def _add_section_flags(parser: argparse.ArgumentParser, sections: list[str]) -> 
             for extra in getattr(alias, "choices", []):
                 if extra != name:
                     flags.append("--" + extra.replace("_", "-"))
-            kwargs: dict = {"dest": f"{section}.{name}", "default": argparse.SUPPRESS, "help": field.description}
+            description = field.description or name.replace("_", " ")
+            text = (description + _shown_default(field, description)).replace("%", "%%")
+            kwargs: dict = {"dest": f"{section}.{name}", "default": argparse.SUPPRESS, "help": text}
             annotation = field.annotation
             args = typing.get_args(annotation)
             optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
@@ -60,13 +101,22 @@ def _add_section_flags(parser: argparse.ArgumentParser, sections: list[str]) -> 
             group.add_argument(*flags, **kwargs)
 
 
+def _add_console(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """--quiet / --verbose, before or after the command name."""
+    default = False if top else argparse.SUPPRESS
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="print only errors and each command's final summary")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="also print debug messages, library warnings and Lightning's own lines")
+
+
 def _add_common(parser: argparse.ArgumentParser, config_help: str) -> None:
     parser.add_argument("--config", type=Path, help=config_help)
-    parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="random seed")
+    parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="random seed (default: 0)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="set any config key, e.g. --set train.batch_size=8 (TOML value syntax)")
     parser.add_argument("--force", action="store_true", help="redo the stage even if it is up to date")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_console(parser)
 
 
 def config_from_args(args: argparse.Namespace, snapshot: Path | None = None) -> RunConfig:
@@ -91,8 +141,9 @@ def config_from_args(args: argparse.Namespace, snapshot: Path | None = None) -> 
         key, sep, text = item.partition("=")
         section, _, name = key.strip().rpartition(".")
         if not sep or not name or (section and section not in data):
-            raise EnformerTransferError(f"--set {item!r}: expected SECTION.KEY=VALUE with a section of the config "
-                                        f"({', '.join(SECTIONS)})")
+            hint = did_you_mean(section, SECTIONS) if sep and name and section else ""
+            raise EnformerTransferError(f"--set {item!r}: expected SECTION.KEY=VALUE with a section of the config"
+                                        f"{hint} ({', '.join(SECTIONS)})")
         try:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
@@ -218,99 +269,129 @@ def cmd_backbone_init(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="enformer-transfer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"enformer-transfer {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _commands_help(sub) -> str:
+    """The commands, grouped and in pipeline order, one line each (those no group names: 'more')."""
+    registered = {action.dest: action.help or "" for action in sub._choices_actions}  # add_parser(help=...)
+    helps = {name: ((parser.description or registered.get(name, "")).strip().splitlines() or [""])[0]
+             for name, parser in sub.choices.items()}
+    lines = ["commands (in pipeline order; 'enformer-transfer COMMAND --help' for its options):"]
+    groups = [*COMMAND_GROUPS, ("more", tuple(n for n in helps if not any(n in g for _, g in COMMAND_GROUPS)))]
+    for title, names in groups:
+        present = [n for n in names if n in helps]
+        if not present:
+            continue
+        lines.append(f"\n  {title}:")
+        for name in present:
+            lines.append(f"    {name:<14}{helps[name]}")
+    return "\n".join(lines)
 
-    p = sub.add_parser("dataset", help="BigWigs + genome + windows -> binned targets in RUN_DIR/dataset")
-    p.add_argument("--out", dest="run_dir", type=Path, help="run directory")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enformer-transfer", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"enformer-transfer {__version__}")
+    _add_console(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of the commands below")
+
+    def command(group, name: str, text: str) -> argparse.ArgumentParser:
+        # no help= here: the top-level help lists the commands itself, grouped (_commands_help)
+        return group.add_parser(name, description=text, formatter_class=HelpFormatter)
+
+    p = command(sub, "dataset", "BigWigs + genome + windows -> binned targets in RUN_DIR/dataset")
+    p.add_argument("--out", dest="run_dir", type=Path, help="run directory to create or resume")
     _add_common(p, "TOML run config (flags override it)")
     _add_section_flags(p, ["geometry", "dataset"])
     p.set_defaults(func=_stage_handler(".data.build:build_dataset", uses_run_dir=False))
 
     for name, sections, target, text in STAGES:
-        p = sub.add_parser(name, help=text)
-        p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+        p = command(sub, name, text)
+        p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory")
         _add_common(p, "TOML run config (default: RUN_DIR/config.toml)")
         _add_section_flags(p, sections)
         p.set_defaults(func=_stage_handler(target))
 
-    p = sub.add_parser("check", help="verify every store and record of a run; report what is damaged")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p = command(sub, "check", "verify every store and record of a run; report what is damaged")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory")
+    _add_console(p)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("run", help="run every stage of a TOML config, in order, resuming")
-    p.add_argument("config", type=Path)
-    p.add_argument("--out", type=Path, help="run directory (overrides run_dir)")
-    p.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="random seed")
+    p = command(sub, "run", "run every stage of a TOML config, in order, resuming")
+    p.add_argument("config", type=Path, help="TOML run config (see examples/)")
+    p.add_argument("--out", type=Path, help="run directory (default: the config's run_dir)")
+    p.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="random seed (default: 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="set any config key, e.g. --set train.batch_size=8 (TOML value syntax)")
     p.add_argument("--force", action="store_true", help="redo every stage")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_console(p)
     _add_section_flags(p, ["geometry", "dataset", "embed"])
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="generate synthetic data and run every stage on it")
-    p.add_argument("--out", type=Path, default=Path("demo-run"), help="output folder (default: demo-run)")
+    p = command(sub, "demo", "generate synthetic data and run every stage on it (a few minutes on a CPU)")
+    p.add_argument("--out", type=Path, default=Path("demo-run"), help="output folder")
     p.add_argument("--force", action="store_true", help="regenerate the data and redo every stage")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_console(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("fetch", help="download BigWigs (URL list or UCSC trackDb) and write a targets table")
+    p = command(sub, "fetch", "download BigWigs (URL list or UCSC trackDb) and write a targets table")
     p.add_argument("--urls", type=Path, help="a list of URLs, or a CSV/TSV with url, identifier and metadata columns")
     p.add_argument("--trackdb", help="a UCSC hub trackDb.txt (path or URL): bigDataUrl, labels, subGroups")
-    p.add_argument("--metadata", type=Path, help="extra metadata keyed by identifier")
+    p.add_argument("--metadata", type=Path, help="extra metadata (CSV/TSV) keyed by identifier, joined to the table")
     p.add_argument("--out", type=Path, required=True, help="output folder: bigwigs/, fetch.json and targets.tsv")
     p.add_argument("--allow-local-paths", action="store_true",
                    help="let a local trackDb or URL list name local BigWigs outside its own folder")
+    _add_console(p)
     _add_section_flags(p, ["targets"])
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("targets", help="build (or --validate) a Basenji targets table")
-    p.add_argument("--bigwigs", nargs="+", metavar="BW", help="BigWig files")
-    p.add_argument("--bigwig-dir", nargs="+", metavar="DIR", help="folders of .bw / .bigWig files")
-    p.add_argument("--metadata", type=Path, help="CSV/TSV keyed by identifier (file stem) or file")
-    p.add_argument("--out", type=Path, help="the targets table to write")
+    p = command(sub, "targets", "build (or --validate) a Basenji targets table from BigWigs and metadata")
+    p.add_argument("--bigwigs", nargs="+", metavar="BW", help="BigWig files, one track each")
+    p.add_argument("--bigwig-dir", nargs="+", metavar="DIR", help="folders of .bw / .bigWig files, one track each")
+    p.add_argument("--metadata", type=Path, help="CSV/TSV keyed by identifier (file stem) or file: extra columns")
+    p.add_argument("--out", type=Path, help="the targets table (TSV) to write")
     p.add_argument("--validate", type=Path, metavar="TABLE", help="only check an existing table")
+    _add_console(p)
     _add_section_flags(p, ["targets"])
     p.set_defaults(func=cmd_targets)
 
-    p = sub.add_parser("windows", help="tile a genome into windows with whole-chromosome splits")
+    p = command(sub, "windows", "tile a genome into windows with whole-chromosome splits -> a windows BED")
     p.add_argument("--genome", type=Path, required=True, help="FASTA or 2bit")
     p.add_argument("--out", type=Path, required=True, help="windows BED to write")
-    p.add_argument("--valid-chroms", nargs="*", default=[], help="chromosomes of the valid split")
-    p.add_argument("--test-chroms", nargs="*", default=[], help="chromosomes of the test split")
-    p.add_argument("--crop", type=int, default=None, help="bp kept on each side of the target interval in each row")
+    p.add_argument("--valid-chroms", nargs="*", default=[],
+                   help="chromosomes of the valid split (default: drawn at random with --seed)")
+    p.add_argument("--test-chroms", nargs="*", default=[],
+                   help="chromosomes of the test split (default: drawn at random with --seed)")
+    p.add_argument("--crop", type=int, default=None,
+                   help="bp kept on each side of the target interval in each row (default: the whole input)")
     p.add_argument("--blacklist-bed", type=Path, help="skip windows mostly in these regions")
-    p.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="random seed of the held-out chromosomes")
+    p.add_argument("--seed", type=int, default=argparse.SUPPRESS,
+                   help="random seed of the held-out chromosomes (default: 0)")
+    _add_console(p)
     _add_section_flags(p, ["geometry"])
     p.set_defaults(func=cmd_windows)
 
-    p = sub.add_parser("tfrecords", help="Basenji TFRecords")
-    tsub = p.add_subparsers(dest="tfrecords_command", required=True)
-    t = tsub.add_parser("export", help="write a run's dataset as Basenji TFRecords (+ sequences.bed, statistics.json)")
-    t.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p = command(sub, "tfrecords", "Basenji TFRecords: export a run's dataset, or import one as a run")
+    tsub = p.add_subparsers(dest="tfrecords_command", required=True, metavar="{export,import}")
+    t = command(tsub, "export", "write a run's dataset as Basenji TFRecords (+ sequences.bed, statistics.json)")
+    t.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory")
     t.add_argument("--out", type=Path, required=True, help="output folder")
     t.add_argument("--windows-per-file", type=int, default=256, help="records per .tfr file")
     t.add_argument("--base-indices", action="store_true", help="sequence as uint8 base indices, not bool one-hot")
     t.add_argument("--force", action="store_true", help="replace an existing output folder")
+    _add_console(t)
     t.set_defaults(func=cmd_tfrecords_export)
-    t = tsub.add_parser("import", help="a run's dataset from Basenji TFRecords (statistics.json, sequences.bed, targets.txt)")
-    t.add_argument("folder", type=Path, metavar="BASENJI_DIR")
+    t = command(tsub, "import", "a run's dataset from Basenji TFRecords (statistics.json, sequences.bed, targets.txt)")
+    t.add_argument("folder", type=Path, metavar="BASENJI_DIR", help="the folder of the records")
     t.add_argument("--genome", type=Path, required=True, help="the genome the records were made from")
     t.add_argument("--out", type=Path, required=True, help="run directory")
-    t.add_argument("--seq-length", type=int, default=None, help="model input length (default 196,608)")
-    t.add_argument("--chrom-aliases", choices=["none", "auto"], default="none", help="match chr1/1 and chrM/MT")
+    t.add_argument("--seq-length", type=int, default=None, help="model input length (default: 196,608)")
+    t.add_argument("--chrom-aliases", choices=["none", "auto"], default="none",
+                   help="auto: match chr1 to 1 and chrM to MT between the records and the genome")
     t.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    _add_console(t)
     t.set_defaults(func=cmd_tfrecords_import)
 
-    p = sub.add_parser("backbone", help="backbone utilities")
-    bsub = p.add_subparsers(dest="backbone_command", required=True)
-    b = bsub.add_parser("init", help="write a randomly initialised Enformer (any size) in the real weights' format")
+    p = command(sub, "backbone", "backbones: a random Enformer of any size, or pretrain a small one")
+    bsub = p.add_subparsers(dest="backbone_command", required=True, metavar="{init,pretrain}")
+    b = command(bsub, "init", "write a randomly initialised Enformer (any size) in the real weights' format")
     b.add_argument("--out", type=Path, required=True, help="backbone folder to write")
     b.add_argument("--dim", type=int, default=1536, help="model width (Enformer: 1536)")
     b.add_argument("--depth", type=int, default=11, help="transformer blocks (Enformer: 11)")
@@ -320,29 +401,56 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--n-bins", "--target-length", dest="n_bins", type=int, default=896,
                    help="output bins per window (Enformer: 896)")
     b.add_argument("--human-tracks", type=int, default=5313, help="tracks of the human output head (Enformer: 5313)")
-    b.add_argument("--seed", type=int, default=0, help="random seed")
+    b.add_argument("--seed", type=int, default=0, help="random seed of the weights")
     b.add_argument("--calibrate-batches", type=int, default=2,
                    help="batches of random DNA that set the BatchNorm statistics (0: none)")
+    _add_console(b)
     b.set_defaults(func=cmd_backbone_init)
-    b = bsub.add_parser("pretrain", help="train a small Enformer from random weights on a run's tracks -> a backbone folder")
+    b = command(bsub, "pretrain", "train a small Enformer from random weights on a run's tracks -> a backbone folder")
     b.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run with a dataset of the pretraining tracks")
     _add_common(b, "TOML run config (default: RUN_DIR/config.toml)")
     _add_section_flags(b, ["pretrain"])
     b.set_defaults(func=_stage_handler(".finetune.train:pretrain_backbone"))
+
+    parser.epilog = _commands_help(sub)
     return parser
+
+
+def _log_file(args: argparse.Namespace) -> Path | None:
+    """Where this command's log goes: the run directory it works on, when there is one."""
+    run_dir = getattr(args, "run_dir", None)
+    if args.command == "demo":
+        run_dir = args.out
+    elif args.command == "run":
+        run_dir = args.out
+        if run_dir is None:
+            try:
+                run_dir = load_config(args.config).run_dir
+            except EnformerTransferError:
+                run_dir = None  # the command itself says what is wrong
+    elif args.command == "tfrecords" and args.tfrecords_command == "import":
+        run_dir = args.out
+    if run_dir is None:
+        return None
+    run_dir = Path(run_dir)
+    creates = args.command in ("dataset", "demo", "run") or getattr(args, "tfrecords_command", None) == "import"
+    if not run_dir.is_dir() and not creates:
+        return None  # not a run directory: the command reports it
+    return RunLayout(run_dir).log
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_console(quiet=args.quiet and not args.verbose, verbose=args.verbose, log_file=_log_file(args))
+    record = logging.getLogger(FILE_ONLY)
+    record.info("enformer-transfer %s: %s", __version__, " ".join(sys.argv[1:] if argv is None else map(str, argv)))
     try:
-        return args.func(args)
+        status = args.func(args)
+        record.info("finished: %s", args.command)
+        return status
     except EnformerTransferError as err:
+        log.debug("error: %s", err)
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
@@ -353,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        teardown_console()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import InputError
+from .errors import InputError, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -154,7 +154,7 @@ class TrainConfig(_Section):
     loss: Literal["poisson", "poisson-log-input", "mse", "poisson-multinomial"] = Field(
         "poisson", description="poisson = rate form (Enformer's; ours); poisson-log-input = the study's "
                                "PoissonNLLLoss(log_input=True) quirk")
-    tracks_where: str | None = Field(None, description="train on tracks matching this pandas query, e.g. \"level == 'Class'\"")
+    tracks_where: str | None = Field(None, description="train on tracks matching this pandas query, e.g. \"level == 'Class'\" (default: all tracks)")
     lr: float | None = Field(None, gt=0, description="Adam (peak) learning rate (auto: 1e-3; study: 1e-4)")
     batch_size: int | None = Field(None, gt=0, description="windows per batch per device (auto: >= 16 steps an "
                                                            "epoch, at most 64; study: 64)")
@@ -223,7 +223,7 @@ class PretrainConfig(_Section):
     as a backbone folder (its own output head predicts those tracks)."""
 
     out: Path | None = _path_field("backbone folder to write (config.json + pytorch_model.bin)")
-    tracks_where: str | None = Field(None, description="pretrain on tracks matching this pandas query")
+    tracks_where: str | None = Field(None, description="pretrain on tracks matching this pandas query (default: all tracks)")
     dim: int = Field(48, gt=0, description="model width")
     depth: int = Field(1, gt=0, description="transformer blocks")
     heads: int = Field(2, gt=0, description="attention heads")
@@ -445,6 +445,11 @@ def first_error(err: ValueError) -> str:
     errors = getattr(err, "errors", None)
     if callable(errors):
         first = errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{where}: {first.get('msg')}"
+        loc = first.get("loc", ())
+        where = ".".join(str(p) for p in loc)
+        hint = ""
+        if first.get("type") == "extra_forbidden" and loc:
+            model = RunConfig if len(loc) == 1 else SECTIONS.get(str(loc[0]))
+            hint = did_you_mean(str(loc[-1]), list(model.model_fields)) if model is not None else ""
+        return f"{where}: {first.get('msg')}{hint}"
     return str(err)

@@ -26,3 +26,16 @@ class DiskFullError(EnformerTransferError):
 
 class StageLockedError(EnformerTransferError):
     """Another process is running the same stage on the same run directory."""
+
+
+def did_you_mean(word: str, choices, cutoff: float = 0.6) -> str:
+    """' (did you mean 'x'?)' for the closest of ``choices`` to a misspelt ``word``, else ''."""
+    import difflib
+
+    options = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(word), options, n=1, cutoff=cutoff)
+    if not close:  # case slips: 'class' for 'Class'
+        lower = {o.lower(): o for o in options}
+        close = difflib.get_close_matches(str(word).lower(), list(lower), n=1, cutoff=cutoff)
+        close = [lower[c] for c in close]
+    return f" (did you mean {close[0]!r}?)" if close else ""

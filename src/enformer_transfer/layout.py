@@ -6,6 +6,7 @@ the code that writes a store and the code that reads it use the same name. Nothi
 the package spells a run directory's file names.
 
     RUN_DIR/config.toml                    merged config of the latest successful command
+    RUN_DIR/enformer-transfer.log          every command's log messages, appended
     RUN_DIR/dataset/                       targets (stage ``dataset``)
     RUN_DIR/embeddings/                    backbone embeddings (stage ``embed``)
     RUN_DIR/heads/NAME/                    a trained head or fine-tuned model (``train``, ``finetune``)
@@ -150,6 +151,11 @@ class RunLayout:
     @property
     def config(self) -> Path:
         return self.root / CONFIG_FILE
+
+    @property
+    def log(self) -> Path:
+        """The log of every command run on this directory (appended, all levels)."""
+        return self.root / "enformer-transfer.log"
 
     @property
     def dataset(self) -> DatasetFolder:

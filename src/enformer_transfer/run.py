@@ -18,7 +18,7 @@ import pandas as pd
 from .config import DatasetConfig, EmbedConfig, Geometry, RunConfig, load_config
 from .data import store
 from .data.targets_table import read_targets_table
-from .errors import InputError
+from .errors import InputError, did_you_mean
 from .layout import (
     DarFolder,
     EvaluationFolder,
@@ -229,7 +229,8 @@ class Run:
         folder = self.layout.head(name)
         if not finished(folder.path):
             raise InputError(
-                f"{self.path} has no trained head {name!r} (has: {', '.join(self.heads()) or 'none'}); "
+                f"{self.path} has no trained head {name!r}{did_you_mean(name, self.heads())} "
+                f"(has: {', '.join(self.heads()) or 'none'}); "
                 f"run 'enformer-transfer train {self.path} --head {name}'"
             )
         head = load_head(folder)
@@ -244,6 +245,9 @@ class Run:
 
     def evaluation(self, name: str) -> Evaluation:
         folder = self.layout.evaluation(name)
+        if not finished(folder.path) and did_you_mean(name, self.evaluations()):
+            raise InputError(f"{self.path} has no evaluation of head {name!r}{did_you_mean(name, self.evaluations())} "
+                             f"(has: {', '.join(self.evaluations())})")
         record = self._record(folder.path, f"run 'enformer-transfer evaluate {self.path} --head {name}' first")
         return Evaluation(folder, record)
 

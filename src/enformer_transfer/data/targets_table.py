@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..config import STUDY_CLIP, STUDY_SCALE, STUDY_SUM_STAT, SUM_STATS, TargetsConfig
-from ..errors import InputError
+from ..errors import InputError, did_you_mean
 from ..fs import atomic_path
 
 log = logging.getLogger("enformer_transfer")
@@ -60,8 +61,10 @@ def select_tracks(tracks: pd.DataFrame, where: str | None) -> np.ndarray:
     try:
         chosen = tracks.reset_index(drop=True).query(where)
     except Exception as err:
+        unknown = re.search(r"name '(\w+)' is not defined", str(err))
+        hint = did_you_mean(unknown.group(1), tracks.columns) if unknown else ""
         raise InputError(
-            f"--tracks-where {where!r} is not a valid query on the targets table "
+            f"--tracks-where {where!r} is not a valid query on the targets table{hint} "
             f"({type(err).__name__}: {err}); columns: {', '.join(tracks.columns)}"
         ) from None
     if chosen.empty:

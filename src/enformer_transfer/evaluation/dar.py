@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..config import RunConfig, as_config
 from ..data.targets_table import select_tracks
-from ..errors import InputError
+from ..errors import InputError, did_you_mean
 from ..fs import write_json_atomic
 from ..genome.intervals import parse_region
 from ..layout import DarFolder
@@ -52,7 +52,8 @@ def read_dar_table(path: Path | str, label_column: str) -> pd.DataFrame:
         raise InputError(f"{path}: DAR table not found")
     table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt", ".bed") else ",")
     if label_column not in table.columns:
-        raise InputError(f"{path}: no column {label_column!r} with each region's cell type (has {', '.join(table.columns)})")
+        raise InputError(f"{path}: no column {label_column!r} with each region's cell type"
+                         f"{did_you_mean(label_column, table.columns)} (has {', '.join(table.columns)})")
     if {"chrom", "start", "end"} <= set(table.columns):
         regions = table[["chrom", "start", "end"]].copy()
     elif "region" in table.columns:
@@ -95,8 +96,8 @@ def plan_dar(config: RunConfig) -> DarPlan:
     head_index = head.check_compatible(run)  # the head's outputs as positions in the run's tracks
     head_tracks = run.tracks.iloc[head_index].reset_index(drop=True)
     if d.label_column not in head_tracks.columns:
-        raise InputError(f"the targets table has no column {d.label_column!r} to match the DAR labels "
-                         f"(has {', '.join(head_tracks.columns)})")
+        raise InputError(f"the targets table has no column {d.label_column!r} to match the DAR labels"
+                         f"{did_you_mean(d.label_column, head_tracks.columns)} (has {', '.join(head_tracks.columns)})")
     chosen = head_tracks.iloc[select_tracks(head_tracks, d.tracks_where)]
     chosen = chosen[chosen[d.label_column].astype(str).replace({"nan": ""}) != ""]
     labels = chosen[d.label_column].astype(str)

@@ -66,8 +66,10 @@ def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.Data
     obs = np.asarray(targets[best])[..., track_index].astype(np.float32)
     pred = np.asarray(predictions[best]).astype(np.float32)
     region = f"{window['chrom']}:{window['start']:,}-{window['end']:,}"
-    shown = order[:8]
-    index.add("tracks_example", f"Observed vs predicted, the {split} window with the most signal ({region})",
+    # up to 12 tracks spread over the hierarchy; every track has its own plot (kind 'track')
+    shown = [order[i] for i in np.unique(np.linspace(0, len(order) - 1, min(12, len(order))).round().astype(int))]
+    some = f"{len(shown)} of {len(order)} tracks, " if len(shown) < len(order) else ""
+    index.add("tracks_example", f"Observed vs predicted, the {split} window with the most signal ({some}{region})",
               draw.track_plot(coords, obs[:, shown], pred[:, shown], [ids[i] for i in shown], region,
                               figures / "tracks_example"))
     # scatter of observed vs predicted bins for the best and the worst track of the split

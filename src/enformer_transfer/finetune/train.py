@@ -156,6 +156,7 @@ def fit_sequence_model(model: SequenceModel, loss: str, schedule: Schedule, lrs:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from ..heads.lightning import AtomicCheckpointIO, EpochLog, resume_checkpoint
+    from ..progress import lightning_progress
 
     # BatchNorm layers stay in eval mode on purpose (frozen statistics)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -174,9 +175,10 @@ def fit_sequence_model(model: SequenceModel, loss: str, schedule: Schedule, lrs:
         max_epochs=schedule.max_epochs, limit_train_batches=min(schedule.steps_per_epoch, schedule.steps),
         check_val_every_n_epoch=schedule.val_every,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=getattr(cfg, "num_nodes", 1), strategy=strategy,
-        precision=LIGHTNING_PRECISION[precision], callbacks=[EpochLog(folder.metrics), checkpoints, stopper],
+        precision=LIGHTNING_PRECISION[precision], callbacks=[EpochLog(folder.metrics), checkpoints, stopper,
+                                                     *lightning_progress(f"finetune {folder.path.name.removesuffix('.partial')}", progress)],
         plugins=[AtomicCheckpointIO()], logger=TensorBoardLogger(folder.path, name="logs", version=""),
-        deterministic=False, enable_progress_bar=progress, enable_model_summary=False,
+        deterministic=False, enable_progress_bar=False, enable_model_summary=False,
         use_distributed_sampler=False, num_sanity_val_steps=0, log_every_n_steps=1,
     )
     resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.checkpoints / "last.ckpt"

@@ -55,6 +55,7 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from ..progress import lightning_progress
     from .lightning import AtomicCheckpointIO, EpochLog, HeadModule, resume_checkpoint
 
     world = cfg.devices * cfg.num_nodes
@@ -82,9 +83,10 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
         check_val_every_n_epoch=schedule.val_every,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy="ddp" if world > 1 else "auto", precision=LIGHTNING_PRECISION[precision],
-        callbacks=[EpochLog(folder.metrics), checkpoints, stopper], plugins=[AtomicCheckpointIO()],
+        callbacks=[EpochLog(folder.metrics), checkpoints, stopper, *lightning_progress(f"train {cfg.head}", progress)],
+        plugins=[AtomicCheckpointIO()],
         logger=TensorBoardLogger(folder.path, name="logs", version=""),
-        deterministic=True, enable_progress_bar=progress, enable_model_summary=False,
+        deterministic=True, enable_progress_bar=False, enable_model_summary=False,
         use_distributed_sampler=False, num_sanity_val_steps=0, log_every_n_steps=1,
     )
     start = source_pearson(module.model.eval(), valid) if schedule.select == "pearson" else None

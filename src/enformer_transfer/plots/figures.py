@@ -84,7 +84,7 @@ def pearson_boxplot(per_track: pd.DataFrame, grouping: str | None, path: Path) -
                 positions.append(pos)
             pos += 1
         pos += 0.5
-    ax.boxplot(data, positions=positions, widths=0.7)
+    ax.boxplot(data, positions=positions, widths=0.7, showfliers=False)  # every point is drawn below
     for values, x in zip(data, positions, strict=True):
         ax.scatter(np.full(len(values), x) + np.linspace(-0.15, 0.15, len(values)), values, s=8, alpha=0.6)
     ax.set_xticks(positions, labels, fontsize=7)
@@ -120,28 +120,83 @@ def scatter_observed_predicted(observed: np.ndarray, predicted: np.ndarray, name
     return _save(fig, path)
 
 
+def _label_size(n: int) -> float:
+    return 7.0 if n <= 40 else 6.0 if n <= 100 else 5.0
+
+
+def _sparse_ticks(ax, names: list[str], axis: str, fontsize: float, max_labels: int = 120) -> None:
+    """Tick labels for every name up to ``max_labels``, else every k-th (still legible)."""
+    step = max(1, int(np.ceil(len(names) / max_labels)))
+    ticks = list(range(0, len(names), step))
+    labels = [names[i] for i in ticks]
+    if axis == "x":
+        ax.set_xticks(ticks, labels, rotation=90, fontsize=fontsize)
+    else:
+        ax.set_yticks(ticks, labels, fontsize=fontsize)
+
+
 def correlation_heatmaps(observed: np.ndarray, predicted: np.ndarray, names: list[str], path: Path) -> list[Path]:
-    """Track x track correlation matrices, observed and predicted, in the given (hierarchy) order."""
+    """Track x track correlation matrices, observed and predicted, in the given (hierarchy) order;
+    side by side for a few tracks, one above the other (each as wide as the page) for many."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    for ax, matrix, title in zip(axes, (observed, predicted), ("observed", "predicted"), strict=True):
-        im = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+    n = len(names)
+    size = _label_size(n)
+    side = max(4.0, 0.11 * n + 1.6)  # inches per panel: a label row per track
+    stacked = n > 30
+    fig, axes = plt.subplots(2 if stacked else 1, 1 if stacked else 2,
+                             figsize=(side + 1.2, 2 * side + 0.6) if stacked else (2 * side + 1.6, side + 0.4),
+                             squeeze=False, layout="constrained")
+    for ax, matrix, title in zip(axes.ravel(), (observed, predicted), ("observed", "predicted"), strict=True):
+        im = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r", interpolation="nearest")
         ax.set_title(f"track x track correlation, {title}", fontsize=9)
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
-        ax.set_yticks(range(len(names)), names, fontsize=5)
-    fig.colorbar(im, ax=axes, shrink=0.8)
+        _sparse_ticks(ax, names, "x", size)
+        _sparse_ticks(ax, names, "y", size)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6)
     return _save(fig, path)
 
 
+def place_labels(ax, xs, ys, names: list[str], fontsize: float = 6) -> int:
+    """Label points without overlapping labels: each label tries offsets around its point and is
+    left out when none is free. Returns how many were placed."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed = []
+    offsets = [(4, 3), (4, -9), (-4, 3), (-4, -9), (6, 10), (6, -15), (-6, 10), (-6, -15), (0, 14), (0, -18)]
+    for x, y, name in zip(xs, ys, names, strict=True):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        for dx, dy in offsets:
+            text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                               ha="left" if dx >= 0 else "right", alpha=0.85)
+            box = text.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            text.remove()
+    return len(placed)
+
+
 def pearson_vs_property(values: np.ndarray, pearson: np.ndarray, names: list[str], xlabel: str,
-                        path: Path) -> list[Path]:
+                        path: Path, max_labels: int = 12) -> list[Path]:
+    """Per-track Pearson against a track property; the best and worst tracks (and the extremes of
+    the property) are labelled where their labels do not overlap."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    values, pearson = np.asarray(values, dtype=float), np.asarray(pearson, dtype=float)
     ax.scatter(values, pearson, s=14)
-    for x, y, n in zip(values, pearson, names, strict=True):
-        ax.annotate(n, (x, y), fontsize=5, alpha=0.7)
+    order = np.argsort(np.where(np.isfinite(pearson), pearson, np.inf))
+    extremes = [*order[: max_labels // 3], *order[::-1][np.isfinite(pearson[order[::-1]])][: max_labels // 3],
+                int(np.nanargmax(values)) if np.isfinite(values).any() else None,
+                int(np.nanargmin(values)) if np.isfinite(values).any() else None]
+    chosen = list(dict.fromkeys(int(i) for i in extremes if i is not None))
+    if len(names) <= max_labels:
+        chosen = list(range(len(names)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test Pearson r")
+    place_labels(ax, values[chosen], pearson[chosen], [names[i] for i in chosen])
     return _save(fig, path)
 
 
@@ -251,4 +306,36 @@ def variant_tracks(coordinates: np.ndarray, ref: np.ndarray, alt: np.ndarray, na
     axes[0, 0].legend(fontsize=6, loc="upper right")
     axes[0, 0].set_title(title, fontsize=9)
     axes[-1, 0].set_xlabel("position (bp)")
+    return _save(fig, path)
+
+
+def summary_bars(table: pd.DataFrame, title: str, path: Path) -> list[Path]:
+    """Grouped bars: one group per row of ``table`` (index: (grouping, group)), one bar per
+    column (heads and baselines), the values as given (mean Pearson per track); groupings are
+    separated and named above the bars."""
+    plt = _plt()
+    keys, series = list(table.index), list(table.columns)
+    rows = [k[-1] if isinstance(k, tuple) else k for k in keys]
+    groupings = [k[0] if isinstance(k, tuple) else "" for k in keys]
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(min(13.0, max(6.5, 3.7 + 0.33 * len(rows) * max(len(series), 2))), 3.8))
+    x = np.arange(len(rows))
+    colours = plt.get_cmap("tab10")
+    for i, column in enumerate(series):
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+        ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(values), width, label=column, color=colours(i % 10))
+    ax.axhline(0, color="black", lw=0.6)
+    starts = [i for i in range(len(rows)) if i == 0 or groupings[i] != groupings[i - 1]]
+    for i, start in enumerate(starts):
+        if start:
+            ax.axvline(start - 0.5, color="grey", lw=0.6, ls=":")
+        end = starts[i + 1] if i + 1 < len(starts) else len(rows)
+        if groupings[start] not in ("", "all"):
+            ax.text((start + end - 1) / 2, 1.0, groupings[start], transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=7, color="dimgrey")
+    ax.set_xticks(x, [str(r) for r in rows], rotation=30 if len(rows) > 6 else 0, ha="right" if len(rows) > 6 else "center",
+                  fontsize=8)
+    ax.set_ylabel("mean Pearson r per track")
+    ax.set_title(title, fontsize=9, pad=14)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return _save(fig, path)

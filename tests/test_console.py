@@ -1,0 +1,55 @@
+"""A quiet console: `train` prints its summary and little else (nothing but the summary with
+--quiet), Lightning's start-up lines go to the run's log file only, and the progress display
+stays silent when stderr is not a terminal."""
+
+import io
+import shutil
+
+from enformer_transfer.cli import main
+from enformer_transfer.layout import RunLayout
+from enformer_transfer.progress import Progress
+
+NOISE = ("GPU available", "TPU available", "litlogger", "Trainer.fit", "LeafSpec", "Epoch ", "deprecated", "it/s")
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
+
+
+def test_train_prints_a_summary_not_a_flood(demo_run, tmp_path, capsys):
+    run_dir = shutil.copytree(demo_run, tmp_path / "run",
+                              ignore=shutil.ignore_patterns("dar", "report", "weights", "evaluation", "variants"))
+    counts = {}
+    for mode, extra in (("default", []), ("quiet", ["--quiet"])):
+        assert main(["train", str(run_dir), "--head", f"tiny_{mode}", "--steps", "6", "--init", "random", *extra]) == 0
+        captured = capsys.readouterr()
+        printed = _lines(captured.out) + _lines(captured.err)
+        counts[mode] = len(printed)
+        assert not [line for line in printed if any(n in line for n in NOISE)], printed
+        assert any(line.startswith(f"train: head 'tiny_{mode}'") for line in _lines(captured.out))
+        if mode == "quiet":
+            assert _lines(captured.err) == []  # only the final summary, on stdout
+    assert counts["quiet"] <= counts["default"] <= 6, counts
+    log = RunLayout(run_dir).log.read_text()
+    assert "GPU available" in log and "enformer-transfer 0" in log and "finished: train" in log  # kept, in the log
+
+
+def test_progress_is_silent_off_a_terminal(capsys):
+    bar = Progress(10, "embed", "windows")
+    for _ in range(10):
+        bar.update(1)
+    assert capsys.readouterr().err == ""
+    assert "embed: 10/10 windows" in bar.summary()
+
+
+def test_progress_draws_on_a_terminal(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr("sys.stderr", screen)
+    with Progress(4, "evaluate default", "windows") as bar:
+        bar.update(4)
+    text = screen.getvalue()
+    assert "evaluate default" in text and "4/4 windows" in text
