@@ -95,7 +95,7 @@ def test_tables_and_baselines(demo_run):
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["splits"]["test"]["pearson_mean"] == pytest.approx(
         per_track[per_track["split"] == "test"]["pearson"].mean())
-    assert set(summary["baselines"]) == {"ridge", "zero_shot"}
+    assert set(summary["baselines"]) == {"ridge", "zero_shot", "compare_run"}  # the demo compares with run-random
     positions = pd.read_csv(folder / "bin_position.csv")
     assert len(positions) == 2 * 64
     for name in ("pearson_boxplot", "correlations_test", "tracks_example", "scatter_best", "pearson_vs_nuclei",

@@ -106,7 +106,7 @@ def test_a_flipped_byte_in_a_targets_chunk_is_named_not_used(demo_run, tmp_path,
 def test_check_passes_an_intact_run(demo_run, capsys):
     assert main(["check", str(demo_run), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "all intact" in out and "2 heads" in out
+    assert "all intact" in out and "3 heads" in out  # default, finetuned, ridge
 
 
 def test_a_head_with_nan_weights_is_never_marked_done(demo_run, tmp_path, capsys):

@@ -174,6 +174,10 @@ def test_paths_mean_the_same_file_after_any_number_of_commands_from_any_director
 
 def test_evaluation_is_stale_when_its_ridge_baseline_or_compare_run_changes(demo_run, tmp_path, capsys):
     run_dir = _copy(demo_run, tmp_path, "dar", "report")
+    # the demo evaluated it with --compare-run (its random-backbone run): without it, it must be redone
+    assert main(["evaluate", str(run_dir), "--head", "default", "--quiet"]) == 2
+    assert "compare_run" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--head", "default", "--force", "--quiet"]) == 0
     assert main(["evaluate", str(run_dir), "--head", "default", "--quiet"]) == 0  # up to date
     assert main(["train", str(run_dir), "--head", "ridge", "--model", "ridge", "--ridge-lambdas", "10.0",
                  "--force", "--quiet"]) == 0

@@ -270,7 +270,7 @@ def test_chromosome_aliases_follow_the_dataset_rule(tmp_path):
     ("unknown chromosome", "line 3: the genome has no chromosome chrZ"),
     ("past the end", "line 4: chr4:200001:A:G ends past the end of chr4 (200,000 bp)"),
     ("ref mismatch", "2 variant(s) whose REF differs from the genome: line 3 chr4:120000"),
-    ("no such head", "has no trained head 'nope' (has: default, ridge)"),
+    ("no such head", "has no trained head 'nope' (has: default, finetuned, ridge)"),
     ("tsv row", "v.tsv line 1: position 'x' is not a whole number"),
     ("not dna", "line 3: REF 'XY' is not a DNA sequence"),
 ])
