@@ -130,6 +130,12 @@ STAGES = (
      "compare a head's weights with the backbone's own output tracks"),
     ("dar", ["dar"], ".evaluation.dar:dar_analysis",
      "do predictions recover differentially accessible regions between cell types?"),
+    ("call-dars", ["call_dars"], ".interpret.dar_calling:call_dars",
+     "cell-type-specific regions from the run's own tracks (observed or predicted) -> RUN_DIR/called-dars/NAME"),
+    ("contributions", ["contributions"], ".interpret.contributions:contributions",
+     "which bases drive each track: contributions per region (grad-input, ism, deepliftshap)"),
+    ("motifs", ["motifs"], ".interpret.motifs:motifs",
+     "TF-MoDISco patterns per track or contrast, matched to JASPAR -> RUN_DIR/motifs/NAME"),
     ("report", ["report"], ".report.html:write_report", "one self-contained HTML report of the run"),
 )
 

@@ -111,6 +111,7 @@ def write_report(config: RunConfig | Path | str, force: bool = False, progress: 
     key = {"dataset": run.dataset_record.key_digest,
            "evaluations": {h: run.evaluation(h).record.key_digest for h in heads},
            "dar": {h: run.dar(h).record.key_digest for h in heads if h in run.dars()},
+           "interpretation": interpretation_digests(run),
            "tool_version": __version__}
 
     def build(work: Path, state: str) -> dict:
@@ -179,9 +180,10 @@ def render_report(run: Run, heads: list[str]) -> str:
             dar = run.dar(head)
             summary = dar.summary
             parts.append(f"<h3>DAR analysis</h3><p>{summary['regions']} regions; median Pearson across cell types "
-                         f"{summary['pearson_across_cell_types_median']:.3f}; most open cell type predicted = observed "
-                         f"in {100 * summary['top_agreement_observed_predicted']:.1f}% of regions "
-                         f"(chance {100 * summary['chance_agreement']:.1f}%); bin rule {html.escape(summary['bin_rule'])}</p>")
+                         f"{summary['pearson_across_cell_types_median']:.3f}{_dar_interval(summary)}; most open cell "
+                         f"type predicted = observed in {100 * summary['top_agreement_observed_predicted']:.1f}% of "
+                         f"regions (chance {100 * summary['chance_agreement']:.1f}%{_dar_test(summary)}); bin rule "
+                         f"{html.escape(summary['bin_rule'])}</p>")
             for figure in dar.figures:
                 parts.append(_img(figure["path"], figure["caption"]))
         per_level = evaluation.per_level
@@ -196,5 +198,70 @@ def render_report(run: Run, heads: list[str]) -> str:
         for figure in figures:
             if figure["kind"] == "track":
                 parts.append(_img(figure["path"], figure["caption"], anchor=f"{head}-track-{figure['track']}"))
+    parts += interpretation_sections(run)
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>enformer-transfer report</title>"
             + STYLE + "</head><body>" + "".join(parts) + SCRIPT + "</body></html>")
+
+
+def _dar_interval(summary: dict) -> str:
+    low, high = summary.get("pearson_across_cell_types_median_ci", [None, None])
+    if low is None or low != low:  # absent (older analyses) or NaN
+        return ""
+    return f" ({100 * summary['confidence']:g}% bootstrap interval {low:.3f} to {high:.3f})"
+
+
+def _dar_test(summary: dict) -> str:
+    p = summary.get("top_agreement_permutation_p")
+    if p is None or p != p:
+        return ""
+    return (f"; permuting predicted tops across regions: {100 * summary['top_agreement_permutation_null']:.1f}%, "
+            f"permutation p = {p:.3g}")
+
+
+def interpretation_digests(run: Run) -> dict:
+    """The finished call-dars, contributions and motifs stages the report shows."""
+    return {"called_dars": {n: run.called_dars(n).record.key_digest for n in run.called_dar_names()},
+            "contributions": {n: run.contributions(n).record.key_digest for n in run.contribution_names()},
+            "motifs": {n: run.motifs(n).record.key_digest for n in run.motif_names()}}
+
+
+def interpretation_sections(run: Run) -> list[str]:
+    """Called DARs, contributions (logos) and motifs (table, heatmap, logos), when present."""
+    parts = []
+    for name in run.called_dar_names():
+        called = run.called_dars(name)
+        summary, rule = called.summary, called.summary["rule"]
+        parts.append(f"<h2>Called DARs <code>{html.escape(name)}</code></h2><p>{summary['regions']} cell-type-specific "
+                     f"regions of {summary['candidates']} candidates ({html.escape(summary['source'])}, "
+                     f"{html.escape(rule['candidates'])}): log2 fold change &ge; {rule['min_log2_fold_change']:g} "
+                     f"vs {html.escape(rule['versus'])}, signal &ge; {rule['min_signal']:.3g}, pseudocount "
+                     f"{rule['pseudocount']:.3g}</p>")
+        parts.append(_table(pd.DataFrame({summary["label_column"]: list(summary["per_cell_type"]),
+                                          "regions": list(summary["per_cell_type"].values())})))
+        parts += [_img(f["path"], f["caption"]) for f in called.figures]
+    for name in run.contribution_names():
+        contributions = run.contributions(name)
+        summary = contributions.summary
+        parts.append(f"<h2>Contributions <code>{html.escape(name)}</code></h2><p>head "
+                     f"<code>{html.escape(summary['head'])}</code>, {html.escape(summary['method'])}, "
+                     f"{summary['regions']} regions x {len(summary['targets'])} attributed scalars, "
+                     f"{summary['width']} bp centred on each region; scalar: a track's predictions summed over "
+                     f"the bins {html.escape(str(summary['target_bins']))}</p>")
+        if "summation" in summary:
+            parts.append(f"<p class='small'>DeepLIFT/SHAP summation to delta: max relative error "
+                         f"{summary['summation']['max_relative_error']}</p>")
+        parts += [_img(f["path"], f["caption"]) for f in contributions.figures]
+    for name in run.motif_names():
+        motifs = run.motifs(name)
+        parts.append(f"<h2>Motifs <code>{html.escape(name)}</code></h2><p>TF-MoDISco patterns of contributions "
+                     f"<code>{html.escape(motifs.summary['contributions'])}</code>, matched (TOMTOM) against "
+                     f"{html.escape(', '.join(motifs.summary['database']))}</p>")
+        figures = motifs.figures
+        parts += [_img(f["path"], f["caption"]) for f in figures if f["kind"] == "summary"]
+        keep = ["display", "pattern", "n_seqlets", "n_regions", "importance", "motif", "best_motif_id",
+                "best_qvalue", "consensus"]
+        table = motifs.patterns[[c for c in keep if c in motifs.patterns.columns]].rename(columns={"display": "target"})
+        parts.append("<h3>Patterns</h3>" + _table(table))
+        parts.append("<h3>Pattern logos</h3>")
+        parts += [_img(f["path"], f["caption"]) for f in figures if f["kind"] == "pattern"]
+    return parts

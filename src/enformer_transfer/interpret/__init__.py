@@ -1,0 +1,1 @@
+"""Reading the model: variant effects, contributions, motifs and cell-type-specific regions."""
