@@ -49,8 +49,29 @@ def build_model(args, device):
     for module in enformer.modules():  # random attention outputs (enformer-pytorch zeroes them at init)
         if isinstance(module, torch.nn.Linear) and module.weight.abs().sum() == 0:
             torch.nn.init.normal_(module.weight, std=0.02)
+    enformer.to(device)
+    calibrate_batchnorm(enformer, args.seq_length, device)
     head = LinearHead(2 * args.dim, args.tracks)
     return SequenceModel(enformer.trunk, head, args.precision).to(device).eval()
+
+
+def calibrate_batchnorm(enformer, seq_length: int, device, batches: int = 2) -> None:
+    """BatchNorm statistics set on random DNA, as ``backbone init`` does: a freshly initialised
+    Enformer's activations otherwise collapse and its gradients are ~1e-7 (nothing to compare)."""
+    import torch
+
+    norms = [m for m in enformer.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            dna = torch.nn.functional.one_hot(torch.randint(0, 4, (1, seq_length), device=device), 4).float()
+            enformer.trunk(dna)
+    for norm in norms:
+        norm.momentum = 0.1
+    enformer.eval()
 
 
 def timed(fn, repeats: int, device) -> tuple[float, object]:

@@ -344,7 +344,8 @@ class MotifsConfig(_Section):
     jaspar_collection: str = Field("CORE", description="JASPAR collection")
     jaspar_tax_group: str = Field("vertebrates", description="JASPAR taxonomic group")
     matches: int = Field(3, gt=0, description="best matches listed per pattern")
-    max_match_qvalue: float = Field(0.5, gt=0, le=1, description="a match is named only below this TOMTOM q-value")
+    max_match_qvalue: float = Field(0.05, gt=0, le=1, description="a pattern is named after its best match only at or "
+                                                                   "below this TOMTOM q-value")
 
 
 class CallDarsConfig(_Section):

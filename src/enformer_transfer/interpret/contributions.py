@@ -86,7 +86,13 @@ def plan_contributions(config: RunConfig) -> ContributionsPlan:
     targets, weights = _targets(head_tracks, c.tracks_where, c.contrast, c.label_column)
     regions = read_regions(c.regions, c.label_column if c.label_column and has_header(c.regions) else None)
     genome, g = run.genome(), run.geometry
-    width = c.width or int((regions["end"] - regions["start"]).max())
+    length = (regions["end"] - regions["start"]).to_numpy()
+    too_long = np.flatnonzero(length > g.target_interval_bp)
+    if len(too_long):
+        row = int(too_long[0])
+        raise InputError(f"{c.regions} row {row + 1}: region {regions['name'].iloc[row]} is {length[row]} bp, longer "
+                         f"than the model's output ({g.target_interval_bp} bp); split it")
+    width = c.width or int(length.max())
     if width > g.seq_length:
         raise InputError(f"--width {width} is longer than the model input ({g.seq_length} bp)")
     if c.method == "ism" and width > ISM_MAX_WIDTH:
@@ -159,12 +165,6 @@ def _place(regions: pd.DataFrame, genome, geometry, width: int, target_bins: int
         if resolved[chrom] is None:
             raise InputError(f"{source} row {row + 1}: chromosome {chrom!r} is not in the genome")
     regions["chrom"] = regions["chrom"].map(resolved)
-    length = regions["end"] - regions["start"]
-    too_long = np.flatnonzero(length.to_numpy() > geometry.target_interval_bp)
-    if len(too_long):
-        r = regions.iloc[too_long[0]]
-        raise InputError(f"{source} row {too_long[0] + 1}: region {r['name']} is {length.iloc[too_long[0]]} bp, longer "
-                         f"than the model's output ({geometry.target_interval_bp} bp); split it")
     centre = (regions["start"] + regions["end"]) // 2
     regions["centre"] = centre
     regions["input_start"] = centre - geometry.seq_length // 2

@@ -13,6 +13,7 @@ match with q-value <= ``max_match_qvalue``, else the pattern's consensus).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from ..run import Contributions, Run
 from ..stage import run_stage
 from .motif_db import Motif, jaspar_motifs, meme_motifs, tomtom_matches, write_meme
 
+log = logging.getLogger("enformer_transfer")
+
 
 @dataclass
 class MotifsPlan:
@@ -36,7 +39,8 @@ class MotifsPlan:
     run: Run
     name: str
     contributions: Contributions
-    targets: pd.DataFrame  # rows of the contributions' targets table, with 'index' (its position) and 'regions'
+    targets: pd.DataFrame  # rows of the contributions' targets table, with 'position' (its index) and 'regions'
+    skipped: list[str]  # targets left out for want of regions
 
     @property
     def settings(self):
@@ -69,7 +73,13 @@ def plan_motifs(config: RunConfig) -> MotifsPlan:
     labelled = (regions["label"].astype(str) != "").any()
     table["regions"] = [_target_regions(regions, str(label), labelled and m.match_labels) for label in table["label"]]
     too_few = table[table["regions"].map(len) < m.min_regions]
-    if len(too_few):
+    skipped = []
+    if len(too_few) and not m.targets and len(too_few) < len(table):  # by default, analyse those that can be
+        skipped = list(too_few["display"])
+        table = table[table["regions"].map(len) >= m.min_regions].reset_index(drop=True)
+        log.warning("motifs: %s left out: fewer than %d regions%s", ", ".join(skipped), m.min_regions,
+                    " of their cell type" if labelled and m.match_labels else "")
+    elif len(too_few):
         row = too_few.iloc[0]
         raise InputError(f"motifs: {row['display']!r} has {len(row['regions'])} region(s) in contributions "
                          f"{m.contributions!r}" + (f" labelled {row['label']!r}" if labelled and m.match_labels else "")
@@ -86,7 +96,7 @@ def plan_motifs(config: RunConfig) -> MotifsPlan:
         import modiscolite  # noqa: F401
     except ImportError:
         raise InputError("motifs: needs modisco-lite (pip install 'enformer-transfer[model]')") from None
-    return MotifsPlan(config, run, name, contributions, table)
+    return MotifsPlan(config, run, name, contributions, table, skipped)
 
 
 def _target_regions(regions: pd.DataFrame, label: str, match: bool) -> np.ndarray:
@@ -256,4 +266,4 @@ def _summary(plan: MotifsPlan, patterns: pd.DataFrame, n_known: int) -> dict:
     return {"contributions": m.contributions, "method": plan.contributions.summary["method"],
             "known_motifs": n_known, "database": ([f"JASPAR {m.jaspar_release} {m.jaspar_collection} "
                                                    f"{m.jaspar_tax_group}"] if m.jaspar else [])
-            + ([str(m.motif_file)] if m.motif_file else []), "targets": targets}
+            + ([str(m.motif_file)] if m.motif_file else []), "targets": targets, "left_out": plan.skipped}
