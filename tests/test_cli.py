@@ -1,6 +1,7 @@
 """The CLI end to end: targets table, windows, demo."""
 
 import pandas as pd
+import pytest
 
 from enformer_transfer import Run, read_targets_table
 from enformer_transfer.cli import main
@@ -45,9 +46,16 @@ def test_windows_command(synthetic, tmp_path, capsys):
 
 
 def test_demo(demo):
+    """The demo shows transfer: the same head on the pretrained backbone beats it on a random
+    backbone of the same size clearly, on held-out chromosomes; a fine-tuned model beside them."""
     run_dir, printed = demo
     assert f"demo: run directory {run_dir}" in printed and f"demo: report {run_dir / 'report' / 'report.html'}" in printed
-    assert "valid mean Pearson per level (default head | ridge): Class" in printed
+    assert "synthetic genome" in printed and "docs/guide.md" in printed
     run = Run(run_dir)
     assert run.targets("train").shape == (46, 64, 12)
-    assert run.heads() == ["default", "ridge"] and run.evaluations() == ["default", "ridge"]
+    assert run.heads() == ["default", "finetuned", "ridge"] and run.evaluations() == ["default", "finetuned", "ridge"]
+    test = run.evaluation("default").summary["splits"]["test"]
+    assert test["pearson_mean"] > test["compare_run_pearson_mean"] + 0.3  # transfer from pretraining
+    margin = float(printed.split("beats the random backbone's by ")[1].split()[0])
+    assert margin == pytest.approx(test["pearson_mean"] - test["compare_run_pearson_mean"], abs=1e-3)
+    assert run.head("finetuned").finetuned

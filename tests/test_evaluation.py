@@ -159,7 +159,7 @@ def test_weights_find_the_backbone_track_a_head_copies(demo_run, tmp_path):
 
     run_dir = tmp_path / "run"
     shutil.copytree(demo_run, run_dir)
-    backbone = Enformer.from_pretrained(str(demo_run.parent / "tiny-backbone"))
+    backbone = Enformer.from_pretrained(str(demo_run.parent / "backbone"))
     human = backbone.heads["human"][0].weight.detach()
     head = load_head(run_dir / "heads" / "default")
     with torch.no_grad():

@@ -35,7 +35,7 @@ def test_trainable_modes_and_lora_targets(demo_run):
             parse_trainable(bad)
     from enformer_pytorch import Enformer
 
-    names = lora_targets(Enformer.from_pretrained(str(demo_run.parent / "tiny-backbone")))
+    names = lora_targets(Enformer.from_pretrained(str(demo_run.parent / "backbone")))
     assert {"transformer.0.0.fn.1.to_q", "transformer.0.0.fn.1.to_v", "transformer.0.1.fn.1",
             "transformer.0.1.fn.4", "stem.0", "final_pointwise.1.2"} <= set(names)
     assert not any(n.endswith((".to_k", ".to_out")) or n.startswith("_heads") for n in names)

@@ -121,7 +121,7 @@ def test_select_tracks():
 
 def test_demo_heads_are_self_describing(demo_run):
     run = Run(demo_run)
-    assert run.heads() == ["default", "ridge"]
+    assert run.heads() == ["default", "finetuned", "ridge"]
     head = run.head("default")
     meta = head.metadata
     assert meta["model"] == "linear" and meta["loss"] == "poisson" and meta["n_tracks"] == 12

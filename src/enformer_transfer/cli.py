@@ -136,6 +136,8 @@ STAGES = (
      "which bases drive each track: contributions per region (grad-input, ism, deepliftshap)"),
     ("motifs", ["motifs"], ".interpret.motifs:motifs",
      "TF-MoDISco patterns per track or contrast, matched to JASPAR -> RUN_DIR/motifs/NAME"),
+    ("variants", ["variants"], ".interpret.variants:variants",
+     "score variants of a VCF in every track of a head, per cell type -> RUN_DIR/variants/NAME"),
     ("report", ["report"], ".report.html:write_report", "one self-contained HTML report of the run"),
 )
 

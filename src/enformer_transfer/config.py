@@ -374,6 +374,43 @@ class CallDarsConfig(_Section):
                                                                   "the largest fold changes")
 
 
+VARIANT_STATS = ("SUM", "logSUM", "logSED", "SAX", "D1", "D2", "JS")
+
+
+class VariantsConfig(_Section):
+    """Stage variants: effects of a VCF's variants on every track of a head, from sequence
+    (docs/variants.md: the input window, each score's formula, indels, the null)."""
+
+    head: str = Field("default", description="the head (frozen-trunk or fine-tuned) to score with")
+    vcf: Path | None = _path_field("variants: VCF (plain or bgzip) or a TSV with chrom, pos, ref, alt[, id]")
+    out: Path | None = _path_field("output folder (default: RUN_DIR/variants/HEAD)")
+    stats: list[Literal[VARIANT_STATS]] = Field(
+        default_factory=lambda: ["SUM", "logSUM", "logSED", "SAX", "D1", "D2"],
+        description="scores per variant and track (ref_sum and alt_sum always): SUM, logSUM, logSED, SAX, D1, D2, JS")
+    rc: bool = Field(False, description="average forward and reverse-complement predictions")
+    shifts: list[int] = Field(default_factory=lambda: [0],
+                              description="input shifts in bp whose scores are averaged (e.g. --shifts=-1,0,1)")
+    level_column: str | None = Field(
+        None, description="tracks column whose values group the tracks of one level for the specificity z-score "
+                          "(default: level when the tracks have it, else all tracks together)")
+    summary_stat: Literal[VARIANT_STATS] = Field("logSED", description="the score that ranks variants in the "
+                                                                       "summaries and figures")
+    top: int = Field(10, gt=0, description="variants listed per track in the per-level summary")
+    plot_variants: list[str] = Field(default_factory=list, description="variants (ID or chrom:pos:ref:alt) to draw")
+    plot_top: int = Field(3, ge=0, description="also draw this many variants with the largest effect")
+    bigwig: bool = Field(False, description="write per-bin alt - ref of every track around the drawn variants as BigWigs")
+    null_shuffles: int = Field(0, ge=0, description="empirical p-values from the variant in this many "
+                                                    "dinucleotide-shuffled copies of its context (0: none)")
+    skip_ref_mismatch: bool = Field(False, description="drop variants whose REF differs from the genome (listed in "
+                                                       "ref_mismatches.tsv) instead of refusing the file")
+    chunk_variants: int = Field(32, gt=0, description="variants per resumable chunk")
+    batch_size: int = Field(8, gt=0, description="sequences per forward pass")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="compute precision (auto: bf16 on GPU, "
+                                                                           "fp32 on CPU)")
+    compile: bool = Field(False, description="torch.compile the trunk")
+    device: str = Field("auto", description="torch device (auto: cuda if available, with LOCAL_RANK)")
+
+
 class ReportConfig(_Section):
     """Stage report: one self-contained HTML page of the run."""
 
@@ -399,14 +436,15 @@ class RunConfig(_Section):
     contributions: ContributionsConfig = Field(default_factory=ContributionsConfig)
     motifs: MotifsConfig = Field(default_factory=MotifsConfig)
     call_dars: CallDarsConfig = Field(default_factory=CallDarsConfig)
+    variants: VariantsConfig = Field(default_factory=VariantsConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
 
 # Sections of stages a run has many of (heads, evaluations, analyses, each by name): a command on a
 # run starts them from their defaults, never from the settings of the previous such command in
 # RUN_DIR/config.toml (train --head b must not inherit --tracks-where of train --head a).
-PER_COMMAND_SECTIONS = ("train", "finetune", "pretrain", "evaluate", "predict", "weights", "dar", "report",
-                        "contributions", "motifs", "call_dars")
+PER_COMMAND_SECTIONS = ("train", "finetune", "pretrain", "evaluate", "predict", "weights", "dar", "variants",
+                        "contributions", "motifs", "call_dars", "report")
 
 SECTIONS: dict[str, type[_Section]] = {
     name: field.annotation for name, field in RunConfig.model_fields.items()

@@ -16,6 +16,7 @@ the package spells a run directory's file names.
     RUN_DIR/contributions/NAME/            contributions of bases to tracks (``contributions``)
     RUN_DIR/motifs/NAME/                   TF-MoDISco patterns and JASPAR matches (``motifs``)
     RUN_DIR/called-dars/NAME/              cell-type-specific regions called from tracks (``call-dars``)
+    RUN_DIR/variants/NAME/                 variant effects per track of head NAME (``variants``)
     RUN_DIR/report/report.html             the report (``report``)
     RUN_DIR/.NAME.lock (beside each folder)  held while a stage runs
 """
@@ -157,6 +158,29 @@ class CalledDarsFolder(StageFolder):
     summary = property(lambda self: self.path / "summary.json")
 
 
+class VariantsFolder(StageFolder):
+    """Variant effects of one head: the variants scored (and those left out), one row per variant
+    and track with every score, per-level summaries, figures, and per-chunk results while it runs."""
+
+    variants = property(lambda self: self.path / "variants.tsv")
+    skipped = property(lambda self: self.path / "skipped.tsv")
+    ref_mismatches = property(lambda self: self.path / "ref_mismatches.tsv")
+    scores = property(lambda self: self.path / "scores.tsv")
+    scores_parquet = property(lambda self: self.path / "scores.parquet")
+    top_variants = property(lambda self: self.path / "top_variants.tsv")
+    most_affected = property(lambda self: self.path / "most_affected.tsv")
+    summary = property(lambda self: self.path / "summary.json")
+    chunks = property(lambda self: self.path / "chunks")
+    bigwigs = property(lambda self: self.path / "bigwig")
+
+    def chunk(self, index: int) -> Path:
+        return self.chunks / f"{index:06d}.npz"
+
+    def bigwig(self, variant_stem: str, track_stem: str) -> Path:
+        """Per-bin alt - ref of one track around one variant."""
+        return self.bigwigs / variant_stem / f"{track_stem}.bw"
+
+
 class ReportFolder(StageFolder):
     html = property(lambda self: self.path / "report.html")
 
@@ -226,6 +250,13 @@ class RunLayout:
 
     def called_dars(self, name: str) -> CalledDarsFolder:
         return CalledDarsFolder(self.called_dar_sets / name)
+
+    @property
+    def variants_dir(self) -> Path:
+        return self.root / "variants"
+
+    def variants(self, name: str) -> VariantsFolder:
+        return VariantsFolder(self.variants_dir / name)
 
     @property
     def report(self) -> ReportFolder:

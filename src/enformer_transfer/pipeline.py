@@ -42,44 +42,110 @@ def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True, 
     return config.run_dir
 
 
-def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: int = 0) -> Path:
-    """Generate synthetic data in OUT/data and run every stage into OUT/run (with the ridge
-    baseline and a DAR analysis of the planted subclass-specific motifs)."""
-    from .synthetic import DEMO_GEOMETRY, make_synthetic
+DEMO_BACKBONE = {"dim": 48, "depth": 1, "heads": 2, "attn_dim_key": 16}  # the demo's backbone size
+DEMO_PRETRAIN_STEPS = 600
+
+
+def demo_data(folder: Path, seed: int = 0, force: bool = False):
+    """The demo's synthetic data: genome with planted motifs, cell-type tracks, pretraining tracks."""
+    from .synthetic import PRETRAINING_TRACKS, make_synthetic
+
+    if force or not (folder / "pretrain" / "targets.tsv").exists():
+        log.info("demo: writing synthetic genome, BigWigs and windows to %s", folder)
+        make_synthetic(folder, seed=seed, pretraining_tracks=PRETRAINING_TRACKS)
+    return folder
+
+
+def make_demo_backbone(out: Path | str, seed: int = 0, steps: int = DEMO_PRETRAIN_STEPS,
+                       progress: bool = True) -> Path:
+    """Pretrain the demo's backbone with the tool itself (``backbone pretrain``): a small Enformer
+    from random weights trained on the synthetic pretraining tracks (single motifs and pairs, the
+    stand-in for Enformer's own tracks; never the demo's cell types). Deterministic given ``seed``.
+    The weights shipped in ``enformer_transfer/demo_backbone`` were made by this function
+    (``python -m enformer_transfer.pipeline --make-demo-backbone DIR``)."""
+    from .data.build import build_dataset
+    from .finetune.train import pretrain_backbone
+    from .synthetic import DEMO_GEOMETRY
 
     out = Path(out).absolute()
-    data_dir = out / "data"
-    if not (data_dir / "dar_subclass.csv").exists() or force:
-        log.info("demo: writing synthetic genome, BigWigs and windows to %s", data_dir)
-        make_synthetic(data_dir, seed=seed)
-    config = RunConfig(run_dir=out / "run", seed=seed, geometry=DEMO_GEOMETRY)
-    config.dataset.genome = data_dir / "genome.fa"
-    config.dataset.targets = data_dir / "targets.tsv"
-    config.dataset.windows = data_dir / "windows.bed"
-    config.dataset.blacklist = data_dir / "blacklist.bed"
-    backbone = out / "tiny-backbone"
-    if not (backbone / "config.json").exists() or force:
-        from .backbone.load import init_backbone
-        from .synthetic import MOTIFS
+    data = demo_data(out.parent / f"{out.name}-data", seed)
+    config = RunConfig(run_dir=out.parent / f"{out.name}-run", seed=seed, geometry=DEMO_GEOMETRY)
+    config.dataset.genome, config.dataset.targets = data / "genome.fa", data / "pretrain" / "targets.tsv"
+    config.dataset.windows = data / "windows.bed"
+    build_dataset(config, progress=progress)
+    config.pretrain.out, config.pretrain.steps, config.pretrain.loader_workers = out, steps, 0
+    for key, value in DEMO_BACKBONE.items():
+        setattr(config.pretrain, key, value)
+    return pretrain_backbone(config, progress=progress)
 
-        log.info("demo: writing a tiny random-weight Enformer (stem seeded with the planted motifs) to %s", backbone)
-        init_backbone(backbone, dim=48, depth=1, heads=2, attn_dim_key=16, n_bins=DEMO_GEOMETRY.n_bins,
-                      human_tracks=32, seed=seed, stem_motifs=list(MOTIFS.values()))
-    config.embed.backbone = str(backbone)
-    config.embed.store_backbone_outputs = True
-    config.embed.loader_workers = 0
-    config.train.loader_workers = 0  # the default recipe otherwise: it sizes itself to the 46 train windows
-    run_pipeline(config, force=force, progress=progress, evaluate=False)
+
+def shipped_demo_backbone() -> Path:
+    """The pretrained demo backbone shipped with the package."""
+    from importlib.resources import files
+
+    return Path(str(files("enformer_transfer") / "demo_backbone"))
+
+
+def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: int = 0,
+             pretrain: bool = False) -> Path:
+    """The demo: synthetic cell types at three levels learned through a small pretrained backbone.
+
+    OUT/data: synthetic genome with planted motifs, 12 cell-type tracks (new: never seen in
+    pretraining), pretraining tracks. OUT/backbone: a small Enformer pretrained on the pretraining
+    tracks (shipped with the package; ``pretrain=True`` pretrains it here, a few minutes).
+    OUT/random-backbone: the same architecture, random weights. OUT/run: dataset, embeddings of the
+    pretrained backbone, the default head, the ridge baseline, a LoRA fine-tuned model, their
+    evaluations (with the random backbone's head as the compare run), a DAR analysis of the planted
+    subclass-specific motifs, the report. OUT/run-random: the same head on the random backbone."""
+    import shutil
+
+    from .backbone.load import init_backbone
     from .evaluation.dar import dar_analysis
     from .evaluation.evaluate import evaluate_head
+    from .finetune.train import finetune
     from .heads.train import train_head
     from .report.html import write_report
+    from .synthetic import DEMO_GEOMETRY
 
+    out = Path(out).absolute()
+    data_dir = demo_data(out / "data", seed, force)
+    backbone = out / "backbone"
+    if force or not (backbone / "config.json").exists():
+        if pretrain:
+            make_demo_backbone(backbone, seed, progress=progress)
+        else:
+            if backbone.exists():
+                shutil.rmtree(backbone)
+            shutil.copytree(shipped_demo_backbone(), backbone)
+    random_backbone = out / "random-backbone"
+    if force or not (random_backbone / "config.json").exists():
+        init_backbone(random_backbone, n_bins=DEMO_GEOMETRY.n_bins, human_tracks=10, seed=seed, **DEMO_BACKBONE)
+
+    def config_for(run_dir: Path, backbone_dir: Path) -> RunConfig:
+        config = RunConfig(run_dir=run_dir, seed=seed, geometry=DEMO_GEOMETRY)
+        config.dataset.genome, config.dataset.targets = data_dir / "genome.fa", data_dir / "targets.tsv"
+        config.dataset.windows, config.dataset.blacklist = data_dir / "windows.bed", data_dir / "blacklist.bed"
+        config.embed.backbone, config.embed.loader_workers = str(backbone_dir), 0
+        config.train.loader_workers = config.finetune.loader_workers = 0
+        return config
+
+    # the same head on a backbone of the same size without pretraining: what transfer adds
+    random = config_for(out / "run-random", random_backbone)
+    run_pipeline(random, force=force, progress=progress, evaluate=False)
+    random.evaluate.head = "default"
+    evaluate_head(random, force=force, progress=progress)
+
+    config = config_for(out / "run", backbone)
+    config.embed.store_backbone_outputs = True
+    run_pipeline(config, force=force, progress=progress, evaluate=False)
     ridge = config.model_copy(deep=True)
     ridge.train.head, ridge.train.model = "ridge", "ridge"
     train_head(ridge, force=force, progress=progress)
-    for head in ("ridge", config.train.head):  # the default head last: the ridge head is its baseline
+    config.finetune.head, config.finetune.steps = "finetuned", 92  # four epochs of LoRA on the demo's 46 windows
+    finetune(config, force=force, progress=progress)
+    for head in ("ridge", "finetuned", config.train.head):  # default last: ridge is its baseline
         config.evaluate.head = head
+        config.evaluate.compare_run = random.run_dir if head == config.train.head else None
         evaluate_head(config, force=force, progress=progress)
     config.dar.head, config.dar.regions = config.train.head, data_dir / "dar_subclass.csv"
     config.dar.label_column, config.dar.tracks_where = "subclass", "level == 'Subclass'"
@@ -89,23 +155,47 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
 
 
 def demo_summary(run_dir: Path | str) -> list[str]:
-    """What the demo shows, line by line: shapes, per-level Pearson against ridge, the DAR analysis."""
+    """What the demo shows, line by line: the transfer from pretraining per level, the fine-tuned
+    model, the DAR analysis; what the demo is, and the commands for real data."""
     from .run import Run
 
     run = Run(run_dir)
-    lines = [f"demo: {len(run.tracks)} tracks; targets (windows, bins, tracks): "
-             + ", ".join(f"{s} {tuple(run.targets(s).shape)}" for s in run.splits),
-             "demo: embeddings (windows, bins, dim): "
-             + ", ".join(f"{s} {tuple(run.embeddings(s).shape)}" for s in run.splits)]
-    per_level = run.evaluation("default").per_level
-    for split in ("valid", "test"):
-        levels = per_level[(per_level["split"] == split) & (per_level["grouping"] == "level")]
-        lines.append(f"demo: {split} mean Pearson per level (default head | ridge): " + ", ".join(
-            f"{r.group} {r.pearson_mean:.3f} | {r.ridge_pearson_mean:.3f}" for r in levels.itertuples()))
+    default = run.evaluation("default").per_track
+    finetuned = run.evaluation("finetuned").per_track.set_index(["split", "identifier"])["pearson"]
+    default = default.assign(finetuned_pearson=[finetuned.get((s, i)) for s, i in
+                                                 zip(default["split"], default["identifier"], strict=True)])
+    lines = ["demo: synthetic genome (4 x 200 kb, planted motifs) and 12 synthetic cell-type tracks at three "
+             "levels; a tiny Enformer (dim 48) pretrained by `backbone pretrain` on other tracks (single motifs "
+             "and pairs), never on these cell types",
+             "demo: test mean Pearson per level: pretrained backbone + new head | random backbone + new head | "
+             "fine-tuned (LoRA) | ridge on the pretrained embeddings"]
+    test = default[default["split"] == "test"]
+    for level, part in [("all", test)] + list(test.groupby("level", sort=False)):
+        lines.append(f"demo:   {level:8s} {part['pearson'].mean():.3f} | {part['compare_run_pearson'].mean():.3f} | "
+                     f"{part['finetuned_pearson'].mean():.3f} | {part['ridge_pearson'].mean():.3f}")
+    margin = test["pearson"].mean() - test["compare_run_pearson"].mean()
+    lines.append(f"demo: transfer: the pretrained backbone's head beats the random backbone's by {margin:.3f} test "
+                 "mean Pearson on held-out chromosomes")
     dar = run.dar("default").summary
     lines.append(f"demo: DAR analysis, {dar['regions']} subclass-specific regions: median Pearson across subclasses "
                  f"{dar['pearson_across_cell_types_median']:.3f}; most open subclass predicted = observed in "
                  f"{100 * dar['top_agreement_observed_predicted']:.1f}% (chance {100 * dar['chance_agreement']:.1f}%)")
     lines.append(f"demo: run directory {run.path}")
-    lines.append(f"demo: report {run.layout.report.html}")
+    lines.append(f"demo: report {run.layout.report.html} (per-level Pearson with the baselines, training curves, "
+                 "track plots, the DAR analysis)")
+    lines.append("demo: on real data with the real weights: see docs/guide.md (fetch, targets, dataset, embed "
+                 "--backbone enformer-weights, train, evaluate, report), or `enformer-transfer run "
+                 "examples/study.toml`")
     return lines
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="pipeline helpers")
+    parser.add_argument("--make-demo-backbone", type=Path, metavar="DIR", required=True,
+                        help="pretrain the demo's backbone into DIR (what the package ships)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    print(make_demo_backbone(args.make_demo_backbone, args.seed))

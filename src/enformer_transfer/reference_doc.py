@@ -52,7 +52,8 @@ def layout_reference() -> str:
     root = layout.RunLayout(Path("RUN_DIR"))
     folders = [("dataset", root.dataset), ("embeddings", root.embeddings), ("heads/NAME", root.head("NAME")),
                ("evaluation/NAME", root.evaluation("NAME")), ("predictions/NAME", root.predictions("NAME")),
-               ("weights/NAME", root.weights("NAME")), ("dar/NAME", root.dar("NAME")), ("report", root.report)]
+               ("weights/NAME", root.weights("NAME")), ("dar/NAME", root.dar("NAME")), ("variants/NAME", root.variants("NAME")),
+               ("report", root.report)]
     for name, folder in folders:
         cls = type(folder)
         lines += [f"### RUN_DIR/{name}/", ""]

@@ -27,6 +27,7 @@ from .layout import (
     MotifsFolder,
     RunLayout,
     StageFolder,
+    VariantsFolder,
     finished,
     finished_names,
 )
@@ -264,6 +265,15 @@ class Run:
         record = self._record(folder.path, f"run 'enformer-transfer dar {self.path} --head {name} ...' first")
         return DarResult(folder, record)
 
+    def variant_analyses(self) -> list[str]:
+        """Heads with finished variant effects in RUN_DIR/variants."""
+        return finished_names(self.layout.variants_dir)
+
+    def variants(self, name: str) -> VariantEffects:
+        folder = self.layout.variants(name)
+        record = self._record(folder.path, f"run 'enformer-transfer variants {self.path} --head {name} --vcf FILE' "
+                                           "first")
+        return VariantEffects(folder, record)
 
     # --- interpretation --------------------------------------------------------------------
 
@@ -367,6 +377,46 @@ class DarResult:
         from .plots.figures import read_figure_index
 
         return read_figure_index(self.folder.figures)
+
+
+class VariantEffects:
+    """Finished variant effects (a run's RUN_DIR/variants/NAME, or any ``--out`` folder): the
+    table of scores per variant and track, per-level summaries, figures."""
+
+    def __init__(self, folder: VariantsFolder, record: StageRecord | None = None):
+        if not finished(folder.path):
+            raise InputError(f"{folder.path}: no finished variants stage here")
+        self.folder = folder
+        self.record = record or StageRecord.read(folder.path)
+
+    @cached_property
+    def summary(self) -> dict:
+        return json.loads(self.folder.summary.read_text())
+
+    @cached_property
+    def scores(self) -> pd.DataFrame:
+        """One row per variant and track: the variant, the track's metadata, every score."""
+        return _read_table(self.folder.scores, {"chrom": str, "ref": str, "alt": str})
+
+    @cached_property
+    def top_variants(self) -> pd.DataFrame:
+        return _read_table(self.folder.top_variants)
+
+    @cached_property
+    def most_affected(self) -> pd.DataFrame:
+        return _read_table(self.folder.most_affected)
+
+    @property
+    def figures(self) -> list[dict]:
+        from .plots.figures import read_figure_index
+
+        return read_figure_index(self.folder.figures)
+
+
+def _read_table(path: Path, dtypes: dict | None = None) -> pd.DataFrame:
+    """A TSV of the variants stage: empty cells are missing numbers, variant IDs stay text."""
+    table = pd.read_csv(path, sep="\t", dtype={"id": str, **(dtypes or {})}, keep_default_na=False, na_values=[""])
+    return table.assign(id=table["id"].fillna("")) if "id" in table else table
 
 
 def read_checksums(folder: StageFolder) -> dict[str, list[str]]:

@@ -285,3 +285,44 @@ def called_dars_figure(counts: np.ndarray, cell_types: list[str], signals: np.nd
     for x in np.flatnonzero(labels[1:] != labels[:-1]) + 0.5:
         right.axvline(x, color="white", lw=0.6)
     return _save(fig, path)
+
+
+def variant_effect_bars(scores: np.ndarray, z_scores: np.ndarray, names: list[str], groups: list[str],
+                        stat: str, title: str, path: Path) -> list[Path]:
+    """One variant's score in every track (top) and its z-score among the tracks of the same
+    level (bottom), tracks in hierarchy order, one colour per level."""
+    plt = _plt()
+    levels = list(dict.fromkeys(groups))
+    colours = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(levels)}
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(2, 1, figsize=(1.5 + 0.32 * len(names), 4.6), sharex=True)
+    for ax, values, label in zip(axes, (scores, z_scores), (stat, f"{stat} z within level"), strict=True):
+        ax.bar(x, np.nan_to_num(values), color=[colours[g] for g in groups])
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_ylabel(label, fontsize=8)
+        for boundary in np.flatnonzero(np.array(groups[1:]) != np.array(groups[:-1])) + 0.5:
+            ax.axvline(boundary, color="grey", lw=0.5, ls=":")
+    axes[1].set_xticks(x, names, rotation=90, fontsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[g]) for g in levels]
+    axes[0].legend(handles, levels, fontsize=6, loc="upper right")
+    axes[0].set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def variant_tracks(coordinates: np.ndarray, ref: np.ndarray, alt: np.ndarray, names: list[str], position: int,
+                   title: str, path: Path) -> list[Path]:
+    """Predicted reference (filled) and alternative (line) signal of several tracks around a
+    variant, stacked, with the variant marked."""
+    plt = _plt()
+    n = len(names)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 0.9 * n + 0.9), sharex=True, squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.fill_between(coordinates, ref[:, i], step="mid", alpha=0.45, color="tab:blue", label="reference")
+        ax.plot(coordinates, alt[:, i], color="tab:red", lw=1, drawstyle="steps-mid", label="alternative")
+        ax.axvline(position, color="black", lw=0.6, ls="--")
+        ax.set_ylabel(names[i], rotation=0, ha="right", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[0, 0].legend(fontsize=6, loc="upper right")
+    axes[0, 0].set_title(title, fontsize=9)
+    axes[-1, 0].set_xlabel("position (bp)")
+    return _save(fig, path)

@@ -95,6 +95,31 @@ def _table(df: pd.DataFrame, link_column: str | None = None, link_prefix: str = 
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
+def _variants_section(run: Run, name: str) -> str:
+    """A finished variants stage: what was scored, the top variants per track, the figures."""
+    from ..interpret.vcf import short_name
+
+    effects = run.variants(name)
+    summary, stat = effects.summary, effects.summary["summary_stat"]
+    top = effects.top_variants.query("rank <= 3")
+    kinds = ", ".join(f"{k} {v}" for k, v in summary["kinds"].items())
+    levels = (f"among the tracks of the same {summary['level_column']}" if summary["level_column"]
+              else "across all tracks")
+    settings = [f"scores {', '.join(summary['stats'])}", f"z-scores {levels}", f"shifts {summary['shifts']}"]
+    if summary["rc"]:
+        settings.append("both strands")
+    if summary["null_shuffles"]:
+        settings.append(f"p-values from {summary['null_shuffles']} shuffled contexts")
+    text = (f"{summary['variants']} variants ({kinds}) x {summary['tracks']} tracks of head {summary['head']}; "
+            f"{sum(summary['skipped'].values())} alleles left out, {summary['ref_mismatches']} REF mismatches "
+            f"dropped; {'; '.join(settings)} (docs/variants.md)")
+    parts = [f"<h2>Variant effects <code>{html.escape(name)}</code></h2><p>{html.escape(text)}</p>",
+             f"<h3>Top variants per track by |{html.escape(stat)}|</h3>",
+             _table(top.assign(variant=top["variant"].map(short_name)))]
+    parts += [_img(f["path"], f["caption"]) for f in effects.figures]
+    return "".join(parts)
+
+
 def write_report(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
     """Write RUN_DIR/report/report.html for the evaluated heads (default: all of them); a view,
     rebuilt whenever what it shows changed."""
@@ -112,6 +137,7 @@ def write_report(config: RunConfig | Path | str, force: bool = False, progress: 
            "evaluations": {h: run.evaluation(h).record.key_digest for h in heads},
            "dar": {h: run.dar(h).record.key_digest for h in heads if h in run.dars()},
            "interpretation": interpretation_digests(run),
+           "variants": {n: run.variants(n).record.key_digest for n in run.variant_analyses()},
            "tool_version": __version__}
 
     def build(work: Path, state: str) -> dict:
@@ -199,6 +225,7 @@ def render_report(run: Run, heads: list[str]) -> str:
             if figure["kind"] == "track":
                 parts.append(_img(figure["path"], figure["caption"], anchor=f"{head}-track-{figure['track']}"))
     parts += interpretation_sections(run)
+    parts += [_variants_section(run, name) for name in run.variant_analyses()]
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>enformer-transfer report</title>"
             + STYLE + "</head><body>" + "".join(parts) + SCRIPT + "</body></html>")
 

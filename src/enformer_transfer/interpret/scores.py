@@ -1,0 +1,103 @@
+"""Variant scores, named and defined as Basenji / baskerville's variant scoring names them
+(``baskerville/snps.py::compute_scores``), plus specificity across cell types and empirical
+p-values. Plain NumPy: the stage and the tests use the same functions.
+
+Inputs are predictions ``ref``, ``alt`` of shape (..., shifts, bins, tracks), already averaged
+over strands and clipped at 0 (tracks are coverage; a ridge head's linear output can dip below
+0, and the log scores need values >= 0). Every score is computed per shift and then averaged
+over shifts, as baskerville does; sums run over all output bins of one track:
+
+    ref_sum = sum(ref)                     alt_sum = sum(alt)
+    SUM     = sum(alt) - sum(ref)
+    logSUM  = sum(log2(alt + 1)) - sum(log2(ref + 1))
+    logSED  = log2(sum(alt) + 1) - log2(sum(ref) + 1)
+    SAX     = (alt - ref) at the bin of largest |alt - ref|
+    D1      = sum(|alt - ref|)
+    D2      = sqrt(sum((alt - ref)^2))
+    JS      = (KL(r || a) + KL(a || r)) / 2, natural log, with r = (ref + c) / sum(ref + c),
+              a = (alt + c) / sum(alt + c) and c the 25th percentile of ref over the bins
+              (baskerville's "JS": a symmetrised Kullback-Leibler divergence of the profiles)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STATS = ("SUM", "logSUM", "logSED", "SAX", "D1", "D2", "JS")
+SUMS = ("ref_sum", "alt_sum")
+
+
+def variant_scores(ref: np.ndarray, alt: np.ndarray, stats: list[str] | tuple[str, ...]) -> dict[str, np.ndarray]:
+    """{name: (..., tracks)} for ``ref_sum``, ``alt_sum`` and each of ``stats``, from predictions
+    (..., shifts, bins, tracks); the module docstring defines each."""
+    ref = np.asarray(ref, dtype=np.float64)
+    alt = np.asarray(alt, dtype=np.float64)
+    bins = -2
+    ref_total, alt_total = ref.sum(axis=bins), alt.sum(axis=bins)  # (..., shifts, tracks)
+    diff = alt - ref
+    per_shift = {"ref_sum": ref_total, "alt_sum": alt_total}
+    for stat in stats:
+        if stat == "SUM":
+            per_shift[stat] = alt_total - ref_total
+        elif stat == "logSUM":
+            per_shift[stat] = np.log2(alt + 1).sum(axis=bins) - np.log2(ref + 1).sum(axis=bins)
+        elif stat == "logSED":
+            per_shift[stat] = np.log2(alt_total + 1) - np.log2(ref_total + 1)
+        elif stat == "SAX":
+            at = np.expand_dims(np.abs(diff).argmax(axis=bins), bins)
+            per_shift[stat] = np.take_along_axis(diff, at, axis=bins).squeeze(bins)
+        elif stat == "D1":
+            per_shift[stat] = np.abs(diff).sum(axis=bins)
+        elif stat == "D2":
+            per_shift[stat] = np.sqrt((diff**2).sum(axis=bins))
+        elif stat == "JS":
+            per_shift[stat] = _symmetric_kl(ref, alt)
+        else:
+            raise ValueError(f"unknown variant score {stat!r} (known: {', '.join(STATS)})")
+    return {name: values.mean(axis=-2) for name, values in per_shift.items()}  # mean over shifts
+
+
+def _symmetric_kl(ref: np.ndarray, alt: np.ndarray) -> np.ndarray:
+    pseudocount = np.percentile(ref, 25, axis=-2, keepdims=True)
+    r = _normalise(ref + pseudocount)
+    a = _normalise(alt + pseudocount)
+    return (_relative_entropy(r, a).sum(axis=-2) + _relative_entropy(a, r).sum(axis=-2)) / 2
+
+
+def _normalise(profile: np.ndarray) -> np.ndarray:
+    total = profile.sum(axis=-2, keepdims=True)
+    flat = np.full_like(profile, 1.0 / profile.shape[-2])  # a profile of zeros: uniform
+    return np.divide(profile, total, out=flat, where=total > 0)
+
+
+def _relative_entropy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x log(x / y), 0 where x = 0 (scipy.special.rel_entr)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = x * np.log(x / y)
+    return np.where(x > 0, out, 0.0)
+
+
+def specificity(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """z-score of each track's score among the tracks of its group (one level of the hierarchy):
+    (score - mean) / std over the group's tracks (population std), per variant. ``scores``:
+    (variants, tracks); NaN where the group has fewer than two tracks or no spread."""
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.full_like(scores, np.nan)
+    for group in dict.fromkeys(groups):
+        members = np.flatnonzero(groups == group)
+        if len(members) < 2:
+            continue
+        part = scores[:, members]
+        mean = part.mean(axis=1, keepdims=True)
+        std = part.std(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, members] = np.where(std > 0, (part - mean) / np.where(std > 0, std, 1.0), np.nan)
+    return out
+
+
+def empirical_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """(1 + #{|null| >= |observed|}) / (N + 1) per entry; ``observed`` (..., tracks), ``null``
+    (..., N, tracks): the N null scores of the same variant and track."""
+    observed = np.abs(np.asarray(observed))[..., None, :]
+    exceed = (np.abs(np.asarray(null)) >= observed).sum(axis=-2)
+    return (1 + exceed) / (np.asarray(null).shape[-2] + 1)

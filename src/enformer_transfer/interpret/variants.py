@@ -1,0 +1,316 @@
+"""Stage variants: which variants change a head's predicted tracks, and in which cell types.
+
+``enformer-transfer variants RUN_DIR --head NAME --vcf FILE`` scores every variant of a VCF (or a
+TSV) in every track of a head, frozen-trunk or fine-tuned, from sequence (docs/variants.md):
+Basenji / baskerville's scores per variant and track, the z-score of each score across the
+tracks of one level (specificity: "affects astrocytes only" is one column), and optionally an
+empirical p-value from the variant in shuffled copies of its context.
+
+The stage in four steps: ``plan_variants`` (read the variants and check them against the
+genome and the head, before any compute), the key, ``score_chunks`` (chunks of variants, each
+written atomically and logged, so a killed run resumes; torchrun / SLURM ranks take disjoint
+chunks), ``finish_variants`` (tables, summaries, figures, BigWigs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import RunConfig, VariantsConfig, as_config
+from ..data import store
+from ..devices import (
+    Dist,
+    barrier,
+    close_process_group,
+    dist_from_env,
+    init_process_group,
+    resolve_device,
+    resolve_precision,
+)
+from ..errors import EnformerTransferError, InputError
+from ..fs import atomic_path, write_json_atomic
+from ..layout import VariantsFolder
+from ..progress import Progress
+from ..provenance import file_fingerprint
+from ..run import Run, VariantEffects
+from ..stage import run_stage
+from . import outputs
+from .scores import specificity
+from .vcf import match_genome, read_variants
+
+log = logging.getLogger("enformer_transfer")
+
+TABLE_DTYPES = {"variant": str, "id": str, "chrom": str, "ref": str, "alt": str, "kind": str, "genome_chrom": str}
+
+
+@dataclass
+class VariantsPlan:
+    """Validated inputs of the variants stage."""
+
+    config: RunConfig
+    run: Run
+    head: object  # heads.checkpoint.Head
+    tracks: pd.DataFrame  # the head's tracks (rows of the run's targets table)
+    groups: np.ndarray  # per track: its level (the value of the level column), for the z-scores
+    level_column: str | None
+    variants: pd.DataFrame  # accepted variants in file order, with index and genome_chrom
+    skipped: pd.DataFrame
+    mismatches: pd.DataFrame
+    folder: Path
+    device: object  # torch.device
+    precision: str
+    dist: Dist
+
+    @property
+    def settings(self) -> VariantsConfig:
+        return self.config.variants
+
+
+def plan_variants(config: RunConfig) -> VariantsPlan:
+    """Check every input of the stage; nothing is computed or written yet."""
+    p = config.variants
+    if config.run_dir is None:
+        raise InputError("variants: no run directory given")
+    run = Run(config.run_dir)
+    head = run.head(p.head)  # a head of this run, compatible with its tracks and geometry
+    track_index = head.check_compatible(run)
+    tracks = run.tracks.iloc[track_index].reset_index(drop=True)
+    if p.vcf is None:
+        raise InputError("variants: give --vcf FILE (VCF, bgzipped VCF, or a TSV of chrom, pos, ref, alt, id)")
+    g = run.geometry
+    bad_shifts = [k for k in p.shifts if abs(k) >= g.bin_size]
+    if bad_shifts or len(set(p.shifts)) != len(p.shifts) or not p.shifts:
+        raise InputError(f"variants --shifts {','.join(map(str, p.shifts))}: give distinct shifts smaller than "
+                         f"a bin ({g.bin_size} bp), e.g. --shifts=-1,0,1")
+    if p.summary_stat not in p.stats:
+        raise InputError(f"variants --summary-stat {p.summary_stat} is not among --stats ({','.join(p.stats)})")
+    level_column, groups = _levels(tracks, p.level_column)
+    genome = run.genome()
+    read = read_variants(p.vcf)
+    variants, mismatches = match_genome(read.variants, genome, p.vcf, p.skip_ref_mismatch)
+    skipped = read.skipped
+    too_long = variants["ref"].str.len().combine(variants["alt"].str.len(), max) > g.target_interval_bp // 2
+    if too_long.any():
+        skipped = pd.concat([skipped, variants[too_long].assign(
+            reason=f"allele longer than half the target interval ({g.target_interval_bp // 2} bp)")[skipped.columns]])
+        variants = variants[~too_long]
+    if variants.empty:
+        raise InputError(f"{p.vcf}: no variant left to score ({len(read.variants)} read, {len(skipped)} left out, "
+                         f"{len(mismatches)} REF mismatches)")
+    variants = variants.reset_index(drop=True)
+    variants.insert(0, "index", np.arange(len(variants)))
+    unknown = [a for a in p.plot_variants if not ((variants["variant"] == a) | (variants["id"] == a)).any()]
+    if unknown:
+        raise InputError(f"variants --plot-variants: {', '.join(unknown[:3])} not among the scored variants "
+                         "(name them by ID or chrom:pos:ref:alt)")
+    dist = dist_from_env()
+    device = resolve_device(p.device, dist)
+    folder = p.out or run.layout.variants(p.head).path
+    return VariantsPlan(config, run, head, tracks, groups, level_column, variants, skipped.reset_index(drop=True),
+                        mismatches, folder, device, resolve_precision(p.precision, device), dist)
+
+
+def _levels(tracks: pd.DataFrame, column: str | None) -> tuple[str | None, np.ndarray]:
+    """The level of each track (the z-scores compare tracks of one level)."""
+    if column is None:
+        column = "level" if "level" in tracks.columns else None
+    elif column not in tracks.columns:
+        raise InputError(f"variants --level-column {column!r}: the head's tracks have no such column "
+                         f"(they have {', '.join(tracks.columns)})")
+    if column is None:
+        return None, np.full(len(tracks), "all", dtype=object)
+    return column, tracks[column].astype(str).replace({"nan": "", "None": ""}).to_numpy(dtype=object)
+
+
+def variants_key(plan: VariantsPlan) -> dict:
+    """Everything the result depends on (speed settings left out)."""
+    p, run = plan.settings, plan.run
+    return {
+        "head": run.head_record(p.head).key_digest,
+        "dataset": run.dataset_record.key_digest,
+        "embeddings": run.embeddings_record.key_digest,
+        "vcf": file_fingerprint(p.vcf),
+        "settings": p.model_dump(mode="json", exclude={"head", "vcf", "out", "chunk_variants", "batch_size",
+                                                       "precision", "compile", "device"}),
+        "precision": plan.precision,
+        "seed": plan.config.seed,
+    }
+
+
+def variants(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
+    """Score ``variants.vcf`` with head ``variants.head`` into ``variants.out`` (default
+    RUN_DIR/variants/HEAD); resume or skip."""
+    config = as_config(config)
+    plan = plan_variants(config)
+    key = variants_key(plan)
+    init_process_group(plan.dist, plan.device)
+    try:
+        return run_stage(plan.folder, key, lambda work, state: _build(plan, VariantsFolder(work), progress),
+                         config, ("variants",), force=force, what=f"variants {plan.settings.head!r}", dist=plan.dist)
+    finally:
+        close_process_group(plan.dist)
+
+
+def score_variants(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> pd.DataFrame:
+    """The ``variants`` stage, returning its table: one row per variant and track with every score."""
+    return VariantEffects(VariantsFolder(variants(config, force, progress))).scores
+
+
+def _build(plan: VariantsPlan, out: VariantsFolder, progress: bool) -> dict:
+    started = time.time()
+    if plan.dist.primary and not out.variants.is_file():
+        write_inputs(plan, out)
+    barrier(plan.dist)
+    table = pd.read_csv(out.variants, sep="\t", dtype=TABLE_DTYPES, keep_default_na=False)
+    scorer = make_scorer(plan)
+    done = set(_chunk_checksums(out))
+    left = [c for c in dict.fromkeys(table["chunk"]) if c not in done][plan.dist.rank :: plan.dist.world]
+    barrier(plan.dist)  # every rank has read the logs before anyone writes
+    n_scored = score_chunks(plan, out, scorer, table, left, progress)
+    barrier(plan.dist)
+    if not plan.dist.primary:
+        return {}
+    return finish_variants(plan, out, scorer, table, n_scored, time.time() - started)
+
+
+def write_inputs(plan: VariantsPlan, out: VariantsFolder) -> None:
+    """The variants to score (with the chunk of each: a resumed run keeps this split whatever
+    --chunk-variants says then), those left out, and the REF mismatches."""
+    table = plan.variants.assign(chunk=plan.variants["index"] // plan.settings.chunk_variants)
+    plan.skipped.to_csv(out.skipped, sep="\t", index=False)
+    plan.mismatches.to_csv(out.ref_mismatches, sep="\t", index=False)
+    with atomic_path(out.variants) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+
+
+def make_scorer(plan: VariantsPlan):
+    """The end-to-end model (run backbone + head, or the fine-tuned trunk + head) on this rank's
+    device, in the plan's precision, inside a ``VariantScorer``."""
+    import torch
+
+    from ..backbone.model import load_sequence_model
+    from ..finetune.data import strand_partners
+    from .scorer import VariantScorer
+
+    p = plan.settings
+    model, _ = load_sequence_model(plan.run, p.head, str(plan.device))
+    model.precision = plan.precision
+    if p.compile:
+        model.trunk = torch.compile(model.trunk)
+    return VariantScorer(model, plan.run.genome(), plan.run.geometry, plan.run.embed_config.pad_value, p.stats,
+                         p.shifts, p.rc, strand_partners(plan.tracks), p.batch_size, p.null_shuffles,
+                         plan.config.seed)
+
+
+def _chunk_checksums(out: VariantsFolder) -> dict[int, list[str]]:
+    """Chunks finished by any rank of any earlier or current run, with their checksums."""
+    done: dict[int, list[str]] = {}
+    for log_file in sorted(out.progress.glob("chunks.rank*.txt")):
+        done.update(store.ProgressLog(log_file).entries())
+    return done
+
+
+def score_chunks(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.DataFrame, chunks: list[int],
+                 progress: bool) -> int:
+    """Score this rank's chunks; each is written atomically, then logged."""
+    rank = plan.dist.rank
+    progress_log = store.ProgressLog(out.progress / f"chunks.rank{rank}.txt")
+    out.chunks.mkdir(parents=True, exist_ok=True)
+    todo = table[table["chunk"].isin(chunks)]
+    bar = Progress(len(todo), f"variants (rank {rank})" if plan.dist.active else "variants", unit="variants",
+                   enabled=progress)
+    for chunk, part in todo.groupby("chunk", sort=False):
+        values = scorer.score(part)
+        with atomic_path(out.chunk(int(chunk))) as tmp:
+            np.savez(tmp, **values)
+        progress_log.add(int(chunk), [store.checksum(values[name]) for name in sorted(values)])
+        bar.update(len(part))
+    return len(todo)
+
+
+def load_chunks(out: VariantsFolder, table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Every chunk's scores, in variant order, each checked against the checksums logged when it
+    was written."""
+    done = _chunk_checksums(out)
+    chunks = list(dict.fromkeys(table["chunk"]))
+    missing = [c for c in chunks if c not in done]
+    if missing:
+        raise EnformerTransferError(f"variants: {len(missing)} chunk(s) of variants missing; rerun to resume")
+    parts: dict[str, list[np.ndarray]] = {}
+    for chunk in chunks:
+        with np.load(out.chunk(chunk)) as data:
+            values = {name: data[name] for name in data.files}
+        if [store.checksum(values[name]) for name in sorted(values)] != done[chunk]:
+            raise EnformerTransferError(f"{out.chunk(chunk)}: differs from what was written; delete it and its "
+                                        "line in progress/ and rerun, or rerun with --force")
+        for name, array in values.items():
+            parts.setdefault(name, []).append(array)
+    return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+
+
+def finish_variants(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.DataFrame, n_scored: int,
+                    seconds: float) -> dict:
+    """Tables, summaries, figures and BigWigs from the chunks; the stage's stats."""
+    p = plan.settings
+    values = load_chunks(out, table)
+    for stat in p.stats:
+        values[f"{stat}_z"] = specificity(values[stat], plan.groups).astype(np.float32)
+    columns = outputs.score_columns(p.stats, p.null_shuffles > 0)
+    scores = outputs.long_table(table, plan.tracks, values, columns)
+    scores.to_csv(out.scores, sep="\t", index=False, float_format="%.6g")
+    parquet = _write_parquet(scores, out.scores_parquet)
+    top = outputs.top_variants(table, plan.tracks, plan.groups, values, p.summary_stat, p.top)
+    top.to_csv(out.top_variants, sep="\t", index=False, float_format="%.6g")
+    affected = outputs.most_affected(table, plan.tracks, plan.groups, values, p.summary_stat)
+    affected.to_csv(out.most_affected, sep="\t", index=False, float_format="%.6g")
+    n_sequences = scorer.sequences  # scoring passes (the figures' passes come next)
+    chosen = outputs.chosen_variants(table, values, p.summary_stat, p.plot_variants, p.plot_top)
+    figures = outputs.draw_variants(out, scorer, table, plan.tracks, plan.groups, values, p.summary_stat, chosen,
+                                    plan.run.geometry, p.bigwig)
+    summary = {
+        "head": p.head, "finetuned": plan.head.finetuned, "variants": len(table),
+        "kinds": table["kind"].value_counts().to_dict(),
+        "skipped": plan.skipped["reason"].value_counts().to_dict(), "ref_mismatches": len(plan.mismatches),
+        "tracks": len(plan.tracks), "stats": list(p.stats), "summary_stat": p.summary_stat,
+        "level_column": plan.level_column,
+        "levels": {str(g): list(plan.tracks["identifier"][plan.groups == g]) for g in dict.fromkeys(plan.groups)},
+        "rc": p.rc, "shifts": list(p.shifts), "null_shuffles": p.null_shuffles, "precision": plan.precision,
+        "drawn": [table["variant"].iloc[i] for i in chosen], "figures": len(figures), "parquet": parquet,
+        "most_affected": _most_affected_counts(affected),
+    }
+    write_json_atomic(out.summary, summary)
+    rate = n_scored / max(seconds, 1e-9)
+    print(f"variants: {len(table)} variants x {len(plan.tracks)} tracks of head {p.head!r} ({n_scored} scored in "
+          f"{seconds:.1f} s, {rate:.2f} variants/s, {n_sequences} sequences) -> {plan.folder}",
+          flush=True)
+    if len(plan.skipped) or len(plan.mismatches):
+        log.warning("variants: %d allele(s) left out (%s), %d REF mismatch(es) dropped (ref_mismatches.tsv)",
+                    len(plan.skipped), "; ".join(f"{k}: {v}" for k, v in summary["skipped"].items()) or "-",
+                    len(plan.mismatches))
+    return {"variants": len(table), "tracks": len(plan.tracks), "skipped": len(plan.skipped),
+            "ref_mismatches": len(plan.mismatches), "scored_this_run": n_scored, "sequences_this_run": n_sequences,
+            "seconds": round(seconds, 2),
+            "variants_per_second": round(rate, 3), "device": str(plan.device), "world_size": plan.dist.world}
+
+
+def _most_affected_counts(affected: pd.DataFrame) -> dict:
+    """Per level: how many variants have each track as their most affected."""
+    return {str(level): part["most_affected"].value_counts().to_dict()
+            for level, part in affected.groupby("level", sort=False)}
+
+
+def _write_parquet(scores: pd.DataFrame, path: Path) -> bool:
+    """The table as Parquet too, when pyarrow is installed (it is a dependency of the model extra)."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        log.warning("variants: pyarrow is not installed; the scores are written as TSV only")
+        return False
+    scores.to_parquet(path, index=False)
+    return True

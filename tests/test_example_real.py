@@ -1,0 +1,32 @@
+"""examples/tiny-hg38.toml: the whole pipeline on real hg38 DNA with ten ENCODE DNase tracks as
+the new tracks, run with the commands docs/guide.md gives (skipped when ../shared/data is absent)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from enformer_transfer import Run
+from enformer_transfer.cli import main
+
+EXAMPLE = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "tiny-hg38.toml"
+
+
+@pytest.mark.slow
+def test_real_data_example_end_to_end(tiny_hg38, tmp_path):
+    backbone, run_dir = tmp_path / "backbone", tmp_path / "run"
+    # the guide's two commands, with the backbone and the run directory put in tmp_path
+    assert main(["backbone", "init", "--out", str(backbone), "--dim", "48", "--depth", "1", "--heads", "2",
+                 "--attn-dim-key", "16", "--n-bins", "512", "--human-tracks", "16"]) == 0
+    assert main(["run", str(EXAMPLE), "--out", str(run_dir), "--set", f"embed.backbone='{backbone}'", "--quiet"]) == 0
+    run = Run(run_dir)
+    # the dataset reproduces the records' targets: the 32-bp values of the TFRecords, averaged per 128-bp bin
+    records = np.load(tiny_hg38 / "targets_32bp.npy")  # (65 windows, 2048 bins, 74 tracks), windows.bed order
+    bed = pd.read_csv(tiny_hg38 / "windows.bed", sep="\t", header=None, names=["chrom", "start", "end", "name", "split"])
+    columns = list(range(24, 34))  # the ten DNase tracks
+    for split in run.splits:
+        rows = np.flatnonzero(bed["split"] == split)
+        expected = records[rows][:, :, columns].astype(np.float32).reshape(len(rows), 512, 4, 10).mean(axis=2)
+        np.testing.assert_allclose(np.asarray(run.targets(split)).astype(np.float32), expected, rtol=2e-3, atol=1e-3)
+    report = (run_dir / "report" / "report.html").read_text()
+    assert all(ident in report for ident in run.tracks["identifier"])
+    assert set(run.evaluation("default").per_level["grouping"]) == {"biosample_type"}
