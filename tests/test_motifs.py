@@ -55,7 +55,7 @@ def test_motifs_refuse_bad_input(demo_run, tmp_path, capsys):
     table = pd.read_csv(demo_run.parent / "data" / "dar_subclass.csv")
     table[table["subclass"] == "Astro"].head(3).to_csv(tmp_path / "astro.csv", index=False)
     assert main(["contributions", str(run_dir), "--regions", str(tmp_path / "astro.csv"), *LEVEL, "--width", "64",
-                 "--name", "c", "--no-bigwigs", "--quiet"]) == 0
+                 "--plot-width", "8", "--name", "c", "--no-bigwigs", "--quiet"]) == 0
     assert main(["motifs", str(run_dir), "--contributions", "c", "--targets", "Microglia", "--quiet"]) == 2
     assert "'Microglia': not attributed" in capsys.readouterr().err
     assert main(["motifs", str(run_dir), "--contributions", "c", "--targets", "Astro", "--quiet"]) == 2

@@ -123,7 +123,7 @@ class ContributionsFolder(StageFolder):
 
     store = property(lambda self: self.path / "contributions.zarr")
     regions = property(lambda self: self.path / "regions.tsv")
-    targets = property(lambda self: self.path / "targets.tsv")
+    targets = property(lambda self: self.path / "scalars.tsv")  # the attributed scalars
     summary = property(lambda self: self.path / "summary.json")
     bigwigs = property(lambda self: self.path / "bigwigs")
 

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig, as_config
-from ..data.targets_table import select_tracks
+from ..data.targets_table import cell_type_tracks
 from ..errors import InputError
 from ..fs import write_json_atomic
-from ..genome.intervals import parse_region
+from ..genome.intervals import region_columns
 from ..layout import DarFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
@@ -61,18 +61,7 @@ def read_dar_table(path: Path | str, label_column: str) -> pd.DataFrame:
     table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt", ".bed") else ",")
     if label_column not in table.columns:
         raise InputError(f"{path}: no column {label_column!r} with each region's cell type (has {', '.join(table.columns)})")
-    if {"chrom", "start", "end"} <= set(table.columns):
-        regions = table[["chrom", "start", "end"]].copy()
-    elif "region" in table.columns:
-        parsed = []
-        for row, text in enumerate(table["region"], 2):
-            try:
-                parsed.append(parse_region(text))
-            except ValueError:
-                raise InputError(f"{path} row {row}: region {text!r} is not chrom:start-end") from None
-        regions = pd.DataFrame(parsed, columns=["chrom", "start", "end"])
-    else:
-        raise InputError(f"{path}: needs a 'region' column (chrom:start-end) or chrom, start, end columns")
+    regions = region_columns(table, path)
     regions["label"] = table[label_column].astype(str).to_numpy()
     return regions
 
@@ -126,17 +115,8 @@ def plan_dar(config: RunConfig) -> DarPlan:
     evaluation = run.evaluation(d.head)
     head_index = head.check_compatible(run)  # the head's outputs as positions in the run's tracks
     head_tracks = run.tracks.iloc[head_index].reset_index(drop=True)
-    if d.label_column not in head_tracks.columns:
-        raise InputError(f"the targets table has no column {d.label_column!r} to match the DAR labels "
-                         f"(has {', '.join(head_tracks.columns)})")
-    chosen = head_tracks.iloc[select_tracks(head_tracks, d.tracks_where)]
-    chosen = chosen[chosen[d.label_column].astype(str).replace({"nan": ""}) != ""]
+    chosen = cell_type_tracks(head_tracks, d.label_column, d.tracks_where, 3, "a correlation across cell types")
     labels = chosen[d.label_column].astype(str)
-    if labels.duplicated().any():
-        raise InputError(f"two tracks share the {d.label_column} label {labels[labels.duplicated()].iloc[0]!r}; "
-                         "choose one track per cell type with --tracks-where (the study removed such duplicates)")
-    if len(chosen) < 3:
-        raise InputError(f"{len(chosen)} cell-type tracks at this level: a correlation across cell types needs 3 or more")
     cell_types = list(labels)
     columns = chosen.index.to_numpy()
     regions = read_dar_table(d.regions, d.label_column)

@@ -205,7 +205,7 @@ def contributions_key(plan: ContributionsPlan) -> dict:
 
 
 def contributions(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Write RUN_DIR/contributions/NAME: contributions.zarr, regions.tsv, targets.tsv, BigWigs,
+    """Write RUN_DIR/contributions/NAME: contributions.zarr, regions.tsv, scalars.tsv, BigWigs,
     logos and summary.json."""
     config = as_config(config)
     plan = plan_contributions(config)

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig, as_config
-from ..data.targets_table import select_tracks
+from ..data.targets_table import cell_type_tracks
 from ..errors import InputError
 from ..fs import atomic_path, safe_filename, write_json_atomic
 from ..layout import CalledDarsFolder
@@ -71,17 +71,8 @@ def plan_call_dars(config: RunConfig) -> CallPlan:
     if d.source == "predicted":
         head_index = run.head(d.head).check_compatible(run)
         tracks = tracks.iloc[head_index].reset_index(drop=True)
-    if d.label_column not in tracks.columns:
-        raise InputError(f"the targets table has no column {d.label_column!r} (has {', '.join(tracks.columns)})")
-    chosen = tracks.iloc[select_tracks(tracks, d.tracks_where)]
-    chosen = chosen[chosen[d.label_column].astype(str).replace({"nan": ""}) != ""]
+    chosen = cell_type_tracks(tracks, d.label_column, d.tracks_where, 2, "calling cell-type-specific regions")
     labels = chosen[d.label_column].astype(str)
-    if labels.duplicated().any():
-        raise InputError(f"two tracks share the {d.label_column} label {labels[labels.duplicated()].iloc[0]!r}; choose "
-                         "one track per cell type with --tracks-where (e.g. \"level == 'Subclass'\")")
-    if len(chosen) < 2:
-        raise InputError(f"{len(chosen)} cell-type track(s) with a {d.label_column} label: calling cell-type-specific "
-                         "regions needs 2 or more")
     available = run.evaluation(d.head).splits if d.source == "predicted" else run.splits
     splits = d.splits or available
     missing = [s for s in splits if s not in available]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
-from ..genome.intervals import parse_region
+from ..genome.intervals import parse_region, region_columns
 
 
 def read_regions(path: Path | str, label_column: str | None = None) -> pd.DataFrame:
@@ -66,26 +66,7 @@ def _read_table(path: Path, label_column: str | None) -> pd.DataFrame:
     with _open(path) as handle:
         first = handle.readline()
     table = pd.read_csv(path, sep="\t" if "\t" in first else ",")
-    if {"chrom", "start", "end"} <= set(table.columns):
-        regions = table[["chrom", "start", "end"]].copy()
-        for column in ("start", "end"):
-            values = pd.to_numeric(regions[column], errors="coerce")
-            if values.isna().any():
-                row = int(values.index[values.isna()][0]) + 2
-                raise InputError(f"{path} row {row}: {column} {regions[column].iloc[row - 2]!r} is not a whole number")
-            regions[column] = values.astype("int64")
-        regions["chrom"] = regions["chrom"].astype(str)
-    elif "region" in table.columns:
-        parsed = []
-        for row, text in enumerate(table["region"], 2):
-            try:
-                parsed.append(parse_region(text))
-            except ValueError:
-                raise InputError(f"{path} row {row}: region {text!r} is not chrom:start-end") from None
-        regions = pd.DataFrame(parsed, columns=["chrom", "start", "end"])
-    else:
-        raise InputError(f"{path}: needs a 'region' column (chrom:start-end) or chrom, start, end columns "
-                         f"(has {', '.join(map(str, table.columns))})")
+    regions = region_columns(table, path)
     if "name" in table.columns:
         names = table["name"].astype(str)
     else:
