@@ -146,11 +146,15 @@ def test_deeplift_shap_sums_to_the_output_difference(model_and_inputs, head_kind
         swapped = model(torch.from_numpy(x[:1]))
     np.testing.assert_allclose(swapped.numpy(), model(torch.from_numpy(x[:1])).detach().numpy(), rtol=1e-6)
     window = (g.seq_length // 2 - 60, g.seq_length // 2 + 60)
-    result = deep_lift_shap(model, x[:1], bins[:1], weights[[0, 3]], window, n_shuffles=3, seed=1)
+    result = deep_lift_shap(model, x[:1], bins[:1], weights[:3], window, n_shuffles=3, seed=1)
     delta = result.scalars - result.reference_scalars
-    assert (np.abs(delta) > 1e-4).all()
-    assert (result.summation_error / np.abs(delta)).max() < 1e-3
-    assert result.hypothetical.shape == (1, 2, 120, 4)
+    measured = np.abs(delta) > 1e-3  # a relative error needs a difference to be relative to
+    assert measured.sum() >= 2, delta
+    relative = result.summation_error[measured] / np.abs(delta[measured])
+    print(f"DeepLIFT/SHAP summation to delta ({head_kind} head): max relative error {relative.max():.2g}")
+    assert relative.max() < 1e-3
+    assert result.summation_error.max() < 1e-3 * np.abs(delta).max()
+    assert result.hypothetical.shape == (1, 3, 120, 4)
 
 
 @pytest.mark.slow
