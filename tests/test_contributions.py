@@ -85,6 +85,7 @@ def test_batched_over_tracks_equals_a_loop_over_tracks(model_and_inputs):
     assert all(p.requires_grad for p in model.parameters())  # frozen only while attributing
 
 
+@pytest.mark.slow
 def test_a_trunk_of_another_shape_falls_back_to_direct_autograd(model_and_inputs):
     model, x, bins, weights, g = model_and_inputs
     other = SequenceModel(torch.nn.Sequential(torch.nn.Identity(), *model.trunk), model.head)  # not the 7-part layout
@@ -121,6 +122,7 @@ def test_ism_equals_explicit_mutant_predictions(model_and_inputs):
                 np.testing.assert_allclose(deltas[r, :, p - start].T, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_ism_without_the_split_gives_the_same_deltas(model_and_inputs):
     model, x, bins, weights, g = model_and_inputs
     other = SequenceModel(torch.nn.Sequential(torch.nn.Identity(), *model.trunk), model.head)
@@ -130,7 +132,8 @@ def test_ism_without_the_split_gives_the_same_deltas(model_and_inputs):
     np.testing.assert_allclose(direct, split, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("head_kind", ["linear", pytest.param("mlp", marks=pytest.mark.slow)])
+@pytest.mark.slow  # DeepLIFT/SHAP runs the model on every reference: ~10 s per head on the CPU
+@pytest.mark.parametrize("head_kind", ["linear", "mlp"])
 def test_deeplift_shap_sums_to_the_output_difference(model_and_inputs, head_kind):
     """DeepLIFT/SHAP with the Enformer rules: the actual contributions of each region sum to its
     scalar minus the references' mean (within 1e-3 relative), for the linear + softplus head and
