@@ -116,7 +116,8 @@ def test_only_layout_names_run_directory_files():
 def test_every_stage_goes_through_run_stage():
     stages = ["data/build.py", "data/tfrecords.py", "backbone/embed.py", "heads/train.py", "evaluation/evaluate.py",
               "evaluation/predict.py", "evaluation/weights.py", "evaluation/dar.py", "report/html.py",
-              "interpret/variants.py"]
+              "interpret/variants.py", "interpret/contributions.py", "interpret/motifs.py",
+              "interpret/dar_calling.py"]
     for stage in stages:
         assert "run_stage(" in (SRC / stage).read_text(), stage
 

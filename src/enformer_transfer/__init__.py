@@ -3,7 +3,8 @@
 The public API follows the workflow and the command line: ``fetch`` and ``make_targets_table``
 prepare tracks; each stage of a run is one function taking a ``RunConfig`` (or a run
 directory, whose config.toml it uses): ``dataset``, ``embed``, ``train``, ``evaluate``,
-``predict``, ``weights``, ``dar``, ``variants``, ``report``; ``run_pipeline`` runs them in order and
+``predict``, ``weights``, ``dar``, ``variants``, ``call_dars``, ``contributions``, ``motifs``,
+``report``; ``run_pipeline`` runs them in order and
 ``run_demo`` on synthetic data. ``Run`` reads a run directory. Names are imported on first
 use, so worker processes and ``--help`` start fast.
 """
@@ -33,6 +34,8 @@ _EXPORTS = {
     "predict": ".evaluation.predict",
     "weights": (".evaluation.weights", "weight_similarity"), "weight_similarity": ".evaluation.weights",
     "dar": (".evaluation.dar", "dar_analysis"), "dar_analysis": ".evaluation.dar",
+    "call_dars": ".interpret.dar_calling", "contributions": ".interpret.contributions",
+    "motifs": ".interpret.motifs",
     "variants": ".interpret.variants", "score_variants": ".interpret.variants",
     "report": (".report.html", "write_report"), "write_report": ".report.html",
     "run_pipeline": ".pipeline", "run_demo": ".pipeline",

@@ -281,6 +281,100 @@ class DarConfig(_Section):
     bin_rule: Literal["contained", "study"] = Field(
         "contained", description="contained = bins inside the region; study = the study's rule (one bin downstream)")
     min_overlap: int = Field(256, gt=0, description="bp of a region inside a target interval")
+    permutations: int = Field(1000, ge=0, description="permutations of the predicted top cell types across regions "
+                                                      "for the p-value of the top-cell-type agreement (0: none)")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of the regions for the interval of the "
+                                                   "median Pearson across cell types (0: none)")
+    confidence: float = Field(0.95, gt=0, lt=1, description="coverage of the bootstrap interval")
+
+
+class ContributionsConfig(_Section):
+    """Stage contributions: which bases of each region drive a head's tracks. The input is centred on
+    each region; the attributed scalar of a track is the sum of its predictions over the output bins
+    overlapping the region (docs/interpretation.md)."""
+
+    head: str = Field("default", description="the head (frozen or fine-tuned) whose tracks are attributed")
+    name: str | None = Field(None, description="folder RUN_DIR/contributions/NAME (default: HEAD-METHOD)")
+    regions: Path | None = _path_field("BED (chrom start end [name]) or a DAR table (region or chrom/start/end "
+                                       "columns), e.g. the dars.csv of call-dars")
+    label_column: str | None = Field(None, description="column of the regions table naming each region's cell "
+                                                       "type (kept for motifs), and of the targets table naming tracks")
+    tracks_where: str | None = Field(None, description="attribute the head's tracks matching this pandas query "
+                                                       "(default: all, or only the contrast when one is given)")
+    contrast: list[str] = Field(default_factory=list, description="A,B: also attribute track A minus track B "
+                                                                  "(identifiers or label-column values)")
+    method: Literal["grad-input", "ism", "deepliftshap"] = Field(
+        "grad-input", description="grad-input = input gradients; ism = every single-base change (3 x width "
+                                  "mutants); deepliftshap = DeepLIFT/SHAP against dinucleotide shuffles")
+    width: int | None = Field(None, gt=0, description="bp of contributions stored, centred on each region "
+                                                      "(default: the longest region)")
+    target_bins: int | None = Field(None, gt=0, description="sum the predictions over this many output bins "
+                                                            "centred on the region (default: the bins it overlaps)")
+    shuffles: int = Field(20, gt=0, description="deepliftshap: dinucleotide shuffles of the window as references")
+    bigwigs: bool = Field(True, description="also write one BigWig of actual contributions per attributed scalar")
+    plot_regions: list[str] = Field(default_factory=list, description="regions (names, chrom:start-end or row "
+                                                                      "numbers) drawn as logos (default: the 3 with "
+                                                                      "the largest contributions)")
+    plot_width: int = Field(100, gt=0, description="bp around the region centre shown in the logos")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 for grad-input on GPU, fp32 otherwise (ism and deepliftshap always fp32 "
+                            "unless set)")
+    batch_size: int = Field(4, gt=0, description="regions per forward pass")
+    ism_batch_size: int = Field(64, gt=0, description="ism: mutants per forward pass")
+    device: str = Field("auto", description="torch device (auto: cuda if available)")
+
+
+class MotifsConfig(_Section):
+    """Stage motifs: TF-MoDISco patterns in the contributions of one contributions stage, per
+    attributed track or contrast, annotated with their best TOMTOM matches in JASPAR."""
+
+    contributions: str | None = Field(None, description="the contributions stage (RUN_DIR/contributions/NAME)")
+    name: str | None = Field(None, description="folder RUN_DIR/motifs/NAME (default: the contributions name)")
+    targets: list[str] = Field(default_factory=list, description="attributed tracks or contrasts to analyse "
+                                                                 "(names or labels; default: all)")
+    match_labels: bool = Field(True, description="when regions carry cell-type labels, use for each target only "
+                                                 "the regions labelled with its cell type")
+    min_regions: int = Field(5, gt=0, description="refuse a target with fewer regions")
+    max_seqlets: int = Field(2000, gt=0, description="seqlets per metacluster (modisco)")
+    min_seqlets: int = Field(20, gt=0, description="smallest pattern, in seqlets (modisco final_min_cluster_size)")
+    sliding_window: int = Field(21, gt=0, description="bp of the windows seqlets are called in (modisco)")
+    flank: int = Field(10, ge=0, description="bp added on each side of a seqlet (modisco)")
+    seqlet_fdr: float = Field(0.2, gt=0, lt=1, description="target false discovery rate of seqlets (modisco)")
+    leiden_runs: int = Field(10, gt=0, description="Leiden clusterings per step (modisco: 50; fewer is faster)")
+    jaspar: bool = Field(True, description="match the patterns against JASPAR (pyjaspar's shipped database)")
+    motif_file: Path | None = _path_field("more motifs to match against, MEME format (with --no-jaspar: these only)")
+    jaspar_release: str = Field("JASPAR2024", description="JASPAR release shipped with pyjaspar")
+    jaspar_collection: str = Field("CORE", description="JASPAR collection")
+    jaspar_tax_group: str = Field("vertebrates", description="JASPAR taxonomic group")
+    matches: int = Field(3, gt=0, description="best matches listed per pattern")
+    max_match_qvalue: float = Field(0.05, gt=0, le=1, description="a pattern is named after its best match only at or "
+                                                                   "below this TOMTOM q-value")
+
+
+class CallDarsConfig(_Section):
+    """Stage call-dars: regions whose signal in one cell type of a level stands out from the others,
+    from observed targets or a head's predictions (docs/interpretation.md gives the rule)."""
+
+    name: str | None = Field(None, description="folder RUN_DIR/called-dars/NAME (default: observed or the head)")
+    source: Literal["observed", "predicted"] = Field("observed", description="observed targets or an evaluated "
+                                                                             "head's predictions")
+    head: str = Field("default", description="source predicted: the evaluated head")
+    label_column: str | None = Field(None, description="targets-table column naming each track's cell type, "
+                                                       "e.g. subclass (the column of the written table)")
+    tracks_where: str | None = Field(None, description="which tracks form the level, e.g. \"level == 'Subclass'\"")
+    splits: list[str] = Field(default_factory=list, description="splits (default: all; predicted: the evaluated)")
+    peaks: Path | None = _path_field("BED of candidate regions (default: fixed-size regions centred on local maxima)")
+    region_bins: int = Field(4, gt=0, description="bins per fixed-size candidate region")
+    min_log2_fold_change: float = Field(1.0, ge=0, description="log2((top + pseudocount) / (versus + pseudocount)) "
+                                                               "at least this")
+    versus: Literal["rest", "second"] = Field("rest", description="rest = the mean of the other cell types; "
+                                                                   "second = the second highest")
+    min_signal: float | None = Field(None, description="the top cell type's mean signal at least this (default: the "
+                                                       "90th percentile of all region x cell type signals)")
+    pseudocount: float | None = Field(None, ge=0, description="added to both signals (default: the median of all "
+                                                              "region x cell type signals)")
+    max_per_cell_type: int | None = Field(None, gt=0, description="keep at most this many regions per cell type, "
+                                                                  "the largest fold changes")
 
 
 VARIANT_STATS = ("SUM", "logSUM", "logSED", "SAX", "D1", "D2", "JS")
@@ -342,6 +436,9 @@ class RunConfig(_Section):
     predict: PredictConfig = Field(default_factory=PredictConfig)
     weights: WeightsConfig = Field(default_factory=WeightsConfig)
     dar: DarConfig = Field(default_factory=DarConfig)
+    contributions: ContributionsConfig = Field(default_factory=ContributionsConfig)
+    motifs: MotifsConfig = Field(default_factory=MotifsConfig)
+    call_dars: CallDarsConfig = Field(default_factory=CallDarsConfig)
     variants: VariantsConfig = Field(default_factory=VariantsConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
@@ -350,7 +447,7 @@ class RunConfig(_Section):
 # run starts them from their defaults, never from the settings of the previous such command in
 # RUN_DIR/config.toml (train --head b must not inherit --tracks-where of train --head a).
 PER_COMMAND_SECTIONS = ("train", "finetune", "pretrain", "evaluate", "predict", "weights", "dar", "variants",
-                        "report")
+                        "contributions", "motifs", "call_dars", "report")
 
 SECTIONS: dict[str, type[_Section]] = {
     name: field.annotation for name, field in RunConfig.model_fields.items()

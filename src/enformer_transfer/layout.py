@@ -14,6 +14,9 @@ the package spells a run directory's file names.
     RUN_DIR/predictions/NAME/              BigWigs / tables of new regions (``predict``)
     RUN_DIR/weights/NAME/                  head weights vs the backbone's tracks (``weights``)
     RUN_DIR/dar/NAME/                      DAR analysis of head NAME (``dar``)
+    RUN_DIR/contributions/NAME/            contributions of bases to tracks (``contributions``)
+    RUN_DIR/motifs/NAME/                   TF-MoDISco patterns and JASPAR matches (``motifs``)
+    RUN_DIR/called-dars/NAME/              cell-type-specific regions called from tracks (``call-dars``)
     RUN_DIR/variants/NAME/                 variant effects per track of head NAME (``variants``)
     RUN_DIR/report/report.html             the report (``report``)
     RUN_DIR/.NAME.lock (beside each folder)  held while a stage runs
@@ -115,6 +118,47 @@ class DarFolder(StageFolder):
     summary = property(lambda self: self.path / "summary.json")
 
 
+class ContributionsFolder(StageFolder):
+    """Per region and attributed scalar: hypothetical and actual contributions over a window
+    centred on the region (contributions.zarr), the regions and scalars as tables, BigWigs."""
+
+    store = property(lambda self: self.path / "contributions.zarr")
+    regions = property(lambda self: self.path / "regions.tsv")
+    targets = property(lambda self: self.path / "scalars.tsv")  # the attributed scalars
+    summary = property(lambda self: self.path / "summary.json")
+    bigwigs = property(lambda self: self.path / "bigwigs")
+
+    def bigwig(self, file_stem: str) -> Path:
+        return self.bigwigs / f"{file_stem}.bw"
+
+
+class MotifsFolder(StageFolder):
+    """TF-MoDISco patterns per attributed scalar, their seqlets and best motif-database matches."""
+
+    patterns = property(lambda self: self.path / "patterns.csv")
+    matches = property(lambda self: self.path / "matches.csv")
+    importance = property(lambda self: self.path / "importance.csv")
+    patterns_meme = property(lambda self: self.path / "patterns.meme")
+    summary = property(lambda self: self.path / "summary.json")
+    modisco = property(lambda self: self.path / "modisco")
+    tables = property(lambda self: self.path / "tables")
+
+    def modisco_results(self, file_stem: str) -> Path:
+        return self.modisco / f"{file_stem}.h5"
+
+    def table(self, file_stem: str) -> Path:
+        return self.tables / f"{file_stem}.csv"
+
+
+class CalledDarsFolder(StageFolder):
+    """Cell-type-specific regions called from a run's own tracks: the table ``dar`` and
+    ``contributions`` accept (dars.csv) and every candidate region's signals."""
+
+    table = property(lambda self: self.path / "dars.csv")
+    candidates = property(lambda self: self.path / "candidates.csv.gz")
+    summary = property(lambda self: self.path / "summary.json")
+
+
 class VariantsFolder(StageFolder):
     """Variant effects of one head: the variants scored (and those left out), one row per variant
     and track with every score, per-level summaries, figures, and per-chunk results while it runs."""
@@ -191,6 +235,27 @@ class RunLayout:
 
     def dar(self, name: str) -> DarFolder:
         return DarFolder(self.dars / name)
+
+    @property
+    def contribution_sets(self) -> Path:
+        return self.root / "contributions"
+
+    def contributions(self, name: str) -> ContributionsFolder:
+        return ContributionsFolder(self.contribution_sets / name)
+
+    @property
+    def motif_sets(self) -> Path:
+        return self.root / "motifs"
+
+    def motifs(self, name: str) -> MotifsFolder:
+        return MotifsFolder(self.motif_sets / name)
+
+    @property
+    def called_dar_sets(self) -> Path:
+        return self.root / "called-dars"
+
+    def called_dars(self, name: str) -> CalledDarsFolder:
+        return CalledDarsFolder(self.called_dar_sets / name)
 
     @property
     def variants_dir(self) -> Path:

@@ -20,8 +20,11 @@ from .data import store
 from .data.targets_table import read_targets_table
 from .errors import InputError, did_you_mean
 from .layout import (
+    CalledDarsFolder,
+    ContributionsFolder,
     DarFolder,
     EvaluationFolder,
+    MotifsFolder,
     RunLayout,
     StageFolder,
     VariantsFolder,
@@ -276,6 +279,37 @@ class Run:
                                            "first")
         return VariantEffects(folder, record)
 
+    # --- interpretation --------------------------------------------------------------------
+
+    def contribution_names(self) -> list[str]:
+        """Names of the finished contributions stages."""
+        return finished_names(self.layout.contribution_sets)
+
+    def contributions(self, name: str) -> Contributions:
+        folder = self.layout.contributions(name)
+        record = self._record(folder.path, f"run 'enformer-transfer contributions {self.path} --head HEAD "
+                                           f"--regions BED --name {name}' first")
+        return Contributions(self, folder, record)
+
+    def motif_names(self) -> list[str]:
+        """Names of the finished motifs stages."""
+        return finished_names(self.layout.motif_sets)
+
+    def motifs(self, name: str) -> Motifs:
+        folder = self.layout.motifs(name)
+        record = self._record(folder.path, f"run 'enformer-transfer motifs {self.path} --contributions NAME' first")
+        return Motifs(folder, record)
+
+    def called_dar_names(self) -> list[str]:
+        """Names of the finished call-dars stages."""
+        return finished_names(self.layout.called_dar_sets)
+
+    def called_dars(self, name: str) -> CalledDars:
+        folder = self.layout.called_dars(name)
+        record = self._record(folder.path, f"run 'enformer-transfer call-dars {self.path} --label-column COLUMN "
+                              "--tracks-where QUERY' first")
+        return CalledDars(folder, record)
+
 
 class Evaluation:
     """A finished evaluation: tables, summary and stored predictions of one head."""
@@ -394,3 +428,81 @@ def read_checksums(folder: StageFolder) -> dict[str, list[str]]:
     stages written before checksums were recorded."""
     path = folder.checksums
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+class _Figures:
+    folder: StageFolder
+
+    @property
+    def figures(self) -> list[dict]:
+        """The stage's figures in reading order: name, caption, kind, path."""
+        from .plots.figures import read_figure_index
+
+        return read_figure_index(self.folder.figures)
+
+
+class Contributions(_Figures):
+    """A finished contributions stage: regions and attributed scalars as tables, the stored
+    contributions (regions, scalars, window, 4) as checked arrays read by region chunk."""
+
+    def __init__(self, run: Run, folder: ContributionsFolder, record: StageRecord):
+        self.run, self.folder, self.record = run, folder, record
+
+    @property
+    def name(self) -> str:
+        return self.folder.path.name
+
+    @cached_property
+    def summary(self) -> dict:
+        return json.loads(self.folder.summary.read_text())
+
+    @cached_property
+    def regions(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.regions, sep="\t", keep_default_na=False)
+
+    @cached_property
+    def targets(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.targets, sep="\t", keep_default_na=False)
+
+    def array(self, key: str):
+        """'hypothetical', 'actual' (regions, scalars, width, 4), 'onehot' (regions, width, 4),
+        'scalars' (regions, scalars); ism: 'ism'; deepliftshap: 'reference_scalars', 'summation_error'."""
+        if not store.has_array(self.folder.store, key):
+            raise InputError(f"{self.folder.path}: no array {key!r} (method {self.summary['method']})")
+        return self.run._stored(self.folder, self.folder.store, key,
+                                f"redo it with 'enformer-transfer contributions RUN_DIR --name {self.name} --force'")
+
+
+class Motifs(_Figures):
+    """A finished motifs stage: patterns (per attributed scalar), their matches, importance."""
+
+    def __init__(self, folder: MotifsFolder, record: StageRecord):
+        self.folder, self.record = folder, record
+
+    @cached_property
+    def summary(self) -> dict:
+        return json.loads(self.folder.summary.read_text())
+
+    @cached_property
+    def patterns(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.patterns, keep_default_na=False)
+
+    @cached_property
+    def matches(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.matches, keep_default_na=False)
+
+
+class CalledDars(_Figures):
+    """A finished call-dars stage: the DAR table (``dar --regions`` and ``contributions --regions``
+    accept it) and its summary."""
+
+    def __init__(self, folder: CalledDarsFolder, record: StageRecord):
+        self.folder, self.record = folder, record
+
+    @cached_property
+    def summary(self) -> dict:
+        return json.loads(self.folder.summary.read_text())
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.table)

@@ -72,6 +72,23 @@ def select_tracks(tracks: pd.DataFrame, where: str | None) -> np.ndarray:
     return chosen.index.to_numpy()
 
 
+def cell_type_tracks(tracks: pd.DataFrame, label_column: str, where: str | None, minimum: int, why: str) -> pd.DataFrame:
+    """The tracks of one level, one per cell type: those matching ``where`` with a value in
+    ``label_column`` (refused when two share a value, or fewer than ``minimum`` remain: ``why``)."""
+    if label_column not in tracks.columns:
+        raise InputError(f"the targets table has no column {label_column!r}"
+                         f"{did_you_mean(label_column, tracks.columns)} (has {', '.join(tracks.columns)})")
+    chosen = tracks.iloc[select_tracks(tracks, where)]
+    chosen = chosen[chosen[label_column].astype(str).replace({"nan": ""}) != ""]
+    labels = chosen[label_column].astype(str)
+    if labels.duplicated().any():
+        raise InputError(f"two tracks share the {label_column} label {labels[labels.duplicated()].iloc[0]!r}; choose "
+                         "one track per cell type with --tracks-where (e.g. \"level == 'Subclass'\")")
+    if len(chosen) < minimum:
+        raise InputError(f"{len(chosen)} cell-type track(s) with a {label_column} label: {why} needs {minimum} or more")
+    return chosen
+
+
 def hierarchy_order(tracks: pd.DataFrame) -> list[int]:
     """Track positions ordered by level, then class, subclass, cluster when those columns exist."""
     keys = [c for c in ("level", "class", "subclass", "cluster") if c in tracks.columns]

@@ -6,6 +6,14 @@ each region's bins are averaged, observed and predicted, for every cell-type tra
 level; per region: the Pearson across cell types, and whether the most open cell type
 observed is the most open predicted (confusion matrix, fraction of agreement).
 
+Statistics (summary.json and the printed line): the agreement of the most open cell type,
+observed vs predicted, against chance: a permutation p-value, ``(1 + #{permuted >= observed})
+/ (1 + permutations)``, permuting the predicted top cell types across regions (both tables of
+tops keep their frequencies, so chance is what they imply, not 1 / cell types; the
+permutations' mean agreement is reported as the null); the same for the predicted top vs the
+DAR label; and a percentile bootstrap interval of the median Pearson across cell types,
+resampling regions with replacement. All seeded with the run's seed.
+
 Bin rule: ``contained`` (default) = the bins fully inside the region; ``study`` = the
 study's ``start_bin = ceil((a - 1) / 128 + 1)``, ``stop_bin = floor(b / 128)`` inclusive,
 which is the contained set shifted one bin downstream (a quirk). Regions with fewer than
@@ -22,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig, as_config
-from ..data.targets_table import select_tracks
+from ..data.targets_table import cell_type_tracks
 from ..errors import InputError, did_you_mean
 from ..fs import write_json_atomic
-from ..genome.intervals import parse_region
+from ..genome.intervals import region_columns
 from ..layout import DarFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
@@ -54,20 +62,33 @@ def read_dar_table(path: Path | str, label_column: str) -> pd.DataFrame:
     if label_column not in table.columns:
         raise InputError(f"{path}: no column {label_column!r} with each region's cell type"
                          f"{did_you_mean(label_column, table.columns)} (has {', '.join(table.columns)})")
-    if {"chrom", "start", "end"} <= set(table.columns):
-        regions = table[["chrom", "start", "end"]].copy()
-    elif "region" in table.columns:
-        parsed = []
-        for row, text in enumerate(table["region"], 2):
-            try:
-                parsed.append(parse_region(text))
-            except ValueError:
-                raise InputError(f"{path} row {row}: region {text!r} is not chrom:start-end") from None
-        regions = pd.DataFrame(parsed, columns=["chrom", "start", "end"])
-    else:
-        raise InputError(f"{path}: needs a 'region' column (chrom:start-end) or chrom, start, end columns")
+    regions = region_columns(table, path)
     regions["label"] = table[label_column].astype(str).to_numpy()
     return regions
+
+
+def permutation_test(observed: np.ndarray, predicted: np.ndarray, permutations: int,
+                     rng: np.random.Generator) -> tuple[float, float]:
+    """(p-value, mean null agreement) of ``mean(observed == predicted)`` against permutations of
+    ``predicted`` across regions; p = (1 + #{null >= observed}) / (1 + permutations)."""
+    observed, predicted = np.asarray(observed), np.asarray(predicted)
+    agreement = float(np.mean(observed == predicted))
+    if permutations == 0 or len(observed) == 0:
+        return float("nan"), float("nan")
+    null = np.array([np.mean(observed == rng.permutation(predicted)) for _ in range(permutations)])
+    return float((1 + np.sum(null >= agreement - 1e-12)) / (1 + permutations)), float(null.mean())
+
+
+def bootstrap_interval(values: np.ndarray, resamples: int, confidence: float,
+                       rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median of ``values`` (NaN ignored), resampling with replacement."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if resamples == 0 or len(values) == 0:
+        return float("nan"), float("nan")
+    medians = np.median(values[rng.integers(0, len(values), size=(resamples, len(values)))], axis=1)
+    tail = 100 * (1 - confidence) / 2
+    return float(np.percentile(medians, tail)), float(np.percentile(medians, 100 - tail))
 
 
 @dataclass
@@ -95,17 +116,8 @@ def plan_dar(config: RunConfig) -> DarPlan:
     evaluation = run.evaluation(d.head)
     head_index = head.check_compatible(run)  # the head's outputs as positions in the run's tracks
     head_tracks = run.tracks.iloc[head_index].reset_index(drop=True)
-    if d.label_column not in head_tracks.columns:
-        raise InputError(f"the targets table has no column {d.label_column!r} to match the DAR labels"
-                         f"{did_you_mean(d.label_column, head_tracks.columns)} (has {', '.join(head_tracks.columns)})")
-    chosen = head_tracks.iloc[select_tracks(head_tracks, d.tracks_where)]
-    chosen = chosen[chosen[d.label_column].astype(str).replace({"nan": ""}) != ""]
+    chosen = cell_type_tracks(head_tracks, d.label_column, d.tracks_where, 3, "a correlation across cell types")
     labels = chosen[d.label_column].astype(str)
-    if labels.duplicated().any():
-        raise InputError(f"two tracks share the {d.label_column} label {labels[labels.duplicated()].iloc[0]!r}; "
-                         "choose one track per cell type with --tracks-where (the study removed such duplicates)")
-    if len(chosen) < 3:
-        raise InputError(f"{len(chosen)} cell-type tracks at this level: a correlation across cell types needs 3 or more")
     cell_types = list(labels)
     columns = chosen.index.to_numpy()
     regions = read_dar_table(d.regions, d.label_column)
@@ -175,12 +187,24 @@ def _dar(plan: DarPlan, out: DarFolder) -> dict:
     confusion.to_csv(out.confusion)
     agreement = float((table["observed_top"] == table["predicted_top"]).mean())
     label_agreement = float((table["predicted_top"] == table["label"]).mean())
+    rng = np.random.default_rng(plan.config.seed)
+    p_top, null_top = permutation_test(table["observed_top"].to_numpy(), table["predicted_top"].to_numpy(),
+                                       d.permutations, rng)
+    p_label, null_label = permutation_test(table["label"].to_numpy(), table["predicted_top"].to_numpy(),
+                                           d.permutations, rng)
+    low, high = bootstrap_interval(table["pearson_across_cell_types"].to_numpy(), d.bootstrap, d.confidence, rng)
     summary = {"regions": len(table), "cell_types": cell_types, "bin_rule": d.bin_rule, "splits": plan.splits,
                "labels_without_track": plan.unknown_labels,
                "pearson_across_cell_types_median": float(table["pearson_across_cell_types"].median()),
+               "pearson_across_cell_types_median_ci": [low, high],
                "top_agreement_observed_predicted": agreement,
+               "top_agreement_permutation_p": p_top,
+               "top_agreement_permutation_null": null_top,
                "predicted_top_is_dar_label": label_agreement,
-               "chance_agreement": 1 / len(cell_types)}
+               "predicted_top_is_dar_label_permutation_p": p_label,
+               "predicted_top_is_dar_label_permutation_null": null_label,
+               "chance_agreement": 1 / len(cell_types),
+               "permutations": d.permutations, "bootstrap": d.bootstrap, "confidence": d.confidence}
     write_json_atomic(out.summary, summary)
     order = np.argsort(table["label"].to_numpy(), kind="stable")
     paths = draw.dar_figures(table["pearson_across_cell_types"].to_numpy(), confusion.to_numpy(), cell_types,
@@ -193,7 +217,9 @@ def _dar(plan: DarPlan, out: DarFolder) -> dict:
     for name, caption in captions.items():
         index.add(name, caption, [p for p in paths if p.stem == name])
     index.write()
+    interval = (f" [{100 * d.confidence:g}% CI {low:.3f}-{high:.3f}]" if d.bootstrap else "")
+    test = f", permutation null {100 * null_top:.1f}%, p = {p_top:.3g}" if d.permutations else ""
     print(f"dar: {summary['regions']} regions, median Pearson across cell types "
-          f"{summary['pearson_across_cell_types_median']:.3f}, most open cell type agrees in "
-          f"{100 * agreement:.1f}% (chance {100 * summary['chance_agreement']:.1f}%)")
+          f"{summary['pearson_across_cell_types_median']:.3f}{interval}, most open cell type agrees in "
+          f"{100 * agreement:.1f}% (chance {100 * summary['chance_agreement']:.1f}%{test})")
     return summary

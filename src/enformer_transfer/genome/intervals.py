@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..errors import InputError
 from .chroms import ChromNames
@@ -17,6 +18,32 @@ def parse_region(text: str) -> tuple[str, int, int]:
     if not (sep and dash and chrom):
         raise ValueError(f"{text!r} is not chrom:start-end")
     return chrom, int(start.replace(",", "")), int(end.replace(",", ""))
+
+
+def region_columns(table, source) -> pd.DataFrame:
+    """chrom, start, end of a regions table (a DataFrame read from ``source``, with a header):
+    from chrom/start/end columns or a 'region' column of chrom:start-end; rows as in the file
+    (header = row 1)."""
+    if {"chrom", "start", "end"} <= set(table.columns):
+        regions = table[["chrom", "start", "end"]].copy()
+        for column in ("start", "end"):
+            values = pd.to_numeric(regions[column], errors="coerce")
+            if values.isna().any():
+                row = int(np.flatnonzero(values.isna().to_numpy())[0])
+                raise InputError(f"{source} row {row + 2}: {column} {regions[column].iloc[row]!r} is not a whole number")
+            regions[column] = values.astype("int64")
+        regions["chrom"] = regions["chrom"].astype(str)
+        return regions.reset_index(drop=True)
+    if "region" in table.columns:
+        parsed = []
+        for row, text in enumerate(table["region"], 2):
+            try:
+                parsed.append(parse_region(text))
+            except ValueError:
+                raise InputError(f"{source} row {row}: region {text!r} is not chrom:start-end") from None
+        return pd.DataFrame(parsed, columns=["chrom", "start", "end"])
+    raise InputError(f"{source}: needs a 'region' column (chrom:start-end) or chrom, start, end columns "
+                     f"(has {', '.join(map(str, table.columns))})")
 
 
 class IntervalSet:

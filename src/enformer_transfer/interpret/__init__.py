@@ -1,1 +1,1 @@
-"""Reading the genome with a trained model: variant effects per track and cell type."""
+"""Reading the model: variant effects, contributions, motifs and cell-type-specific regions."""

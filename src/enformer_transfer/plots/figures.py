@@ -268,6 +268,80 @@ def dar_figures(pearson: np.ndarray, confusion: np.ndarray, cell_types: list[str
     return made
 
 
+def _logo(ax, values: np.ndarray, start: int = 0) -> None:
+    """A sequence logo of (positions, 4) ACGT values on ``ax`` (logomaker), x from ``start``."""
+    import logomaker
+
+    frame = pd.DataFrame(np.asarray(values, dtype=float), columns=list("ACGT"),
+                         index=np.arange(start, start + len(values)))
+    logomaker.Logo(frame, ax=ax, color_scheme="classic", flip_below=False, show_spines=False)
+    ax.axhline(0, color="#999", lw=0.4)
+    ax.tick_params(labelsize=6)
+
+
+def contribution_logos(values: np.ndarray, names: list[str], title: str, start: int, path: Path) -> list[Path]:
+    """Actual contributions of one region, one logo per attributed track stacked (e.g. the same
+    enhancer in five cell types), on a shared x axis (bp from the region centre) and a shared
+    y range, so that tracks compare at a glance. ``values`` (tracks, positions, 4)."""
+    plt = _plt()
+    n = len(names)
+    fig, axes = plt.subplots(n, 1, figsize=(min(14.0, 2 + values.shape[1] * 0.09), 0.3 + 0.95 * n),
+                             sharex=True, squeeze=False)
+    low, high = float(min(values.min(), 0)), float(max(values.max(), 0))
+    pad = 0.05 * (high - low or 1.0)
+    for ax, track, name in zip(axes[:, 0], values, names, strict=True):
+        _logo(ax, track, start)
+        ax.set_ylim(low - pad, high + pad)
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    axes[0, 0].set_title(title, fontsize=8)
+    axes[-1, 0].set_xlabel("bp from the region centre", fontsize=7)
+    return _save(fig, path)
+
+
+def motif_logo(cwm: np.ndarray, title: str, path: Path) -> list[Path]:
+    """A pattern's contribution weight matrix (positions, 4) as a logo."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(2.5, 0.16 * len(cwm)), 1.1))
+    _logo(ax, cwm)
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=7)
+    return _save(fig, path)
+
+
+def motif_importance_heatmap(importance: np.ndarray, rows: list[str], columns: list[str], path: Path) -> list[Path]:
+    """Cell types (attributed tracks) x motifs: the importance of each motif's patterns, blank
+    where a cell type has no pattern of the motif."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(2.2 + 0.4 * len(columns), 1.3 + 0.32 * len(rows)))
+    masked = np.ma.masked_invalid(np.asarray(importance, dtype=float))
+    im = ax.imshow(masked, aspect="auto", cmap="magma_r", interpolation="nearest")
+    ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("motif (best database match, else the pattern's consensus)", fontsize=7)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="pattern importance")
+    return _save(fig, path)
+
+
+def called_dars_figure(counts: np.ndarray, cell_types: list[str], signals: np.ndarray, labels: np.ndarray,
+                       path: Path) -> list[Path]:
+    """Called DARs: regions per cell type, and the cell types x regions signal heatmap (regions
+    sorted by the cell type they were called for, each cell type's row scaled to its maximum)."""
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 1.4 + 0.35 * len(cell_types)),
+                                      gridspec_kw={"width_ratios": [1, 4]})
+    left.barh(range(len(cell_types)), counts, color="#4a7ab5")
+    left.set_yticks(range(len(cell_types)), cell_types, fontsize=7)
+    left.invert_yaxis()
+    left.set_xlabel("regions called", fontsize=7)
+    scaled = signals / np.maximum(signals.max(axis=1, keepdims=True), 1e-12)
+    right.imshow(scaled, aspect="auto", cmap="viridis", interpolation="nearest")
+    right.set_yticks(range(len(cell_types)), cell_types, fontsize=7)
+    right.set_xlabel("called regions (sorted by cell type)", fontsize=7)
+    for x in np.flatnonzero(labels[1:] != labels[:-1]) + 0.5:
+        right.axvline(x, color="white", lw=0.6)
+    return _save(fig, path)
+
+
 def variant_effect_bars(scores: np.ndarray, z_scores: np.ndarray, names: list[str], groups: list[str],
                         stat: str, title: str, path: Path) -> list[Path]:
     """One variant's score in every track (top) and its z-score among the tracks of the same

@@ -37,6 +37,7 @@ def write_report(config: RunConfig | Path | str, force: bool = False, progress: 
     key = {"dataset": run.dataset_record.key_digest,
            "evaluations": {h: run.evaluation(h).record.key_digest for h in heads},
            "dar": {h: run.dar(h).record.key_digest for h in heads if h in run.dars()},
+           "interpretation": interpretation_digests(run),
            "variants": {n: run.variants(n).record.key_digest for n in run.variant_analyses()},
            "tool_version": __version__}
 
@@ -72,3 +73,10 @@ def render_report(run: Run, heads: list[str], figures: Path | None = None) -> st
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>enformer-transfer report: {html.escape(run.path.name)}</title>"
             + STYLE + "</head><body>" + title + toc(sections) + body + SCRIPT + "</body></html>")
+
+
+def interpretation_digests(run: Run) -> dict:
+    """The finished call-dars, contributions and motifs stages the report shows."""
+    return {"called_dars": {n: run.called_dars(n).record.key_digest for n in run.called_dar_names()},
+            "contributions": {n: run.contributions(n).record.key_digest for n in run.contribution_names()},
+            "motifs": {n: run.motifs(n).record.key_digest for n in run.motif_names()}}

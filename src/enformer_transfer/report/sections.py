@@ -193,9 +193,9 @@ def head_section(ctx: ReportContext, head: str) -> Section:
         dar = run.dar(head)
         s = dar.summary
         text = (f"<p>{s['regions']} regions; median Pearson across cell types "
-                f"{fmt(s['pearson_across_cell_types_median'])}; most open cell type predicted = observed in "
-                f"{100 * s['top_agreement_observed_predicted']:.1f}% of regions (chance "
-                f"{100 * s['chance_agreement']:.1f}%); bin rule {html.escape(s['bin_rule'])}</p>")
+                f"{fmt(s['pearson_across_cell_types_median'])}{_dar_interval(s)}; most open cell type predicted = "
+                f"observed in {100 * s['top_agreement_observed_predicted']:.1f}% of regions (chance "
+                f"{100 * s['chance_agreement']:.1f}%{_dar_test(s)}); bin rule {html.escape(s['bin_rule'])}</p>")
         children.append(Section(f"{key}-dar", "DAR analysis",
                                 text + figure_grid([(f["path"], f["caption"]) for f in dar.figures])))
     per_level = evaluation.per_level
@@ -248,4 +248,76 @@ def variants_sections(ctx: ReportContext) -> list[Section]:
     return out
 
 
-REPORT_SECTIONS = [summary_section, dataset_section, heads_sections, variants_sections]
+def _dar_interval(summary: dict) -> str:
+    low, high = summary.get("pearson_across_cell_types_median_ci", [None, None])
+    if low is None or low != low:  # absent (older analyses) or NaN
+        return ""
+    return f" ({100 * summary['confidence']:g}% bootstrap interval {fmt(low)} to {fmt(high)})"
+
+
+def _dar_test(summary: dict) -> str:
+    p = summary.get("top_agreement_permutation_p")
+    if p is None or p != p:
+        return ""
+    return (f"; permuting predicted tops across regions: {100 * summary['top_agreement_permutation_null']:.1f}%, "
+            f"permutation p = {p:.3g}")
+
+
+def called_dars_sections(ctx: ReportContext) -> list[Section]:
+    """Finished call-dars stages: the rule, regions per cell type, figures."""
+    out = []
+    for name in ctx.run.called_dar_names():
+        called = ctx.run.called_dars(name)
+        summary, rule = called.summary, called.summary["rule"]
+        text = (f"<p>{summary['regions']} cell-type-specific regions of {summary['candidates']} candidates "
+                f"({html.escape(summary['source'])}, {html.escape(rule['candidates'])}): log2 fold change &ge; "
+                f"{rule['min_log2_fold_change']:g} vs {html.escape(rule['versus'])}, signal &ge; {rule['min_signal']:.3g}, "
+                f"pseudocount {rule['pseudocount']:.3g}</p>")
+        counts = pd.DataFrame({summary["label_column"]: list(summary["per_cell_type"]),
+                               "regions": list(summary["per_cell_type"].values())})
+        body = text + table(counts) + figure_grid([(f["path"], f["caption"]) for f in called.figures])
+        out.append(Section(anchor("called-dars", name), f"Called DARs {name}", body))
+    return out
+
+
+def contributions_sections(ctx: ReportContext) -> list[Section]:
+    """Finished contributions stages: what was attributed and how, the logos."""
+    out = []
+    for name in ctx.run.contribution_names():
+        contributions = ctx.run.contributions(name)
+        s = contributions.summary
+        text = (f"<p>head <code>{html.escape(s['head'])}</code>, {html.escape(s['method'])}, {s['regions']} regions x "
+                f"{len(s['targets'])} attributed scalars, {s['width']} bp centred on each region; scalar: a track's "
+                f"predictions summed over the bins {html.escape(str(s['target_bins']))} (docs/interpretation.md)</p>")
+        if "summation" in s:
+            text += (f"<p class='small'>DeepLIFT/SHAP summation to delta: max relative error "
+                     f"{s['summation']['max_relative_error']}</p>")
+        body = text + figure_grid([(f["path"], f["caption"]) for f in contributions.figures])
+        out.append(Section(anchor("contributions", name), f"Contributions {name}", body))
+    return out
+
+
+def motifs_sections(ctx: ReportContext) -> list[Section]:
+    """Finished motifs stages: TF-MoDISco patterns per target, their JASPAR matches, logos."""
+    out = []
+    for name in ctx.run.motif_names():
+        motifs = ctx.run.motifs(name)
+        figures = motifs.figures
+        text = (f"<p>TF-MoDISco patterns of contributions <code>{html.escape(motifs.summary['contributions'])}</code>, "
+                f"matched (TOMTOM) against {html.escape(', '.join(motifs.summary['database']))}</p>")
+        keep = ["display", "pattern", "n_seqlets", "n_regions", "importance", "motif", "best_motif_id",
+                "best_qvalue", "consensus"]
+        patterns = motifs.patterns[[c for c in keep if c in motifs.patterns.columns]].rename(
+            columns={"display": "target"})
+        key = anchor("motifs", name)
+        children = [Section(f"{key}-patterns", "Patterns", table(patterns))]
+        logos = figure_grid([(f["path"], f["caption"]) for f in figures if f["kind"] == "pattern"])
+        if logos:
+            children.append(Section(f"{key}-logos", "Pattern logos", logos))
+        body = text + figure_grid([(f["path"], f["caption"]) for f in figures if f["kind"] == "summary"])
+        out.append(Section(key, f"Motifs {name}", body, children))
+    return out
+
+
+REPORT_SECTIONS = [summary_section, dataset_section, heads_sections, called_dars_sections, contributions_sections,
+                   motifs_sections, variants_sections]
