@@ -26,5 +26,5 @@ part finetune 150 python3 benchmarks/finetune_speed.py --steps "${FT_STEPS:-12}"
 part variants 120 python3 benchmarks/variants_speed.py --variants "${VARIANTS:-256}" --batch-size 16 --compile --tmp /tmp
 # 4. contributions: batched across tracks vs one track at a time, full size
 if [ -f benchmarks/contributions_speed.py ]; then
-  part contributions 90 python3 benchmarks/contributions_speed.py --tmp /tmp
+  part contributions 90 python3 benchmarks/contributions_speed.py --full --precision bf16 --regions 8 --tracks 66
 fi
