@@ -156,7 +156,8 @@ def test_resume_after_kill_gives_identical_result(fresh_run, backbone, tmp_path)
               lambda: progress.exists() and progress.read_text().count(";") >= 5)
     assert not (fresh_run / "embeddings").exists()
     done_before = progress.read_text().count(";")
-    result = subprocess.run(_cli(fresh_run, backbone, "--batch-size", "1"), capture_output=True, text=True)
+    loud = [a for a in _cli(fresh_run, backbone, "--batch-size", "1") if a != "--quiet"]  # --quiet hides "resuming"
+    result = subprocess.run(loud, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stderr
     assert f"embed: {92 - done_before} windows" in result.stdout  # nothing finished is redone
