@@ -25,12 +25,12 @@ import json
 import platform
 import sys
 import time
-import types
+from pathlib import Path
 
-try:
-    import polars  # noqa: F401
-except ImportError:  # enformer_pytorch.data imports polars at module level; nothing here uses it
-    sys.modules["polars"] = types.ModuleType("polars")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device import allow_missing_polars  # noqa: E402
+
+allow_missing_polars()
 
 
 def build_model(args, device):

@@ -24,12 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-try:
-    import polars  # noqa: F401
-except ImportError:  # enformer_pytorch.data imports polars at module level; embedding never uses it
-    import types
+from _device import allow_missing_polars  # noqa: E402
 
-    sys.modules["polars"] = types.ModuleType("polars")
+allow_missing_polars()
 
 
 def main() -> None:
