@@ -43,6 +43,13 @@ class Run:
             raise InputError(f"{self.path}: run directory not found")
         self.layout = RunLayout(self.path)
 
+    @classmethod
+    def of(cls, config: RunConfig, stage: str) -> Run:
+        """The run a stage's config names; a one-line error naming ``stage`` when it names none."""
+        if config.run_dir is None:
+            raise InputError(f"{stage}: no run directory given")
+        return cls(config.run_dir)
+
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
 

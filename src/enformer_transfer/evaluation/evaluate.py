@@ -52,9 +52,7 @@ class EvaluationPlan:
 def plan_evaluation(config: RunConfig) -> EvaluationPlan:
     """Check every input of the evaluation before any prediction."""
     e = config.evaluate
-    if config.run_dir is None:
-        raise InputError("evaluate: no run directory given")
-    run = Run(config.run_dir)
+    run = Run.of(config, "evaluate")
     head = run.head(e.head)
     track_index = head.check_compatible(run)
     # a fine-tuned model runs from sequence: every split of the dataset can be evaluated

@@ -46,9 +46,7 @@ def predict(config: RunConfig | Path | str, force: bool = False, progress: bool 
     in ``predict.out`` (default RUN_DIR/predictions/HEAD)."""
     config = as_config(config)
     p = config.predict
-    if config.run_dir is None:
-        raise InputError("predict: no run directory given")
-    run = Run(config.run_dir)
+    run = Run.of(config, "predict")
     run.head(p.head)
     if p.fasta is None and p.regions is None and not p.chroms:
         raise InputError("predict: give --regions BED, --chroms NAME or --fasta FASTA")

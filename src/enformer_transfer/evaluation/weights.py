@@ -23,9 +23,7 @@ def weight_similarity(config: RunConfig | Path | str, force: bool = False, progr
     """Write RUN_DIR/weights/NAME/: top_matches.csv, similarity_by_assay.csv, a heatmap."""
     config = as_config(config)
     w = config.weights
-    if config.run_dir is None:
-        raise InputError("weights: no run directory given")
-    run = Run(config.run_dir)
+    run = Run.of(config, "weights")
     head = run.head(w.head)
     if head.metadata["model"] not in ("linear", "ridge"):
         raise InputError(f"weights: head {w.head!r} is a {head.metadata['model']} head; only linear heads have "

@@ -50,9 +50,7 @@ class MotifsPlan:
 def plan_motifs(config: RunConfig) -> MotifsPlan:
     """Check the contributions stage, the targets, their regions and the motif database first."""
     m = config.motifs
-    if config.run_dir is None:
-        raise InputError("motifs: no run directory given")
-    run = Run(config.run_dir)
+    run = Run.of(config, "motifs")
     if not m.contributions:
         raise InputError(f"motifs: pass --contributions NAME (finished: {', '.join(run.contribution_names()) or 'none'})")
     if m.contributions not in run.contribution_names():

@@ -75,9 +75,7 @@ class VariantsPlan:
 def plan_variants(config: RunConfig) -> VariantsPlan:
     """Check every input of the stage; nothing is computed or written yet."""
     p = config.variants
-    if config.run_dir is None:
-        raise InputError("variants: no run directory given")
-    run = Run(config.run_dir)
+    run = Run.of(config, "variants")
     head = run.head(p.head)  # a head of this run, compatible with its tracks and geometry
     track_index = head.check_compatible(run)
     tracks = run.tracks.iloc[track_index].reset_index(drop=True)

@@ -23,9 +23,7 @@ def write_report(config: RunConfig | Path | str, force: bool = False, progress: 
     """Write RUN_DIR/report/report.html for the evaluated heads (default: all of them); a view,
     rebuilt whenever what it shows changed."""
     config = as_config(config)
-    if config.run_dir is None:
-        raise InputError("report: no run directory given")
-    run = Run(config.run_dir)
+    run = Run.of(config, "report")
     evaluated = run.evaluations()
     heads = config.report.heads or evaluated
     missing = [h for h in heads if h not in evaluated]
