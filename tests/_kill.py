@@ -17,3 +17,21 @@ def kill_when(cmd: list[str], ready, timeout: float = 120, poll: float = 0.002) 
         time.sleep(poll)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the process finished before it could be killed"
+
+
+def written_twice(path) -> callable:
+    """A ``ready`` for kill_when: true once ``path`` has been seen with two different mtimes
+    (a checkpoint written a second time)."""
+    stamps = set()
+
+    def ready() -> bool:
+        if path.exists():
+            stamps.add(path.stat().st_mtime_ns)
+        return len(stamps) >= 2
+
+    return ready
+
+
+def without_quiet(cmd: list[str]) -> list[str]:
+    """``cmd`` without ``--quiet``: a resumed run then says "resuming" on stderr."""
+    return [a for a in cmd if a != "--quiet"]

@@ -8,7 +8,7 @@ import numpy as np
 import pyfaidx
 import pytest
 import torch
-from _kill import kill_when
+from _kill import kill_when, without_quiet
 
 from enformer_transfer import (
     EnformerTransferError,
@@ -156,8 +156,8 @@ def test_resume_after_kill_gives_identical_result(fresh_run, backbone, tmp_path)
               lambda: progress.exists() and progress.read_text().count(";") >= 5)
     assert not (fresh_run / "embeddings").exists()
     done_before = progress.read_text().count(";")
-    loud = [a for a in _cli(fresh_run, backbone, "--batch-size", "1") if a != "--quiet"]  # --quiet hides "resuming"
-    result = subprocess.run(loud, capture_output=True, text=True)
+    result = subprocess.run(without_quiet(_cli(fresh_run, backbone, "--batch-size", "1")), capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stderr
     assert f"embed: {92 - done_before} windows" in result.stdout  # nothing finished is redone

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from _kill import kill_when
+from _kill import kill_when, without_quiet, written_twice
 
 from enformer_transfer import InputError, Run, as_config, embed_run, evaluate_head
 from enformer_transfer.cli import main
@@ -167,15 +167,8 @@ def test_finetune_resumes_after_kill_with_the_same_weights(demo_run, tmp_path):
     args = ["--head", "ft", "--steps", "92", "--patience", "100", "--lr", "3e-3", "--loader-workers", "0", "--quiet"]
     cmd = [sys.executable, "-m", "enformer_transfer.cli", "finetune", str(run_dir), *args]
     last = run_dir / "heads" / "ft.partial" / "checkpoints" / "last.ckpt"
-    stamps = set()
-
-    def second_checkpoint() -> bool:
-        if last.exists():
-            stamps.add(last.stat().st_mtime_ns)
-        return len(stamps) >= 2
-
-    kill_when(cmd, second_checkpoint, poll=0.01)
-    result = subprocess.run([a for a in cmd if a != "--quiet"], capture_output=True, text=True)  # shows "resuming"
+    kill_when(cmd, written_twice(last), poll=0.01)
+    result = subprocess.run(without_quiet(cmd), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming from" in result.stderr
     subprocess.run([sys.executable, "-m", "enformer_transfer.cli", "finetune", str(reference), *args], check=True,

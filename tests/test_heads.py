@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import zarr
-from _kill import kill_when
+from _kill import kill_when, without_quiet, written_twice
 
 from enformer_transfer import InputError, Run
 from enformer_transfer.config import TrainConfig
@@ -192,15 +192,8 @@ def test_resume_after_kill_gives_the_same_weights(demo_run, tmp_path):
     args = ["--head", "resume", "--max-epochs", "8", "--patience", "100", "--quiet"]
     cmd = [sys.executable, "-m", "enformer_transfer.cli", "train", str(run_dir), *args]
     last = run_dir / "heads" / "resume.partial" / "checkpoints" / "last.ckpt"
-    stamps = set()
-
-    def second_checkpoint_written() -> bool:
-        if last.exists():
-            stamps.add(last.stat().st_mtime_ns)
-        return len(stamps) >= 2
-
-    kill_when(cmd, second_checkpoint_written, poll=0.01)
-    result = subprocess.run([a for a in cmd if a != "--quiet"], capture_output=True, text=True)  # shows "resuming"
+    kill_when(cmd, written_twice(last), poll=0.01)
+    result = subprocess.run(without_quiet(cmd), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming from" in result.stderr
     subprocess.run([sys.executable, "-m", "enformer_transfer.cli", "train", str(reference), *args],

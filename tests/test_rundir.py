@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from _kill import kill_when
+from _kill import kill_when, without_quiet
 
 from enformer_transfer import (
     InputError,
@@ -111,8 +111,8 @@ def test_resume_after_kill(synthetic, tmp_path):
               lambda: progress.exists() and progress.read_text().count(";") >= 3)
     assert not (config.run_dir / "dataset").exists()  # nothing that looks complete
     done_before = progress.read_text().count(";")
-    loud = [a for a in args if a != "--quiet"]  # --quiet hides "resuming"
-    result = subprocess.run([sys.executable, "-m", "enformer_transfer.cli", *loud], capture_output=True, text=True)
+    result = subprocess.run(without_quiet([sys.executable, "-m", "enformer_transfer.cli", *args]), capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stderr
     n_train = len(Run(config.run_dir).windows("train"))
