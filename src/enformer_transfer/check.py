@@ -1,9 +1,10 @@
-"""``check RUN``: verify every store and record of a run directory and report what is damaged.
+"""``check RUN``: verify every stage of a run directory and report what is stale or damaged.
 
-Reads every chunk of every store that has recorded checksums (targets, masks, embeddings,
-backbone outputs, predictions), the files earlier stages recorded by fingerprint (genome,
-BigWigs, tables, backbone weights), every head's weights, and says per problem which stage
-to rebuild. Nothing is changed.
+Walks the provenance chain (every stage's recorded upstream digests against the current
+upstream), every file each stage wrote against the digests in its ``stage.json``, every chunk of
+every store against its recorded checksums, the files earlier stages recorded by fingerprint
+(genome, BigWigs, tables, backbone weights) and every head's weights, and says per problem
+which command rebuilds it. Nothing is changed.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import store
-from .errors import EnformerTransferError, IntegrityError
-from .layout import StageFolder, finished
+from .errors import EnformerTransferError, IntegrityError, StaleStageError
+from .layout import RunLayout, StageFolder, finished
 from .progress import Progress
 from .provenance import StageRecord, verify_fingerprint
 from .run import Run, read_checksums
@@ -33,44 +34,67 @@ def check_run(run_dir: Path | str, progress: bool = True) -> tuple[list[Problem]
     """Every problem found, and counts of what was checked."""
     run = Run(run_dir)
     problems: list[Problem] = []
-    counts = {"stages": 0, "chunks": 0, "files": 0, "heads": 0}
-    layout = run.layout
-    stages = [layout.dataset, layout.embeddings] + [layout.head(h) for h in _names(layout.heads)] \
-        + [layout.evaluation(h) for h in _names(layout.evaluations)]
-    fixes = {layout.dataset.path: f"rebuild: enformer-transfer dataset --out {run.path} --force",
-             layout.embeddings.path: f"rebuild: enformer-transfer embed {run.path} --force"}
-    for folder in stages:
-        if not folder.path.exists():
-            continue
-        fix = fixes.get(folder.path, f"redo the stage with --force ({folder.path.relative_to(run.path)})")
+    counts = {"stages": 0, "chunks": 0, "files": 0, "heads": 0, "stale": 0}
+    for folder in stage_folders(run.layout):
+        rel = folder.path.relative_to(run.path).as_posix()
+        fix = run.rebuild_hint(rel)
         if not finished(folder.path):
-            problems.append(Problem(str(folder.path), "unfinished (no stage.json)", "rerun its command to resume it"))
+            if folder.path.with_name(folder.path.name + ".partial").exists() or folder.path.exists():
+                problems.append(Problem(str(folder.path), "unfinished (no stage.json)", "rerun its command to resume it"))
             continue
         try:
-            record = StageRecord.read(folder.path)
-        except (OSError, ValueError, TypeError) as err:
-            problems.append(Problem(str(folder.record), f"stage record unreadable ({err})", fix))
+            record = run.verified_record(folder.path)
+        except StaleStageError as err:
+            counts["stale"] += 1
+            problems.append(Problem(rel, "stale: " + _reason(err), fix))
+            continue
+        except EnformerTransferError as err:
+            problems.append(Problem(rel, "damaged: " + _reason(err), fix))
             continue
         counts["stages"] += 1
+        counts["files"] += len(record.outputs)
         problems += _check_inputs(record, fix, counts)
         problems += _check_stores(folder, fix, counts, progress)
-    for name in _names(layout.heads):
+    for name in _names(run.layout.heads):
+        if not finished(run.layout.head(name).path) or any(p.where == f"heads/{name}" for p in problems):
+            continue
         try:
             run.head(name)
             counts["heads"] += 1
         except EnformerTransferError as err:
-            problems.append(Problem(str(layout.head(name).path), str(err),
-                                    f"retrain: enformer-transfer train {run.path} --head {name} --force"))
-        except Exception as err:  # a damaged head.pt raises whatever torch.load meets
-            problems.append(Problem(str(layout.head(name).model), f"unreadable ({type(err).__name__}: {err})",
-                                    f"retrain: enformer-transfer train {run.path} --head {name} --force"))
+            problems.append(Problem(f"heads/{name}", _reason(err), run.rebuild_hint(f"heads/{name}")))
+        except Exception as err:  # a damaged weights file raises whatever its reader meets
+            problems.append(Problem(f"heads/{name}", f"unreadable ({type(err).__name__}: {err})",
+                                    run.rebuild_hint(f"heads/{name}")))
     return problems, counts
+
+
+def _reason(err: Exception) -> str:
+    """An error's message without the rebuild advice (the problem line gives it once)."""
+    text = str(err)
+    for cut in ("; rebuild it:", "; rebuild the stage"):
+        text = text.partition(cut)[0]
+    return text
+
+
+def stage_folders(layout: RunLayout) -> list[StageFolder]:
+    """Every stage folder of a run directory, upstream first."""
+    named = [(layout.heads, layout.head), (layout.evaluations, layout.evaluation),
+             (layout.root / "predictions", layout.predictions), (layout.root / "weights", layout.weights),
+             (layout.dars, layout.dar), (layout.variants_dir, layout.variants),
+             (layout.called_dar_sets, layout.called_dars), (layout.contribution_sets, layout.contributions),
+             (layout.motif_sets, layout.motifs)]
+    folders: list[StageFolder] = [layout.dataset, layout.embeddings]
+    for parent, folder_of in named:
+        folders += [folder_of(name) for name in _names(parent)]
+    return folders + [layout.report]
 
 
 def _names(parent: Path) -> list[str]:
     if not parent.is_dir():
         return []
-    return sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
+    names = {p.name.removesuffix(".partial") for p in parent.iterdir() if p.is_dir()}
+    return sorted(n for n in names if not n.startswith("."))
 
 
 def _check_inputs(record: StageRecord, fix: str, counts: dict) -> list[Problem]:
@@ -95,7 +119,15 @@ def _check_inputs(record: StageRecord, fix: str, counts: dict) -> list[Problem]:
 def _check_stores(folder: StageFolder, fix: str, counts: dict, progress: bool) -> list[Problem]:
     """Every chunk of every array with recorded checksums, read and compared."""
     problems = []
-    checksums = read_checksums(folder)
+    try:
+        checksums = read_checksums(folder)
+    except IntegrityError as err:
+        return [Problem(str(folder.checksums), _reason(err), fix)]
+    for meta in sorted(folder.path.glob("*.zarr/*/zarr.json")):
+        name = f"{meta.parent.parent.name}/{meta.parent.name}"
+        if name not in checksums:
+            problems.append(Problem(f"{folder.path}/{name}", "no chunk checksums recorded (a missing chunk would "
+                                    "read as zeros)", fix))
     bar = Progress(sum(len(v) for v in checksums.values()), f"check {folder.path.name}", "chunks",
                    enabled=progress and bool(checksums))
     for name, sums in checksums.items():
@@ -127,7 +159,7 @@ def check_command(run_dir: Path | str, progress: bool = True) -> list[str]:
     """The ``check`` command: lines to print; an IntegrityError when anything is damaged."""
     problems, counts = check_run(run_dir, progress)
     summary = (f"check: {counts['stages']} stages, {counts['chunks']} store chunks, {counts['files']} recorded "
-               f"input files, {counts['heads']} heads checked")
+               f"files, {counts['heads']} heads checked; {counts['stale']} stale")
     if problems:
         lines = "\n".join(f"  {p}" for p in problems)
         raise IntegrityError(f"{len(problems)} problem(s) in {run_dir}:\n{lines}\n{summary}")

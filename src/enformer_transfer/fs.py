@@ -125,33 +125,89 @@ def check_free_space(path: Path | str, needed: int, what: str, limit: int | None
         )
 
 
-@contextmanager
-def exclusive_lock(lock_file: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_file`` (released by the kernel if the process dies);
-    a second process is refused at once with the holder's PID and command."""
+def _lock_holders(lock_file: Path) -> str:
+    """Who holds ``lock_file``: the writer's line, or the readers' lines, or 'another process'."""
+    owner = lock_file.with_name(lock_file.name + ".owner")
+    lines = [owner.read_text().strip()] if owner.is_file() else []
+    readers = lock_file.with_name(lock_file.name + ".readers")
+    if readers.is_dir():
+        lines += [f.read_text().strip() for f in sorted(readers.iterdir()) if f.is_file()]
+    return "; ".join(line for line in lines if line) or "another process"
+
+
+def _holder_line() -> str:
     import socket
     import sys
     import time
 
-    from filelock import FileLock, Timeout
+    return (f"PID {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
+            f"({' '.join(sys.argv[:4])})")
 
-    lock_file = Path(lock_file)
+
+def _flock(lock_file: Path, shared: bool) -> int | None:
+    """An open descriptor of ``lock_file`` holding a flock (shared or exclusive), or None when
+    another process holds a conflicting one. The lock file is never removed, so every process
+    locks the same inode; the kernel releases the lock when the process dies."""
+    import fcntl
+
     lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextmanager
+def exclusive_lock(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (released by the kernel if the process dies);
+    a second process, or a stage reading the folder (``SharedLocks``), is refused at once with
+    the holder's PID and command."""
+    lock_file = Path(lock_file)
+    fd = _flock(lock_file, shared=False)
+    if fd is None:
+        raise StageLockedError(f"{what} is in use by {_lock_holders(lock_file)} (building it, or a stage "
+                               "reading it); wait for it to finish (or stop it), then rerun")
     owner = lock_file.with_name(lock_file.name + ".owner")
-    lock = FileLock(str(lock_file), timeout=0)
     try:
-        lock.acquire()
-    except Timeout:
-        holder = owner.read_text().strip() if owner.is_file() else "another process"
-        raise StageLockedError(f"{what} is being run by {holder}; wait for it to finish (or stop it), "
-                               "then rerun") from None
-    try:
-        write_text_atomic(owner, f"PID {os.getpid()} on {socket.gethostname()} since "
-                                 f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({' '.join(sys.argv[:4])})", fsync=False)
+        write_text_atomic(owner, _holder_line(), fsync=False)
         yield
     finally:
         owner.unlink(missing_ok=True)
-        lock.release()
+        os.close(fd)
+
+
+class SharedLocks:
+    """Shared locks on the stage folders a running stage reads: any number of readers, but a
+    stage that would rebuild one of them (its exclusive lock) is refused while they are held,
+    and a reader is refused while that folder is being rebuilt."""
+
+    def __init__(self) -> None:
+        self._held: dict[Path, tuple[int, Path]] = {}
+
+    def acquire(self, lock_file: Path, what: str) -> None:
+        lock_file = Path(lock_file)
+        if lock_file in self._held:
+            return
+        fd = _flock(lock_file, shared=True)
+        if fd is None:
+            raise StageLockedError(f"{what} is being rebuilt by {_lock_holders(lock_file)}; wait for it to "
+                                   "finish, then rerun (this command would read it half-built)")
+        note = lock_file.with_name(lock_file.name + ".readers") / str(os.getpid())
+        try:
+            note.parent.mkdir(exist_ok=True)
+            note.write_text(_holder_line() + " reading it")
+        except OSError:
+            pass  # the note only improves the message a writer sees
+        self._held[lock_file] = (fd, note)
+
+    def release(self) -> None:
+        for fd, note in self._held.values():
+            note.unlink(missing_ok=True)
+            os.close(fd)
+        self._held.clear()
 
 
 def safe_filename(name: str) -> str:

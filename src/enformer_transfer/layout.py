@@ -28,8 +28,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONFIG_FILE = "config.toml"
+NAME_MAX = 100
 STAGE_RECORD = "stage.json"
 PARTIAL = ".partial"
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A head, analysis or run-folder name as given by a user: letters, digits, '-', '_' and '.',
+    not starting with '.', at most NAME_MAX characters. ``..`` or a path would put a stage folder
+    (and what ``--force`` removes) outside its place in the run directory."""
+    from .errors import InputError
+
+    name = str(name)
+    bad = [c for c in name if not (c.isascii() and (c.isalnum() or c in "-_."))]
+    if not name or name.startswith(".") or bad or len(name) > NAME_MAX:
+        why = ("is empty" if not name else "starts with '.'" if name.startswith(".")
+               else f"is {len(name)} characters long (at most {NAME_MAX})" if len(name) > NAME_MAX
+               else f"contains {''.join(dict.fromkeys(bad))!r}")
+        raise InputError(f"{what} {name!r} {why}: use letters, digits, '-', '_' and '.' (not first), "
+                         f"at most {NAME_MAX} characters")
+    return name
 
 
 @dataclass(frozen=True)
@@ -214,55 +232,55 @@ class RunLayout:
         return self.root / "heads"
 
     def head(self, name: str) -> HeadFolder:
-        return HeadFolder(self.heads / name)
+        return HeadFolder(self.heads / check_name(name, "head name"))
 
     @property
     def evaluations(self) -> Path:
         return self.root / "evaluation"
 
     def evaluation(self, name: str) -> EvaluationFolder:
-        return EvaluationFolder(self.evaluations / name)
+        return EvaluationFolder(self.evaluations / check_name(name, "head name"))
 
     def predictions(self, name: str) -> PredictionsFolder:
-        return PredictionsFolder(self.root / "predictions" / name)
+        return PredictionsFolder(self.root / "predictions" / check_name(name, "predictions name"))
 
     def weights(self, name: str) -> WeightsFolder:
-        return WeightsFolder(self.root / "weights" / name)
+        return WeightsFolder(self.root / "weights" / check_name(name, "head name"))
 
     @property
     def dars(self) -> Path:
         return self.root / "dar"
 
     def dar(self, name: str) -> DarFolder:
-        return DarFolder(self.dars / name)
+        return DarFolder(self.dars / check_name(name, "DAR analysis name"))
 
     @property
     def contribution_sets(self) -> Path:
         return self.root / "contributions"
 
     def contributions(self, name: str) -> ContributionsFolder:
-        return ContributionsFolder(self.contribution_sets / name)
+        return ContributionsFolder(self.contribution_sets / check_name(name, "contributions name"))
 
     @property
     def motif_sets(self) -> Path:
         return self.root / "motifs"
 
     def motifs(self, name: str) -> MotifsFolder:
-        return MotifsFolder(self.motif_sets / name)
+        return MotifsFolder(self.motif_sets / check_name(name, "motifs name"))
 
     @property
     def called_dar_sets(self) -> Path:
         return self.root / "called-dars"
 
     def called_dars(self, name: str) -> CalledDarsFolder:
-        return CalledDarsFolder(self.called_dar_sets / name)
+        return CalledDarsFolder(self.called_dar_sets / check_name(name, "call-dars name"))
 
     @property
     def variants_dir(self) -> Path:
         return self.root / "variants"
 
     def variants(self, name: str) -> VariantsFolder:
-        return VariantsFolder(self.variants_dir / name)
+        return VariantsFolder(self.variants_dir / check_name(name, "variants name"))
 
     @property
     def report(self) -> ReportFolder:

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .errors import InputError, StaleStageError
+from .errors import InputError, IntegrityError, StaleStageError
 from .fs import read_json, write_json_atomic
 from .layout import STAGE_RECORD, partial_of
+
+KEY_MARKER = "key.json"  # in a partial folder: the key it is being built for
 
 log = logging.getLogger("enformer_transfer")
 
@@ -121,12 +123,60 @@ class StageRecord:
     started: str = ""
     finished: str = ""
     seconds: float = 0.0
+    digest: str = ""  # what later stages record of this one: the key and every output file's content
+    outputs: dict = field(default_factory=dict)  # relative path -> {size, sha256} of every file written
+    upstream: dict = field(default_factory=dict)  # run-relative stage folder -> digest, of what it read
 
     @classmethod
     def read(cls, folder: Path) -> StageRecord:
-        data = read_json(Path(folder) / STAGE_RECORD)
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
+        """The record of a stage folder; an unreadable one is an IntegrityError naming it."""
+        path = Path(folder) / STAGE_RECORD
+        try:
+            data = read_json(path)
+            known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+            return cls(**known)
+        except (ValueError, TypeError, UnicodeDecodeError) as err:
+            raise IntegrityError(f"{path}: stage record damaged ({type(err).__name__}); rebuild the stage "
+                                 "with --force") from None
+
+    def verify_outputs(self, folder: Path, fix: str) -> None:
+        """Every file the stage wrote is there with the content it had when the stage finished
+        (store chunks are checked by their own checksums as they are read)."""
+        folder = Path(folder)
+        if not self.digest:
+            raise StaleStageError(f"{folder} was made by an enformer-transfer without output digests "
+                                  f"(tool {self.tool_version or 'unknown'}); {fix}")
+        for name, recorded in self.outputs.items():
+            path = folder / name
+            if not path.is_file():
+                raise IntegrityError(f"{path}: missing (written by the {self.stage!r} stage, listed in its "
+                                     f"{STAGE_RECORD}); {fix}")
+            if path.stat().st_size != recorded["size"] or sha256_of(path) != recorded["sha256"]:
+                raise IntegrityError(f"{path}: changed since the {self.stage!r} stage wrote it (content "
+                                     f"differs from its {STAGE_RECORD}); {fix}")
+        if digest_of({"key": self.key_digest, "outputs": self.outputs}) != self.digest:
+            raise IntegrityError(f"{folder / STAGE_RECORD}: edited by hand (its digest does not match its "
+                                 f"contents); {fix}")
+
+
+def output_digests(folder: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {size, sha256}} of every file a stage wrote into ``folder``. Inside a
+    ``.zarr`` store only the metadata (``zarr.json``: shape, dtype, chunking, fill value) is
+    hashed: the chunks are covered by the checksums the stage recorded as it wrote them
+    (``checksums.json``, hashed here), and hashing 200 GB of embeddings would take an hour."""
+    folder = Path(folder)
+    out: dict[str, dict[str, Any]] = {}
+    for root, dirs, files in os.walk(folder):
+        rel_root = Path(root).relative_to(folder)
+        in_store = any(part.endswith(".zarr") for part in rel_root.parts)
+        dirs[:] = sorted(d for d in dirs if not (rel_root == Path(".") and d == "progress"))
+        for name in sorted(files):
+            rel = (rel_root / name).as_posix()
+            if rel in (STAGE_RECORD, KEY_MARKER) or (in_store and name != "zarr.json"):
+                continue
+            path = Path(root) / name
+            out[rel] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
+    return out
 
 
 def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -186,36 +236,50 @@ class StageDir:
             return "fresh"
         if self.final.exists():
             raise StaleStageError(
-                f"{self.final} exists but has no {STAGE_RECORD} (not made by this tool, or damaged); "
-                "remove it or rerun with --force"
+                f"{self.final} exists but has no {STAGE_RECORD} (not made by this tool, or its record was "
+                "removed); the tool does not delete what it cannot prove it made: move it away or remove it yourself"
             )
-        marker = self.partial / "key.json"
+        marker = self.partial / KEY_MARKER
         if marker.is_file() and read_json(marker).get("key_digest") == self.key_digest:
             return "resume"
         if self.partial.exists():  # an interrupted build of other inputs: nothing to reuse
-            shutil.rmtree(self.partial)
+            self._remove(self.partial)
         return "fresh"
 
     def state_without_changes(self) -> str:
         """'done', 'resume', 'stale' or 'fresh', without removing or refusing anything."""
         if (self.final / STAGE_RECORD).is_file():
             return "done" if read_json(self.final / STAGE_RECORD).get("key_digest") == self.key_digest else "stale"
-        marker = self.partial / "key.json"
+        marker = self.partial / KEY_MARKER
         if marker.is_file() and read_json(marker).get("key_digest") == self.key_digest:
             return "resume"
         return "fresh"
 
     def discard(self) -> None:
-        for path in (self.final, self.partial):
-            if path.exists():
-                shutil.rmtree(path)
+        """Remove the stage's finished and partial folders: only folders this tool made (a stage
+        record, or a partial build's key marker, inside), never a user's folder or a symlink."""
+        self._remove(self.final)
+        self._remove(self.partial)
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        if not path.exists() and not path.is_symlink():
+            return
+        if path.is_symlink() or not path.is_dir() or not any((path / m).is_file() for m in (STAGE_RECORD, KEY_MARKER)):
+            raise StaleStageError(f"{path} was not made by enformer-transfer (no {STAGE_RECORD} inside); it is "
+                                  "left untouched: remove it yourself or choose another folder")
+        shutil.rmtree(path)
 
     def start(self) -> Path:
         self.partial.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.partial / "key.json", {"key_digest": self.key_digest})
+        write_json_atomic(self.partial / KEY_MARKER, {"key_digest": self.key_digest})
         return self.partial
 
-    def finish(self, config: dict[str, Any], stats: dict[str, Any], started: float) -> Path:
+    def finish(self, config: dict[str, Any], stats: dict[str, Any], started: float,
+               upstream: dict[str, str] | None = None) -> Path:
+        """Write ``stage.json`` (with the digest of every output and of each upstream stage it read)
+        and rename the partial folder into place."""
+        outputs = output_digests(self.partial)
         record = {
             "stage": self.name,
             "tool_version": __version__,
@@ -226,8 +290,11 @@ class StageDir:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "seconds": round(time.time() - started, 3),
+            "outputs": outputs,
+            "upstream": dict(sorted((upstream or {}).items())),
+            "digest": digest_of({"key": self.key_digest, "outputs": outputs}),
         }
         write_json_atomic(self.partial / STAGE_RECORD, record)
-        (self.partial / "key.json").unlink(missing_ok=True)
+        (self.partial / KEY_MARKER).unlink(missing_ok=True)
         os.replace(self.partial, self.final)
         return self.final

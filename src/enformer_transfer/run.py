@@ -18,7 +18,8 @@ import pandas as pd
 from .config import DatasetConfig, EmbedConfig, Geometry, RunConfig, load_config
 from .data import store
 from .data.targets_table import read_targets_table
-from .errors import InputError, did_you_mean
+from .errors import InputError, IntegrityError, StaleStageError, did_you_mean
+from .fs import SharedLocks
 from .layout import (
     CalledDarsFolder,
     ContributionsFolder,
@@ -30,6 +31,7 @@ from .layout import (
     VariantsFolder,
     finished,
     finished_names,
+    lock_of,
 )
 from .provenance import StageRecord, verify_fingerprint
 
@@ -42,6 +44,13 @@ class Run:
         if not self.path.is_dir():
             raise InputError(f"{self.path}: run directory not found")
         self.layout = RunLayout(self.path)
+        self._records: dict[str, StageRecord] = {}  # run-relative folder -> verified record
+        self._verifying: set[str] = set()
+        self._locks: SharedLocks | None = None
+        self._own: str | None = None
+        # a view (the report) lists only what is current; what it left out, and why, is kept here
+        self.only_current = False
+        self.left_out: dict[str, str] = {}
 
     @classmethod
     def of(cls, config: RunConfig, stage: str) -> Run:
@@ -55,14 +64,122 @@ class Run:
 
     def _record(self, folder: Path, hint: str) -> StageRecord:
         if not finished(folder):
-            raise InputError(f"{self.path} has no finished {folder.relative_to(self.path)} stage yet; {hint}")
-        return StageRecord.read(folder)
+            raise InputError(f"{self.path} has no finished {self._relative(folder)} stage yet; {hint}")
+        return self.verified_record(folder)
+
+    def _relative(self, folder: Path) -> str:
+        folder = Path(folder)
+        try:
+            return folder.relative_to(self.path).as_posix()
+        except ValueError:
+            return str(folder)
+
+    def verified_record(self, folder: Path) -> StageRecord:
+        """The record of a finished stage folder, after checking that it is what was built: every
+        file it wrote has the content recorded when it finished, and every stage it was built from
+        is still the one it read (same digest), all the way up the chain. A stale or damaged
+        stage is refused with the command that rebuilds it. Checked once per ``Run``."""
+        folder = Path(folder)
+        rel = self._relative(folder)
+        if rel in self._records:
+            return self._records[rel]
+        if rel in self._verifying:
+            raise IntegrityError(f"{folder}: its stage record names itself among its inputs; "
+                                 f"{self.rebuild_hint(rel)}")
+        self._verifying.add(rel)
+        try:
+            record = StageRecord.read(folder)
+            fix = self.rebuild_hint(rel)
+            record.verify_outputs(folder, fix)
+            for upstream, digest in record.upstream.items():
+                source = self.path / upstream
+                if not finished(source):
+                    raise StaleStageError(f"{self.path}: {rel} was built from {upstream}, which is gone or "
+                                          f"unfinished now; {fix}")
+                current = self.verified_record(source)
+                if current.digest != digest:
+                    raise StaleStageError(f"{self.path}: {rel} was built from an earlier {upstream} (rebuilt "
+                                          f"{current.finished.replace('T', ' ')}); {fix}")
+        finally:
+            self._verifying.discard(rel)
+        self._records[rel] = record
+        if self._locks is not None and rel != self._own:
+            self._locks.acquire(lock_of(folder), f"{folder}")
+        return record
+
+    def rebuild_hint(self, rel: str) -> str:
+        """The command that rebuilds the stage folder ``rel`` (run-relative) from what is current."""
+        kind, _, name = rel.partition("/")
+        run = self.path
+        commands = {
+            "dataset": f"enformer-transfer dataset --out {run} --force",
+            "embeddings": f"enformer-transfer embed {run} --force",
+            "heads": (f"enformer-transfer finetune {run} --head {name} ... --force"
+                      if (self.path / rel / "trunk").exists() else f"enformer-transfer train {run} --head {name} --force"),
+            "evaluation": f"enformer-transfer evaluate {run} --head {name} --force",
+            "predictions": f"enformer-transfer predict {run} --head {name} ... --force",
+            "weights": f"enformer-transfer weights {run} --head {name} --force",
+            "dar": f"enformer-transfer dar {run} --head {name} --regions ... --force",
+            "variants": f"enformer-transfer variants {run} --head {name} --vcf ... --force",
+            "contributions": f"enformer-transfer contributions {run} --name {name} ... --force",
+            "motifs": f"enformer-transfer motifs {run} --name {name} --contributions ... --force",
+            "called-dars": f"enformer-transfer call-dars {run} --name {name} ... --force",
+            "report": f"enformer-transfer report {run} --force",
+        }
+        command = commands.get(kind, f"rerun the stage that wrote {rel} with --force")
+        return f"rebuild it: {command} ('enformer-transfer check {run}' lists every stale or damaged part)"
+
+    def _current(self, names: list[str], read) -> list[str]:
+        """``names``, less those whose stage is stale or damaged when ``only_current`` is set
+        (each noted in ``left_out`` with the reason and the rebuild command)."""
+        if not self.only_current:
+            return names
+        from .errors import EnformerTransferError
+
+        kept = []
+        for name in names:
+            try:
+                read(name)
+                kept.append(name)
+            except EnformerTransferError as err:
+                self.left_out[name if "/" in name else f"{read.__name__} {name}"] = str(err)
+        return kept
+
+    # --- what a running stage reads ----------------------------------------------------------
+
+    def consumed(self, own: Path | None = None) -> dict[str, str]:
+        """{run-relative folder: digest} of every stage read through this ``Run`` so far (the
+        whole chain above each), ``own`` (the stage being built) left out."""
+        mine = self._relative(own) if own is not None else None
+        return {rel: r.digest for rel, r in self._records.items()
+                if rel != mine and not (mine and rel.startswith(mine + "/")) and not Path(rel).is_absolute()}
+
+    def hold_reading_locks(self, own: Path) -> None:
+        """While a stage runs: shared locks on every stage folder it reads (now and later), so
+        that a command rebuilding one of them is refused until it finishes; then check that
+        nothing read during planning changed before the locks were taken."""
+        self._own = self._relative(own)
+        self._locks = SharedLocks()
+        for rel, record in list(self._records.items()):
+            if rel == self._own or Path(rel).is_absolute():
+                continue
+            folder = self.path / rel
+            self._locks.acquire(lock_of(folder), str(folder))
+            try:
+                now = StageRecord.read(folder).digest if finished(folder) else None
+            except IntegrityError:
+                now = None
+            if now != record.digest:
+                raise StaleStageError(f"{folder} was rebuilt or removed while this command started; rerun it")
+
+    def release_reading_locks(self) -> None:
+        if self._locks is not None:
+            self._locks.release()
+        self._locks, self._own = None, None
 
     def _stored(self, folder: StageFolder, store_path: Path, key: str, fix: str) -> store.VerifiedArray:
         """An array of a stage's store behind its recorded chunk checksums."""
-        checksums = read_checksums(folder).get(f"{store_path.name}/{key}")
-        return store.StoredArray(store_path, key, None if checksums is None else tuple(checksums),
-                                 f"{store_path}/{key}", fix).open()
+        return stored_array(folder, store_path, key, fix)
 
     @property
     def config(self) -> RunConfig:
@@ -227,7 +344,7 @@ class Run:
 
     def heads(self) -> list[str]:
         """Names of the trained heads."""
-        return finished_names(self.layout.heads)
+        return self._current(finished_names(self.layout.heads), self.head_record)
 
     def head_record(self, name: str) -> StageRecord:
         return self._record(self.layout.head(name).path, f"run 'enformer-transfer train {self.path} --head {name}'")
@@ -251,7 +368,7 @@ class Run:
 
     def evaluations(self) -> list[str]:
         """Names of the evaluated heads."""
-        return finished_names(self.layout.evaluations)
+        return self._current(finished_names(self.layout.evaluations), self.evaluation)
 
     def evaluation(self, name: str) -> Evaluation:
         folder = self.layout.evaluation(name)
@@ -269,7 +386,7 @@ class Run:
 
     def dars(self) -> list[str]:
         """Heads with a finished DAR analysis."""
-        return finished_names(self.layout.dars)
+        return self._current(finished_names(self.layout.dars), self.dar)
 
     def dar(self, name: str) -> DarResult:
         folder = self.layout.dar(name)
@@ -278,7 +395,7 @@ class Run:
 
     def variant_analyses(self) -> list[str]:
         """Heads with finished variant effects in RUN_DIR/variants."""
-        return finished_names(self.layout.variants_dir)
+        return self._current(finished_names(self.layout.variants_dir), self.variants)
 
     def variants(self, name: str) -> VariantEffects:
         folder = self.layout.variants(name)
@@ -290,7 +407,7 @@ class Run:
 
     def contribution_names(self) -> list[str]:
         """Names of the finished contributions stages."""
-        return finished_names(self.layout.contribution_sets)
+        return self._current(finished_names(self.layout.contribution_sets), self.contributions)
 
     def contributions(self, name: str) -> Contributions:
         folder = self.layout.contributions(name)
@@ -300,7 +417,7 @@ class Run:
 
     def motif_names(self) -> list[str]:
         """Names of the finished motifs stages."""
-        return finished_names(self.layout.motif_sets)
+        return self._current(finished_names(self.layout.motif_sets), self.motifs)
 
     def motifs(self, name: str) -> Motifs:
         folder = self.layout.motifs(name)
@@ -309,7 +426,7 @@ class Run:
 
     def called_dar_names(self) -> list[str]:
         """Names of the finished call-dars stages."""
-        return finished_names(self.layout.called_dar_sets)
+        return self._current(finished_names(self.layout.called_dar_sets), self.called_dars)
 
     def called_dars(self, name: str) -> CalledDars:
         folder = self.layout.called_dars(name)
@@ -363,9 +480,8 @@ class Evaluation:
         path = self.folder.predictions_store
         if not store.has_array(path, split):
             raise InputError(f"{self.folder.path}: head {self.head!r} was not evaluated on split {split!r}")
-        checksums = read_checksums(self.folder).get(f"{path.name}/{split}")
-        return store.StoredArray(path, split, None if checksums is None else tuple(checksums), f"{path}/{split}",
-                                 f"redo it with 'enformer-transfer evaluate RUN_DIR --head {self.head} --force'").open()
+        return stored_array(self.folder, path, split,
+                            f"redo it with 'enformer-transfer evaluate RUN_DIR --head {self.head} --force'")
 
 
 class DarResult:
@@ -431,10 +547,26 @@ def _read_table(path: Path, dtypes: dict | None = None) -> pd.DataFrame:
 
 
 def read_checksums(folder: StageFolder) -> dict[str, list[str]]:
-    """The chunk checksums a stage recorded ({'store.zarr/array': [crc per chunk]}); empty for
-    stages written before checksums were recorded."""
+    """The chunk checksums a stage recorded ({'store.zarr/array': [crc per chunk]}); empty when
+    the stage has no store."""
     path = folder.checksums
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise IntegrityError(f"{path}: damaged (not JSON); rebuild the stage with --force") from None
+
+
+def stored_array(folder: StageFolder, store_path: Path, key: str, fix: str) -> store.VerifiedArray:
+    """An array of a stage's store behind the chunk checksums the stage recorded as it wrote them.
+    There is no reading without them: a store without its checksum record (deleted, or never
+    written) would read missing chunks as zeros."""
+    checksums = read_checksums(folder).get(f"{store_path.name}/{key}")
+    if checksums is None:
+        raise IntegrityError(f"{store_path}/{key}: no chunk checksums recorded for it in {folder.checksums} "
+                             f"(deleted or damaged); {fix}")
+    return store.StoredArray(store_path, key, tuple(checksums), f"{store_path}/{key}", fix).open()
 
 
 class _Figures:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,7 @@ from .provenance import StageDir
 
 if TYPE_CHECKING:
     from .config import RunConfig
+    from .run import Run
 
 log = logging.getLogger("enformer_transfer")
 
@@ -44,9 +45,12 @@ Build = Callable[[Path, str], dict]
 
 def run_stage(folder: Path, key: dict, build: Build, config: RunConfig, sections: tuple[str, ...], *,
               force: bool = False, what: str | None = None, on_stale: str = "refuse",
-              dist: Dist | None = None) -> Path:
+              dist: Dist | None = None, run: Run | None = None) -> Path:
     """Skip, resume, refuse or build the stage folder ``folder``; return it when finished.
-    ``sections``: the config sections the stage's settings come from."""
+    ``sections``: the config sections the stage's settings come from. ``run``: the ``Run`` the
+    stage reads its upstream stages through; they are locked against rebuilding while it runs
+    and recorded (with their digests) in its ``stage.json``, so later readers can tell when
+    an upstream changed under it."""
     started = time.time()
     stage = StageDir(folder, key)
     what = what or stage.name
@@ -56,7 +60,8 @@ def run_stage(folder: Path, key: dict, build: Build, config: RunConfig, sections
         build(stage.partial, "resume")
         return stage.final
     stage.final.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(lock_of(stage.final), f"{what} ({stage.final})") if primary else nullcontext():
+    with exclusive_lock(lock_of(stage.final), f"{what} ({stage.final})") if primary else nullcontext(), \
+            _reading(run, stage.final, primary):
         state = stage.check(force, on_stale) if primary else None
         state = broadcast(state, dist)
         if state == "done":
@@ -71,10 +76,24 @@ def run_stage(folder: Path, key: dict, build: Build, config: RunConfig, sections
             stats = build(stage.partial, state)
             barrier(dist)
             if primary:
-                stage.finish(config.model_dump(mode="json"), stats, started)
+                stage.finish(config.model_dump(mode="json"), stats, started,
+                             run.consumed(stage.final) if run is not None else None)
                 write_config_snapshot(config, sections)
         barrier(dist)
     return stage.final
+
+
+@contextmanager
+def _reading(run: Run | None, own: Path, primary: bool) -> Iterator[None]:
+    """Hold shared locks on what ``run`` has read (and reads next) while the stage runs."""
+    if run is None or not primary:
+        yield
+        return
+    try:
+        run.hold_reading_locks(own)
+        yield
+    finally:
+        run.release_reading_locks()
 
 
 def write_config_snapshot(config: RunConfig, sections: tuple[str, ...]) -> None:

@@ -112,7 +112,7 @@ def plan_embed(config: RunConfig) -> EmbedPlan:
 def embed_key(plan: EmbedPlan) -> dict:
     e = plan.settings
     return {
-        "dataset": plan.run.dataset_record.key_digest,
+        "dataset": plan.run.dataset_record.digest,
         "backbone": plan.backbone.fingerprint,
         "tf_gamma": e.tf_gamma,
         "precision": plan.precision,
@@ -136,7 +136,7 @@ def embed_run(config: RunConfig | Path | str, force: bool = False, progress: boo
     try:
         return run_stage(plan.run.layout.embeddings.path, key,
                          lambda work, state: _build(plan, EmbeddingsFolder(work), state, progress),
-                         config, ("embed",), force=force, what="embed", dist=plan.dist)
+                         config, ("embed",), force=force, what="embed", dist=plan.dist, run=plan.run)
     finally:
         close_process_group(plan.dist)
 

@@ -170,8 +170,12 @@ class StoredArray:
     fix: str
 
     def open(self) -> VerifiedArray:
-        array = VerifiedArray(open_array(self.path, self.key), None if self.checksums is None else
-                              list(self.checksums), self.what, self.fix)
+        try:
+            raw = open_array(self.path, self.key)
+        except Exception as err:  # zarr raises many types for damaged or missing metadata
+            raise IntegrityError(f"{self.what}: the store cannot be opened ({type(err).__name__}: "
+                                 f"{str(err)[:80]}); {self.fix}") from None
+        array = VerifiedArray(raw, None if self.checksums is None else list(self.checksums), self.what, self.fix)
         array.spec = self
         return array
 

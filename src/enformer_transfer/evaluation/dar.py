@@ -133,7 +133,7 @@ def plan_dar(config: RunConfig) -> DarPlan:
 
 def dar_key(plan: DarPlan) -> dict:
     d = plan.config.dar
-    return {"evaluation": plan.run.evaluation(d.head).record.key_digest, "regions": file_fingerprint(d.regions),
+    return {"evaluation": plan.run.evaluation(d.head).record.digest, "regions": file_fingerprint(d.regions),
             "dar": d.model_dump(mode="json", exclude={"regions", "head"}), "splits": plan.splits}
 
 
@@ -143,7 +143,7 @@ def dar_analysis(config: RunConfig | Path | str, force: bool = False, progress: 
     plan = plan_dar(config)
     folder = plan.run.layout.dar(config.dar.head).path
     return run_stage(folder, dar_key(plan), lambda work, state: _dar(plan, DarFolder(work)), config, ("dar",),
-                     force=force, what=f"dar {config.dar.head!r}")
+                     force=force, what=f"dar {config.dar.head!r}", run=plan.run)
 
 
 def _dar(plan: DarPlan, out: DarFolder) -> dict:

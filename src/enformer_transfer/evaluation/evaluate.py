@@ -98,12 +98,12 @@ def evaluation_key(plan: EvaluationPlan) -> dict:
     run, e = plan.run, plan.settings
     regions = [file_fingerprint(r) if Path(r).is_file() else r for r in e.plot_regions]
     return {
-        "head": run.head_record(e.head).key_digest,
-        "dataset": run.dataset_record.key_digest,
-        "embeddings": run.embeddings_record.key_digest,
+        "head": run.head_record(e.head).digest,
+        "dataset": run.dataset_record.digest,
+        "embeddings": run.embeddings_record.digest,
         "splits": plan.splits,
         "plot_regions": regions,
-        "ridge": run.head_record(plan.ridge).key_digest if plan.ridge else None,
+        "ridge": run.head_record(plan.ridge).digest if plan.ridge else None,
         "compare_run": file_fingerprint(plan.compare) if plan.compare else None,
         "enformer_targets": file_fingerprint(e.enformer_targets) if e.enformer_targets else None,
     }
@@ -115,7 +115,7 @@ def evaluate_head(config: RunConfig | Path | str, force: bool = False, progress:
     plan = plan_evaluation(config)
     folder = plan.run.layout.evaluation(plan.settings.head).path
     return run_stage(folder, evaluation_key(plan), lambda work, state: _evaluate(plan, EvaluationFolder(work), progress),
-                     config, ("evaluate",), force=force, what=f"evaluate {plan.settings.head!r}")
+                     config, ("evaluate",), force=force, what=f"evaluate {plan.settings.head!r}", run=plan.run)
 
 
 def _windows_of(run: Run, split: str, head, track_index: np.ndarray, model=None):

@@ -54,7 +54,7 @@ def predict(config: RunConfig | Path | str, force: bool = False, progress: bool 
     regions = None if p.fasta is not None else read_regions(p.regions, p.chroms, genome.sizes)
     if p.stride is not None:
         tile_region(0, 1, run.geometry.target_interval_bp, run.geometry.bin_size, p.stride, 1)  # checks the stride
-    key = {"head": run.head_record(p.head).key_digest, "embeddings": run.embeddings_record.key_digest,
+    key = {"head": run.head_record(p.head).digest, "embeddings": run.embeddings_record.digest,
            "regions": file_fingerprint(p.regions) if p.regions else None, "chroms": p.chroms,
            "fasta": file_fingerprint(p.fasta) if p.fasta else None, "stride": p.stride}
     folder = p.out or run.layout.predictions(p.head).path
@@ -66,7 +66,7 @@ def predict(config: RunConfig | Path | str, force: bool = False, progress: bool 
         paths = predict_regions(run, p.head, out, regions, p.stride, p.batch_size, p.device)
         return {"bigwigs": len(paths), "regions": len(regions)}
 
-    return run_stage(folder, key, build, config, ("predict",), force=force, what=f"predict {p.head!r}")
+    return run_stage(folder, key, build, config, ("predict",), force=force, what=f"predict {p.head!r}", run=run)
 
 
 def predict_regions(run: Run, head_name: str, out: PredictionsFolder, regions: pd.DataFrame,

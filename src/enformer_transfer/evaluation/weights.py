@@ -33,7 +33,7 @@ def weight_similarity(config: RunConfig | Path | str, force: bool = False, progr
         raise InputError(f"weights: backbone {backbone.source} has no human head")
     theirs = backbone.model.heads["human"][0].weight.detach().double()  # (backbone tracks, dim)
     names = _backbone_tracks(w.enformer_targets, theirs.shape[0])
-    key = {"head": run.head_record(w.head).key_digest, "backbone": run.embeddings_record.key["backbone"],
+    key = {"head": run.head_record(w.head).digest, "backbone": run.embeddings_record.key["backbone"],
            "enformer_targets": file_fingerprint(w.enformer_targets) if w.enformer_targets else None, "top": w.top}
 
     def build(work: Path, state: str) -> dict:
@@ -59,7 +59,7 @@ def weight_similarity(config: RunConfig | Path | str, force: bool = False, progr
         index.write()
         return {"tracks": len(new), "assays": assays}
 
-    return run_stage(run.layout.weights(w.head).path, key, build, config, ("weights",), force=force, what=f"weights {w.head!r}")
+    return run_stage(run.layout.weights(w.head).path, key, build, config, ("weights",), force=force, what=f"weights {w.head!r}", run=run)
 
 
 def _backbone_tracks(path, n: int) -> pd.DataFrame:

@@ -250,7 +250,7 @@ def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool
     track_index = frozen.check_compatible(run)
     settings = f.model_dump(mode="json", exclude={"head", "loader_workers", "accelerator", "devices", "num_nodes",
                                                   "strategy", "checkpointing"})
-    key = {"from_head": run.head_record(f.from_head).key_digest, "dataset": run.dataset_record.key_digest,
+    key = {"from_head": run.head_record(f.from_head).digest, "dataset": run.dataset_record.digest,
            "backbone": run.embeddings_record.key["backbone"], "finetune": settings, "seed": config.seed}
 
     def build(work: Path, state: str) -> dict:
@@ -307,7 +307,7 @@ def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool
         return {"training": info, "tracks_worse_than_frozen": len(worse)}
 
     return run_stage(run.layout.head(f.head).path, key, build, config, ("finetune",), force=force,
-                     what=f"finetune {f.head!r}")
+                     what=f"finetune {f.head!r}", run=run)
 
 
 def _mean(values) -> float:
@@ -372,7 +372,7 @@ def pretrain_backbone(config: RunConfig | Path | str, force: bool = False, progr
     if (p.dim // p.heads) % 6 or p.dim % p.heads or p.dim % 4:
         raise InputError(f"backbone pretrain: dim / heads must be a whole multiple of 6 (dim {p.dim}, heads {p.heads})")
     folder = p.out or run.path / "pretrained-backbone"
-    key = {"dataset": run.dataset_record.key_digest, "tracks": list(run.tracks["identifier"].iloc[track_index]),
+    key = {"dataset": run.dataset_record.digest, "tracks": list(run.tracks["identifier"].iloc[track_index]),
            "pretrain": p.model_dump(mode="json", exclude={"out", "loader_workers", "accelerator", "devices"}),
            "seed": config.seed}
 
@@ -406,7 +406,7 @@ def pretrain_backbone(config: RunConfig | Path | str, force: bool = False, progr
               f"{info['kept']['val_score']:.3f} -> {folder}")
         return {"training": info, "tracks": len(track_index)}
 
-    return run_stage(folder, key, build, config, ("pretrain",), force=force, what="backbone pretrain")
+    return run_stage(folder, key, build, config, ("pretrain",), force=force, what="backbone pretrain", run=run)
 
 
 class _PretrainRuntime:

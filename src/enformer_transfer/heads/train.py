@@ -15,7 +15,7 @@ import torch
 
 from ..config import RunConfig, TrainConfig, as_config
 from ..data.targets_table import select_tracks
-from ..errors import InputError, IntegrityError
+from ..errors import EnformerTransferError, InputError, IntegrityError
 from ..layout import HeadFolder
 from ..metrics import PearsonPerTrack
 from ..stage import run_stage
@@ -145,8 +145,12 @@ def _ridge_valid_pearson(run, info: dict, track_ids: list[str]) -> float | None:
         scores = [v for v in info["ridge"]["valid_pearson"].values() if v is not None and np.isfinite(v)]
         if scores:
             return max(scores)
-    for name in run.heads():
-        meta = run.head_record(name)
+    other = type(run)(run.path)  # a look at the other heads, for a message: not among what this head is built from
+    for name in other.heads():
+        try:
+            meta = other.head_record(name)
+        except EnformerTransferError:
+            continue  # a stale or damaged head is no baseline
         if meta.config["train"]["model"] == "ridge" and meta.key.get("tracks") == track_ids:
             return meta.stats.get("pearson_mean", {}).get("valid")
     return None
@@ -172,7 +176,7 @@ def training_summary(info: dict, valid_pearson: float | None, ridge: float | Non
 
 def train_key(config: RunConfig, run, track_ids: list[str]) -> dict:
     cfg = config.train.model_dump(mode="json", exclude={"loader_workers", "head"})
-    return {"embeddings": run.embeddings_record.key_digest, "train": cfg, "tracks": track_ids, "seed": config.seed}
+    return {"embeddings": run.embeddings_record.digest, "train": cfg, "tracks": track_ids, "seed": config.seed}
 
 
 def train_head(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
@@ -214,7 +218,7 @@ def train_head(config: RunConfig | Path | str, force: bool = False, progress: bo
             "tracks_where": cfg.tracks_where,
             "geometry": run.geometry.model_dump(),
             "backbone": run.backbone_info,
-            "embeddings_key_digest": run.embeddings_record.key_digest,
+            "embeddings_key_digest": run.embeddings_record.digest,
             "config": cfg.model_dump(mode="json"),
             "seed": config.seed,
             "training": info,
@@ -232,4 +236,4 @@ def train_head(config: RunConfig | Path | str, force: bool = False, progress: bo
         return {"training": info, **metadata["metrics"]}
 
     return run_stage(run.layout.head(cfg.head).path, train_key(config, run, track_ids), build, config, ("train",),
-                     force=force, what=f"train {cfg.head!r}")
+                     force=force, what=f"train {cfg.head!r}", run=run)

@@ -198,7 +198,7 @@ def bin_weights(plan: ContributionsPlan, rows: np.ndarray) -> np.ndarray:
 
 def contributions_key(plan: ContributionsPlan) -> dict:
     c = plan.settings
-    return {"head": plan.run.head_record(c.head).key_digest, "embeddings": plan.run.embeddings_record.key_digest,
+    return {"head": plan.run.head_record(c.head).digest, "embeddings": plan.run.embeddings_record.digest,
             "regions": file_fingerprint(c.regions), "precision": plan.precision, "seed": plan.config.seed,
             "settings": c.model_dump(mode="json", exclude={"regions", "name", "batch_size", "ism_batch_size",
                                                            "device", "precision"})}
@@ -216,7 +216,7 @@ def contributions(config: RunConfig | Path | str, force: bool = False, progress:
                      config.dataset.free_space_limit)
     return run_stage(folder, contributions_key(plan), lambda work, state: _build(plan, ContributionsFolder(work),
                                                                                  state, progress),
-                     config, ("contributions",), force=force, what=f"contributions {plan.name!r}")
+                     config, ("contributions",), force=force, what=f"contributions {plan.name!r}", run=plan.run)
 
 
 def _arrays(plan: ContributionsPlan) -> dict[str, tuple[tuple, str]]:

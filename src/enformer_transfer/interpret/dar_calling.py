@@ -90,7 +90,7 @@ def plan_call_dars(config: RunConfig) -> CallPlan:
 
 def call_dars_key(plan: CallPlan) -> dict:
     d, run = plan.settings, plan.run
-    source = (run.evaluation(d.head).record.key_digest if d.source == "predicted" else run.dataset_record.key_digest)
+    source = (run.evaluation(d.head).record.digest if d.source == "predicted" else run.dataset_record.digest)
     return {"source": source, "peaks": file_fingerprint(d.peaks) if d.peaks else None, "splits": plan.splits,
             "seed": plan.config.seed, "settings": d.model_dump(mode="json", exclude={"name", "peaks"})}
 
@@ -101,7 +101,7 @@ def call_dars(config: RunConfig | Path | str, force: bool = False, progress: boo
     plan = plan_call_dars(config)
     folder = plan.run.layout.called_dars(plan.name).path
     return run_stage(folder, call_dars_key(plan), lambda work, state: _call(plan, CalledDarsFolder(work)), config,
-                     ("call_dars",), force=force, what=f"call-dars {plan.name!r}")
+                     ("call_dars",), force=force, what=f"call-dars {plan.name!r}", run=plan.run)
 
 
 def _signals(plan: CallPlan, split: str):

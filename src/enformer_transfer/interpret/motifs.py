@@ -105,7 +105,7 @@ def _target_regions(regions: pd.DataFrame, label: str, match: bool) -> np.ndarra
 
 def motifs_key(plan: MotifsPlan) -> dict:
     m = plan.settings
-    return {"contributions": plan.contributions.record.key_digest,
+    return {"contributions": plan.contributions.record.digest,
             "motif_file": file_fingerprint(m.motif_file) if m.motif_file else None,
             "settings": m.model_dump(mode="json", exclude={"name", "motif_file", "contributions"})}
 
@@ -117,7 +117,7 @@ def motifs(config: RunConfig | Path | str, force: bool = False, progress: bool =
     plan = plan_motifs(config)
     folder = plan.run.layout.motifs(plan.name).path
     return run_stage(folder, motifs_key(plan), lambda work, state: _build(plan, MotifsFolder(work), progress),
-                     config, ("motifs",), force=force, what=f"motifs {plan.name!r}")
+                     config, ("motifs",), force=force, what=f"motifs {plan.name!r}", run=plan.run)
 
 
 def known_motifs(plan: MotifsPlan) -> list[Motif]:

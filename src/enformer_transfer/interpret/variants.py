@@ -130,9 +130,9 @@ def variants_key(plan: VariantsPlan) -> dict:
     """Everything the result depends on (speed settings left out)."""
     p, run = plan.settings, plan.run
     return {
-        "head": run.head_record(p.head).key_digest,
-        "dataset": run.dataset_record.key_digest,
-        "embeddings": run.embeddings_record.key_digest,
+        "head": run.head_record(p.head).digest,
+        "dataset": run.dataset_record.digest,
+        "embeddings": run.embeddings_record.digest,
         "vcf": file_fingerprint(p.vcf),
         "settings": p.model_dump(mode="json", exclude={"head", "vcf", "out", "chunk_variants", "batch_size",
                                                        "precision", "compile", "device"}),
@@ -150,7 +150,8 @@ def variants(config: RunConfig | Path | str, force: bool = False, progress: bool
     init_process_group(plan.dist, plan.device)
     try:
         return run_stage(plan.folder, key, lambda work, state: _build(plan, VariantsFolder(work), progress),
-                         config, ("variants",), force=force, what=f"variants {plan.settings.head!r}", dist=plan.dist)
+                         config, ("variants",), force=force, what=f"variants {plan.settings.head!r}", dist=plan.dist,
+                         run=plan.run)
     finally:
         close_process_group(plan.dist)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..config import RunConfig, as_config
-from ..errors import InputError, did_you_mean
+from ..errors import InputError, StaleStageError, did_you_mean
 from ..fs import write_text_atomic
 from ..layout import ReportFolder
 from ..run import Run
@@ -24,19 +24,23 @@ def write_report(config: RunConfig | Path | str, force: bool = False, progress: 
     rebuilt whenever what it shows changed."""
     config = as_config(config)
     run = Run.of(config, "report")
+    run.only_current = True  # a view: what is stale or damaged is left out, and listed
     evaluated = run.evaluations()
     heads = config.report.heads or evaluated
     missing = [h for h in heads if h not in evaluated]
+    for head in missing:
+        if f"evaluation {head}" in run.left_out:
+            raise StaleStageError(f"report: {run.left_out[f'evaluation {head}']}")
     if not heads or missing:
         hints = "".join(did_you_mean(h, evaluated) for h in missing)
         raise InputError(f"report: head(s) {', '.join(missing) or '(none)'} not evaluated in {run.path}{hints}; "
                          f"evaluated: {', '.join(evaluated) or 'none'}; "
                          "run 'enformer-transfer evaluate RUN_DIR --head NAME' first")
-    key = {"dataset": run.dataset_record.key_digest,
-           "evaluations": {h: run.evaluation(h).record.key_digest for h in heads},
-           "dar": {h: run.dar(h).record.key_digest for h in heads if h in run.dars()},
+    key = {"dataset": run.dataset_record.digest,
+           "evaluations": {h: run.evaluation(h).record.digest for h in heads},
+           "dar": {h: run.dar(h).record.digest for h in heads if h in run.dars()},
            "interpretation": interpretation_digests(run),
-           "variants": {n: run.variants(n).record.key_digest for n in run.variant_analyses()},
+           "variants": {n: run.variants(n).record.digest for n in run.variant_analyses()},
            "tool_version": __version__}
 
     def build(work: Path, state: str) -> dict:
@@ -44,7 +48,8 @@ def write_report(config: RunConfig | Path | str, force: bool = False, progress: 
         write_text_atomic(out.html, render_report(run, heads, out.figures))
         return {"heads": heads, "bytes": out.html.stat().st_size}
 
-    folder = run_stage(run.layout.report.path, key, build, config, ("report",), force=force, what="report", on_stale="rebuild")
+    folder = run_stage(run.layout.report.path, key, build, config, ("report",), force=force, what="report", on_stale="rebuild",
+                       run=run)
     path = ReportFolder(folder).html
     print(f"report: {path}")
     return path
@@ -75,6 +80,6 @@ def render_report(run: Run, heads: list[str], figures: Path | None = None) -> st
 
 def interpretation_digests(run: Run) -> dict:
     """The finished call-dars, contributions and motifs stages the report shows."""
-    return {"called_dars": {n: run.called_dars(n).record.key_digest for n in run.called_dar_names()},
-            "contributions": {n: run.contributions(n).record.key_digest for n in run.contribution_names()},
-            "motifs": {n: run.motifs(n).record.key_digest for n in run.motif_names()}}
+    return {"called_dars": {n: run.called_dars(n).record.digest for n in run.called_dar_names()},
+            "contributions": {n: run.contributions(n).record.digest for n in run.contribution_names()},
+            "motifs": {n: run.motifs(n).record.digest for n in run.motif_names()}}

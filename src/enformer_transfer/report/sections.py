@@ -319,5 +319,17 @@ def motifs_sections(ctx: ReportContext) -> list[Section]:
     return out
 
 
-REPORT_SECTIONS = [summary_section, dataset_section, heads_sections, called_dars_sections, contributions_sections,
+def left_out_section(ctx: ReportContext) -> Section | None:
+    """What the report does not show because it is stale (built from an upstream stage that was
+    rebuilt since) or damaged, with the command that rebuilds each."""
+    if not ctx.run.left_out:
+        return None
+    items = "".join(f"<li><b>{html.escape(what)}</b>: {html.escape(why)}</li>"
+                    for what, why in sorted(ctx.run.left_out.items()))
+    return Section("left-out", "Left out: stale or damaged results",
+                   "<p>These results exist in the run directory but no longer match what they were built "
+                   f"from, so they are not shown.</p><ul>{items}</ul>")
+
+
+REPORT_SECTIONS = [summary_section, left_out_section, dataset_section, heads_sections, called_dars_sections, contributions_sections,
                    motifs_sections, variants_sections]
