@@ -43,7 +43,7 @@ def test_fetch_url_list_with_metadata(server, synthetic, tmp_path):
     # an interrupted earlier download: a partial file is completed (this server ignores ranges)
     (out / "bigwigs").mkdir(parents=True)
     (out / "bigwigs" / f"{names[1][:-3]}.partial.bw").write_bytes((root / "bw" / names[1]).read_bytes()[:1000])
-    assert main(["fetch", "--urls", str(urls), "--out", str(out)]) == 0
+    assert main(["fetch", "--allow-private-network", "--urls", str(urls), "--out", str(out)]) == 0
     for name in names:
         assert _sha(out / "bigwigs" / name) == _sha(root / "bw" / name)
     assert not list((out / "bigwigs").glob("*.partial*"))
@@ -51,7 +51,7 @@ def test_fetch_url_list_with_metadata(server, synthetic, tmp_path):
     assert list(table["identifier"]) == [n[:-3] for n in names] and list(table["level"])[-1] == "Subclass"
     assert (table["clip"] == 32).all() and (table["scale"] == 2).all()
     stamp = (out / "bigwigs" / names[0]).stat().st_mtime_ns
-    assert main(["fetch", "--urls", str(urls), "--out", str(out)]) == 0  # finished files are not fetched again
+    assert main(["fetch", "--allow-private-network", "--urls", str(urls), "--out", str(out)]) == 0  # finished files are not fetched again
     assert (out / "bigwigs" / names[0]).stat().st_mtime_ns == stamp
 
 
@@ -63,7 +63,7 @@ def test_fetch_ucsc_trackdb(server, synthetic, tmp_path):
                       f"longLabel ATAC {path.stem} pseudobulk\nsubGroups level={level} sex=pooled\n")
     blocks.append("track folder\ncompositeTrack on\nshortLabel all\n")  # not a bigWig: ignored
     (root / "trackDb.txt").write_text("\n".join(blocks))
-    assert main(["fetch", "--trackdb", f"{base}/trackDb.txt", "--out", str(tmp_path / "hub")]) == 0
+    assert main(["fetch", "--allow-private-network", "--trackdb", f"{base}/trackDb.txt", "--out", str(tmp_path / "hub")]) == 0
     table = read_targets_table(tmp_path / "hub" / "targets.tsv")
     assert list(table["level"]) == ["Class", "Subclass", "cluster"] and set(table["sex"]) == {"pooled"}
     assert table["description"][0] == f"ATAC {synthetic.bigwigs[0].stem} pseudobulk"
@@ -74,11 +74,11 @@ def test_fetch_errors(server, tmp_path, capsys):
     (root / "bw" / "fake.bw").write_text("not a bigwig")
     urls = tmp_path / "urls.txt"
     urls.write_text(f"{base}/bw/fake.bw\n")
-    assert main(["fetch", "--urls", str(urls), "--out", str(tmp_path / "o")]) == 2
+    assert main(["fetch", "--allow-private-network", "--urls", str(urls), "--out", str(tmp_path / "o")]) == 2
     assert "not a BigWig" in capsys.readouterr().err
     assert not (tmp_path / "o" / "bigwigs" / "fake.bw").exists()
     urls.write_text(f"{base}/bw/missing.bw\n")
-    assert main(["fetch", "--urls", str(urls), "--out", str(tmp_path / "o")]) == 2
+    assert main(["fetch", "--allow-private-network", "--urls", str(urls), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "download failed" in err and "rerun the same command to resume" in err
     with pytest.raises(InputError, match="exactly one"):
@@ -113,7 +113,7 @@ def test_remote_hub_points_only_at_http(server, synthetic, tmp_path, capsys, whe
     bad = {"file": local.as_uri(), "ftp": "ftp://127.0.0.1/bw/x.bw", "climbing": "../" * 8 + str(local)[1:]}[where]
     _hub(root, [("good", f"../bw/{synthetic.bigwigs[0].name}"), ("evil", bad)])
     out = tmp_path / "out"
-    assert main(["fetch", "--trackdb", f"{base}/hub/trackDb.txt", "--out", str(out)]) == 2
+    assert main(["fetch", "--allow-private-network", "--trackdb", f"{base}/hub/trackDb.txt", "--out", str(out)]) == 2
     [err] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert "track 'evil'" in err and bad in err and "refused" in err
     assert not out.exists()  # not even the good track was fetched
@@ -131,11 +131,11 @@ def test_local_trackdb_paths_stay_in_its_folder(synthetic, tmp_path, capsys):
     assert _sha(tmp_path / "a" / "bigwigs" / "in.bw") == _sha(inside)  # copied in, checked like a download
     for escape in (f"../{outside.name}", str(tmp_path / outside.name), (tmp_path / outside.name).as_uri()):
         trackdb = _hub(tmp_path, [("in", f"bw/{inside.name}"), ("out", escape)])
-        assert main(["fetch", "--trackdb", str(trackdb), "--out", str(tmp_path / "b")]) == 2
+        assert main(["fetch", "--allow-private-network", "--trackdb", str(trackdb), "--out", str(tmp_path / "b")]) == 2
         err = capsys.readouterr().err
         assert "track 'out'" in err and "--allow-local-paths" in err
         assert not (tmp_path / "b").exists()
-    assert main(["fetch", "--trackdb", str(trackdb), "--out", str(tmp_path / "b"), "--allow-local-paths"]) == 0
+    assert main(["fetch", "--allow-private-network", "--trackdb", str(trackdb), "--out", str(tmp_path / "b"), "--allow-local-paths"]) == 0
     assert _sha(tmp_path / "b" / "bigwigs" / "out.bw") == _sha(outside)
     urls = tmp_path / "hub" / "urls.txt"  # a URL list follows the same rule
     urls.write_text(f"bw/{inside.name}\n../{outside.name}\n")
@@ -207,7 +207,7 @@ def bad_server(synthetic, tmp_path):
 
 
 def _fetch(urls, out):
-    return main(["fetch", "--urls", str(urls), "--out", str(out)])
+    return main(["fetch", "--allow-private-network", "--urls", str(urls), "--out", str(out)])
 
 
 def test_short_download_is_kept_and_resumed(bad_server, tmp_path, capsys):

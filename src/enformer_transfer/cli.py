@@ -215,7 +215,8 @@ def cmd_fetch(args) -> int:
 
     config = config_from_args(args)
     path = fetch(args.out, args.urls, args.trackdb, args.metadata, config.targets,
-                 allow_local_paths=args.allow_local_paths)
+                 allow_local_paths=args.allow_local_paths,
+                 allow_private_network=config.fetch.allow_private_network)
     print(f"fetch: BigWigs in {args.out / 'bigwigs'}, targets table {path}")
     return 0
 
@@ -345,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-local-paths", action="store_true",
                    help="let a local trackDb or URL list name local BigWigs outside its own folder")
     _add_console(p)
-    _add_section_flags(p, ["targets"])
+    _add_section_flags(p, ["fetch", "targets"])
     p.set_defaults(func=cmd_fetch)
 
     p = command(sub, "targets", "build (or --validate) a Basenji targets table from BigWigs and metadata")

@@ -71,6 +71,14 @@ class Geometry(_Section):
         return self
 
 
+class FetchConfig(_Section):
+    """Where ``fetch`` may download from (a hub is untrusted input: docs/guarantees.md)."""
+
+    allow_private_network: bool = Field(
+        False, description="let a hub or URL list reach this machine or private, link-local or other non-public "
+                           "addresses (a lab-internal hub)")
+
+
 class TargetsConfig(_Section):
     """How new targets tables transform their tracks (``targets``, ``fetch``): the study's values."""
 
@@ -426,6 +434,7 @@ class RunConfig(_Section):
     run_dir: Path | None = Field(None, description="the run directory")
     seed: int = Field(0, description="random seed of every stage")
     geometry: Geometry = Field(default_factory=Geometry)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)

@@ -1,6 +1,10 @@
 """BigWig reading (pybigtools): per-base values with NaN for uncovered bases, and a full
 integrity check of a BigWig file.
 
+Every file is opened through ``open_bigwig``, which first checks the header with bounds
+(``check_header``): pybigtools trusts the counts and sizes a header declares and allocates by
+them, so a hostile or damaged header (2^31 chromosomes, a 4 GB buffer) would abort the process.
+
 Every read error names the file (and the track when known): the Rust extension raises
 ``BBIReadError``, ``OSError`` or, on damaged data, a pyo3 ``PanicException``, which derives from
 ``BaseException``; each becomes one ``IntegrityError`` line.
@@ -9,6 +13,7 @@ Every read error names the file (and the track when known): the Rust extension r
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -34,10 +39,12 @@ def _reason(err: BaseException) -> str:
 
 
 def open_bigwig(path: Path | str, what: str = ""):
+    """A pybigtools reader of ``path``, opened only after ``check_header`` passed."""
     import pybigtools
 
     if not Path(path).is_file():
         raise InputError(f"{describe(path, what)} not found; fix the path or rerun fetch")
+    check_header(path, what)
     try:
         return pybigtools.open(str(path))
     except _NOT_READ_ERRORS:
@@ -147,6 +154,14 @@ _INNER = "IIIIQ"  # startChrom, startBase, endChrom, endBase, childOffset
 _SECTION = "IIIIIBBH"  # chromId, start, end, itemStep, itemSpan, type, reserved, itemCount
 _ITEM_SIZE = {1: 12, 2: 8, 3: 4}  # bedGraph, variableStep, fixedStep items
 _ZOOM_RECORD_SIZE = 32
+_HEADER_SIZE, _ZOOM_HEADER_SIZE, _CHROM_TREE_SIZE, _RTREE_SIZE, _SUMMARY_SIZE = 64, 24, 32, 48, 40
+# Bounds of what a header may declare. Writers (UCSC's, pybigtools, libBigWig) make at most 10
+# zoom levels, chromosome names of at most 255 characters and blocks of kilobytes.
+_VERSIONS = range(1, 5)
+_MAX_ZOOM_LEVELS = 10
+_MAX_KEY_SIZE = 255
+_MAX_NODE_ITEMS = 0xFFFF  # a tree node counts its items in 16 bits
+_MAX_UNCOMPRESSED_BLOCK = 64 << 20
 
 
 class _Damaged(Exception):
@@ -202,11 +217,8 @@ def validate_bigwig(path: Path | str, what: str = "", fix: str = _REFETCH) -> di
     """
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            if Path(path).stat().st_size < struct.calcsize("<" + _HEADER):
-                raise _Damaged("it is shorter than a BigWig header (truncated or not a BigWig)")
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                facts = _check_layout(buf)
+        with _mapped(path) as buf:
+            facts = _check_layout(buf)
         covered, total = _read_every_record(path, what)
         _compare_summary(facts.pop("summary"), covered, total)
     except _Damaged as err:
@@ -216,18 +228,114 @@ def validate_bigwig(path: Path | str, what: str = "", fix: str = _REFETCH) -> di
     return {**facts, "bases_covered": covered, "sum": total}
 
 
-def _check_layout(buf) -> dict:
+def check_header(path: Path | str, what: str = "", fix: str = _REFETCH) -> None:
+    """Check what a BigWig's header declares against bounds and the file's size before any
+    reader allocates by it: magic and version; at most 10 zoom levels; every offset (chromosome
+    tree, data, indexes, zoom levels, summary) inside the file; the chromosome tree's key size,
+    node size and chromosome count (each takes key size + 8 bytes, so the file must hold them);
+    the index trees' item counts (32 bytes each); the uncompressed block size. A few small reads,
+    whatever the file's size. Raises ``IntegrityError`` (``InputError`` when unreadable), one
+    line naming the file, ``what`` and the problem, ending with ``fix``."""
+    try:
+        with _mapped(path) as buf:
+            _check_header(_bytes_of(buf))
+    except _Damaged as err:
+        raise IntegrityError(f"{describe(path, what)}: {err}; {fix}") from None
+    except OSError as err:
+        raise InputError(f"{describe(path, what)}: cannot read ({err})") from None
+
+
+class _mapped:
+    """A file's bytes, memory-mapped (read lazily: a header check reads a few pages)."""
+
+    def __init__(self, path: Path | str):
+        self.path = path
+
+    def __enter__(self):
+        self.handle = open(self.path, "rb")
+        size = os.fstat(self.handle.fileno()).st_size
+        if size < _HEADER_SIZE:
+            self.handle.close()
+            raise _Damaged(f"it is {size} bytes, shorter than a BigWig header (truncated or not a BigWig)")
+        self.buf = mmap.mmap(self.handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return self.buf
+
+    def __exit__(self, *exc):
+        self.buf.close()
+        self.handle.close()
+
+
+def _bytes_of(buf) -> _Bytes:
     head = bytes(buf[:4])
     if int.from_bytes(head, "little") == _MAGIC:
-        data = _Bytes(buf, "<")
-    elif int.from_bytes(head, "big") == _MAGIC:
-        data = _Bytes(buf, ">")
-    else:
-        raise _Damaged("not a BigWig (bad magic number)")
-    (_, version, zoom_levels, chrom_tree, full_data, full_index, _, _, _, summary_at, max_block, _) = data.unpack(
+        return _Bytes(buf, "<")
+    if int.from_bytes(head, "big") == _MAGIC:
+        return _Bytes(buf, ">")
+    raise _Damaged("not a BigWig (bad magic number)")
+
+
+def _check_header(data: _Bytes) -> None:
+    size = data.size
+    (_, version, zoom_levels, chrom_tree, full_data, full_index, _, _, auto_sql, summary_at, max_block,
+     extension) = data.unpack(_HEADER, 0, "header")
+    if version not in _VERSIONS:
+        raise _Damaged(f"its header says BigWig version {version}, not one of {_VERSIONS.start}-{_VERSIONS.stop - 1}")
+    if zoom_levels > _MAX_ZOOM_LEVELS:
+        raise _Damaged(f"its header claims {zoom_levels} zoom levels (writers make at most {_MAX_ZOOM_LEVELS})")
+    end_of_headers = _HEADER_SIZE + _ZOOM_HEADER_SIZE * zoom_levels
+    if end_of_headers > size:
+        raise _Damaged(f"its {zoom_levels} zoom headers lie beyond the end of the file ({size} bytes): "
+                       "the file is truncated or its header is damaged")
+    parts = [("chromosome tree", chrom_tree, _CHROM_TREE_SIZE), ("data section", full_data, 8),
+             ("data index", full_index, _RTREE_SIZE)]
+    parts += [(name, at, need) for name, at, need in (("total summary", summary_at, _SUMMARY_SIZE),
+                                                      ("autoSql", auto_sql, 1), ("extension header", extension, 4)) if at]
+    for z in range(zoom_levels):
+        level, _, zoom_data, zoom_index = data.unpack(_ZOOM_HEADER, _HEADER_SIZE + _ZOOM_HEADER_SIZE * z,
+                                                      f"zoom header {z}")
+        parts += [(f"zoom level {z} data", zoom_data, 4), (f"zoom level {z} index", zoom_index, _RTREE_SIZE)]
+    for name, offset, need in parts:
+        if offset < end_of_headers or offset + need > size:
+            where = "beyond the end of the file" if offset + need > size else "inside the header"
+            raise _Damaged(f"its header puts the {name} at byte {offset}, {where} ({size} bytes): "
+                           "the file is truncated or its header is damaged")
+    if max_block > _MAX_UNCOMPRESSED_BLOCK:
+        raise _Damaged(f"its header declares blocks of up to {max_block} bytes uncompressed (writers use kilobytes; "
+                       f"at most {_MAX_UNCOMPRESSED_BLOCK >> 20} MB is accepted)")
+    magic, node_items, key_size, value_size, n_chroms, _ = data.unpack(_CHROM_TREE, chrom_tree, "chromosome tree")
+    if magic != _CHROM_TREE_MAGIC:
+        raise _Damaged(f"its chromosome tree (byte {chrom_tree}) has a bad magic number")
+    if value_size != 8 or (n_chroms and not (1 <= key_size <= _MAX_KEY_SIZE and 1 <= node_items <= _MAX_NODE_ITEMS)):
+        raise _Damaged(f"its chromosome tree header is damaged (key size {key_size}, value size {value_size}, "
+                       f"{node_items} items per node)")
+    room = size - chrom_tree - _CHROM_TREE_SIZE
+    if n_chroms * (key_size + 8) > room:
+        raise _Damaged(f"its chromosome tree claims {n_chroms} chromosomes, which need {n_chroms * (key_size + 8)} "
+                       f"bytes, but only {room} bytes follow it: the header is damaged or the file truncated")
+    n_blocks = data.unpack("Q", full_data, "data section")[0]
+    if n_blocks > size:
+        raise _Damaged(f"its data section claims {n_blocks} blocks, more than the file's {size} bytes can hold")
+    for name, offset, _ in parts:
+        if name.endswith("index"):
+            _check_rtree_header(data, offset, name)
+
+
+def _check_rtree_header(data: _Bytes, offset: int, what: str) -> None:
+    magic, node_items, item_count, *_ = data.unpack(_RTREE, offset, what)
+    if magic != _RTREE_MAGIC:
+        raise _Damaged(f"its {what} (byte {offset}) has a bad magic number")
+    if item_count and not 1 <= node_items <= _MAX_NODE_ITEMS:
+        raise _Damaged(f"its {what} (byte {offset}) declares {node_items} items per node")
+    leaf_size = struct.calcsize("<" + _LEAF)
+    if item_count * leaf_size > data.size:
+        raise _Damaged(f"its {what} claims {item_count} blocks, more than the file's {data.size} bytes can hold")
+
+
+def _check_layout(buf) -> dict:
+    data = _bytes_of(buf)
+    _check_header(data)
+    (_, _, zoom_levels, chrom_tree, full_data, full_index, _, _, _, summary_at, max_block, _) = data.unpack(
         _HEADER, 0, "header")
-    if version < 1:
-        raise _Damaged(f"unknown BigWig version {version}")
     n_chroms = _check_chrom_tree(data, chrom_tree)
     leaves = _index_leaves(data, full_index, "data index")
     announced = data.unpack("Q", full_data, "data section")[0]
@@ -291,7 +399,7 @@ def _check_chrom_tree(data: _Bytes, offset: int) -> int:
                 ids.append(data.unpack("I", at, "chromosome tree leaf")[0])
             else:
                 stack.append(data.unpack("Q", at, "chromosome tree node")[0])
-    if sorted(ids) != list(range(item_count)):
+    if len(ids) != item_count or sorted(ids) != list(range(item_count)):  # bounded: ids were read from the file
         raise _Damaged("its chromosome tree is damaged (chromosome ids are not 0 to n-1, each once)")
     return item_count
 

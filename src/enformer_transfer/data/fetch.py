@@ -10,7 +10,13 @@ read (``resolve_location``):
 - a local trackDb or URL list (a file the user gave) may also name local BigWigs, as paths
   relative to its folder (or ``file://`` URLs); they must lie inside that folder unless
   ``allow_local_paths`` (``--allow-local-paths``);
-- every other scheme is refused, and redirects are followed to http(s) only.
+- every other scheme is refused, and redirects are followed to http(s) only;
+- every connection, the first and each redirect, goes only to public internet addresses, checked
+  after DNS resolution (``_network``): not this machine, its private network or a cloud metadata
+  service, unless ``allow_private_network`` (``--allow-private-network``, for a lab-internal hub).
+
+Tracks get file names from their identifiers (``bigwig_filename``: safe characters, at most
+``NAME_BYTES`` bytes, longer names cut and made unique with a hash of the whole name).
 
 Local tracks are copied into OUT/bigwigs (so the run depends on OUT alone), through the same
 checks as downloads. A download streams to ``NAME.partial.bw``; its length must match the server's
@@ -23,12 +29,13 @@ warning, anything that differs or has no record.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import os
 import re
-import shlex
 import shutil
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,6 +47,7 @@ from ..config import TargetsConfig
 from ..errors import InputError, IntegrityError
 from ..fs import disk_errors, read_json, safe_filename, temporary_name, write_json_atomic
 from ..provenance import sha256_of
+from ._network import AddressRefused, opener, resolve_public
 from .bigwig import validate_bigwig
 from .targets_table import (
     build_targets_table,
@@ -48,12 +56,15 @@ from .targets_table import (
     save_targets_table,
     track_name,
 )
+from .trackdb import parse_trackdb
 
 log = logging.getLogger("enformer_transfer")
 BLOCK = 1 << 20
 TIMEOUT = 60.0  # seconds a server may stay silent before a download is abandoned (and resumable)
 TRACKDB_LIMIT = 64 << 20  # a larger trackDb is refused: a hostile server could stream forever
 RECORD = "fetch.json"
+SKIPPED = "skipped_tracks.tsv"  # every trackDb stanza left out, with its reason
+NAME_BYTES = 100  # a longer track name is cut to this many bytes (UTF-8) + '-' + 8 hex digits of its SHA-256
 WEB = ("http", "https")
 _NETWORK_ERRORS = (OSError, http.client.HTTPException)  # HTTPException: IncompleteRead and the like
 _RETRY = ("the download was removed: rerun the same command to download it again (if it fails the same way, "
@@ -170,42 +181,38 @@ def read_url_list(path: Path | str, allow_local_paths: bool = False) -> pd.DataF
     return table
 
 
-def read_trackdb(source: str, allow_local_paths: bool = False) -> pd.DataFrame:
-    """BigWig tracks of a UCSC trackDb.txt (local path or http(s) URL): identifier (the track
-    name), url (bigDataUrl, checked and resolved by ``resolve_location``), shortLabel, longLabel
-    and one column per subGroups key (for example the cell-type level)."""
+def read_trackdb(source: str, allow_local_paths: bool = False, allow_private_network: bool = False
+                 ) -> pd.DataFrame:
+    """BigWig tracks of a UCSC trackDb.txt (local path or http(s) URL), read as the Genome Browser
+    reads it (``trackdb.parse_trackdb``: indentation, continuation lines, settings inherited
+    through ``parent`` chains): identifier (the track name), url (bigDataUrl, checked and resolved
+    by ``resolve_location``), shortLabel, longLabel and one column per subGroups / metadata key
+    (for example the cell-type level). Stanzas left out are in ``table.attrs['skipped']`` as
+    (name, reason) pairs, and said on the console."""
     source = _local_source(str(source))
-    text = _read_text(source)
-    rows, current = [], {}
-    for line in text.splitlines() + [""]:
-        line = line.strip()
-        if not line:
-            if current.get("bigDataUrl") and current.get("type", "").lower().startswith("bigwig"):
-                if not current.get("track"):
-                    raise InputError(f"{source}: a bigWig stanza with bigDataUrl {current['bigDataUrl']!r} has no "
-                                     "'track' line; give every track a name")
-                row = {"identifier": current["track"],
-                       "url": resolve_location(current["bigDataUrl"], source, current["track"], allow_local_paths),
-                       "shortLabel": current.get("shortLabel", ""), "longLabel": current.get("longLabel", "")}
-                for pair in shlex.split(current.get("subGroups", "")):
-                    key, _, value = pair.partition("=")
-                    row[key] = value
-                rows.append(row)
-            current = {}
-            continue
-        if line.startswith("#"):
-            continue
-        key, _, value = line.partition(" ")
-        current[key] = value.strip()
-    if not rows:
-        raise InputError(f"{source}: no bigWig track with a bigDataUrl")
-    return pd.DataFrame(rows)
+    hub = parse_trackdb(_read_text(source, allow_private_network), source)
+    if hub.skipped:
+        shown = ", ".join(f"{name!r} ({reason})" for name, reason in hub.skipped[:3])
+        log.warning("%s: %d stanza(s) skipped: %s%s", source, len(hub.skipped), shown,
+                    "; ..." if len(hub.skipped) > 3 else "")
+        for name, reason in hub.skipped:
+            log.debug("%s: skipped %s: %s", source, name, reason)
+    if not hub.tracks:
+        raise InputError(f"{source}: no bigWig track with a bigDataUrl"
+                         + (f" ({len(hub.skipped)} stanza(s) skipped, e.g. {hub.skipped[0][0]}: {hub.skipped[0][1]})"
+                            if hub.skipped else ""))
+    rows = [{"identifier": t["identifier"],
+             "url": resolve_location(t["bigDataUrl"], source, t["identifier"], allow_local_paths),
+             **{k: v for k, v in t.items() if k not in ("identifier", "bigDataUrl", "url")}} for t in hub.tracks]
+    table = pd.DataFrame(rows)
+    table.attrs["skipped"] = hub.skipped
+    return table
 
 
-def _read_text(source: str) -> str:
+def _read_text(source: str, allow_private_network: bool = False) -> str:
     if _scheme(source) in WEB:
         try:
-            with _opener().open(source, timeout=TIMEOUT) as response:
+            with opener(allow_private_network).open(source, timeout=TIMEOUT) as response:
                 data = response.read(TRACKDB_LIMIT + 1)
         except _NETWORK_ERRORS as err:
             raise InputError(f"{source}: cannot download the trackDb ({err}); check the URL and rerun") from None
@@ -224,25 +231,17 @@ def _read_text(source: str) -> str:
 
 # --- downloads -----------------------------------------------------------------------------
 
-def _opener() -> urllib.request.OpenerDirector:
-    """http(s) only, redirects included (urllib's default opener also follows file:// and ftp://)."""
-    opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), urllib.request.HTTPHandler(),
-                    urllib.request.HTTPSHandler(), urllib.request.HTTPDefaultErrorHandler(),
-                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor()):
-        opener.add_handler(handler)
-    return opener
-
-
-def download(location: str, target: Path, what: str = "", timeout: float | None = None) -> Path:
+def download(location: str, target: Path, what: str = "", timeout: float | None = None,
+             allow_private_network: bool = False) -> Path:
     """``location`` (an http(s) URL or a local path already checked by ``resolve_location``) ->
     ``target``, through ``NAME.partial.bw``: resumed where a server supports ranges, its length
-    checked, validated as a BigWig, then renamed. ``what`` names the track in messages."""
+    checked, validated as a BigWig, then renamed. ``what`` names the track in messages. Every
+    connection goes to a public address unless ``allow_private_network`` (``_network``)."""
     target = Path(target)
     partial = temporary_name(target)  # NAME.partial.bw: pybigtools picks the format from the suffix
     what = what or location
     if _scheme(location) in WEB:
-        _download_http(location, partial, what, TIMEOUT if timeout is None else timeout)
+        _download_http(location, partial, what, TIMEOUT if timeout is None else timeout, allow_private_network)
     else:
         _copy_local(Path(location), partial, what)
     try:
@@ -255,11 +254,11 @@ def download(location: str, target: Path, what: str = "", timeout: float | None 
     return target
 
 
-def _download_http(url: str, partial: Path, what: str, timeout: float) -> None:
+def _download_http(url: str, partial: Path, what: str, timeout: float, allow_private_network: bool) -> None:
     have = _resumable_size(partial)
     try:
         with disk_errors(partial):
-            got, expected = _stream(url, partial, have, timeout)
+            got, expected = _stream(url, partial, have, timeout, allow_private_network)
     except _NETWORK_ERRORS as err:
         raise InputError(f"{what}: download failed ({err or type(err).__name__}); "
                          "rerun the same command to resume") from None
@@ -282,13 +281,14 @@ def _resumable_size(partial: Path) -> int:
     return partial.stat().st_size
 
 
-def _stream(url: str, partial: Path, have: int, timeout: float) -> tuple[int, int | None]:
+def _stream(url: str, partial: Path, have: int, timeout: float, allow_private_network: bool
+            ) -> tuple[int, int | None]:
     """Write the body into ``partial`` (appending to ``have`` bytes when the server answers the
     range request exactly); returns the bytes now in the file and the file's announced size."""
     for _attempt in range(2):  # the second attempt starts from zero
         request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         try:
-            response = _opener().open(request, timeout=timeout)
+            response = opener(allow_private_network).open(request, timeout=timeout)
         except urllib.error.HTTPError as err:
             if have and err.code == 416:  # our part is no prefix of the file: start over
                 err.close()
@@ -354,14 +354,21 @@ def _fsync(path: Path) -> None:
 
 def fetch(out_dir: Path | str, urls: Path | str | None = None, trackdb: str | None = None,
           metadata: Path | str | None = None, settings: TargetsConfig | None = None,
-          allow_local_paths: bool = False) -> Path:
+          allow_local_paths: bool = False, allow_private_network: bool = False) -> Path:
     """Download the BigWigs of a URL list or a trackDb into OUT/bigwigs, record them in
-    OUT/fetch.json and write OUT/targets.tsv. Every location is checked before anything is read
-    or written; files fetched earlier are re-verified and fetched again when they differ."""
+    OUT/fetch.json and write OUT/targets.tsv (and OUT/skipped_tracks.tsv: the trackDb's stanzas
+    left out, with reasons). Every location is checked before anything is read or written;
+    files fetched earlier are re-verified and fetched again when they differ."""
     if (urls is None) == (trackdb is None):
         raise InputError("fetch: give exactly one of --urls LIST or --trackdb TRACKDB")
-    table = read_url_list(urls, allow_local_paths) if urls is not None else read_trackdb(trackdb, allow_local_paths)
-    names = [f"bigwigs/{safe_filename(i)}.bw" for i in table["identifier"]]
+    if urls is not None:
+        table = read_url_list(urls, allow_local_paths)
+    else:
+        table = read_trackdb(trackdb, allow_local_paths, allow_private_network)
+    skipped = table.attrs.get("skipped", [])
+    if not allow_private_network:
+        _check_hosts(table)
+    names = [f"bigwigs/{bigwig_filename(i)}" for i in table["identifier"]]
     duplicated = table["identifier"][table["identifier"].duplicated()]
     if len(duplicated):
         raise InputError(f"fetch: identifier {duplicated.iloc[0]!r} appears twice; identifiers must be unique")
@@ -371,6 +378,9 @@ def fetch(out_dir: Path | str, urls: Path | str | None = None, trackdb: str | No
                          "letters, digits, '-', '_' or '.'")
     out = Path(out_dir)
     (out / "bigwigs").mkdir(parents=True, exist_ok=True)
+    if trackdb is not None:
+        with disk_errors(out / SKIPPED):
+            pd.DataFrame(skipped, columns=["track", "reason"]).to_csv(out / SKIPPED, sep="\t", index=False)
     records = _read_records(out / RECORD)
     files = []
     for i, (row, name) in enumerate(zip(table.itertuples(index=False), names, strict=True), 1):
@@ -379,7 +389,10 @@ def fetch(out_dir: Path | str, urls: Path | str | None = None, trackdb: str | No
             log.info("fetch %d/%d: %s already fetched and verified", i, len(table), row.url)
         else:
             log.info("fetch %d/%d: %s", i, len(table), row.url)
-            download(row.url, target, what)
+            try:
+                download(row.url, target, what, allow_private_network=allow_private_network)
+            except AddressRefused as err:
+                raise AddressRefused(f"track {row.identifier!r}: {err}") from None
             records[name] = {"url": row.url, "file": name, "size": target.stat().st_size, "sha256": sha256_of(target)}
             write_json_atomic(out / RECORD, {"files": records})
         files.append(target)
@@ -394,6 +407,37 @@ def fetch(out_dir: Path | str, urls: Path | str | None = None, trackdb: str | No
     targets = build_targets_table(files, meta, clip=settings.clip, scale=settings.scale, sum_stat=settings.sum_stat,
                                   clip_soft=settings.clip_soft)
     return save_targets_table(targets, out / "targets.tsv")
+
+
+def bigwig_filename(identifier: str) -> str:
+    """A track's BigWig file name: ``fs.safe_filename`` (letters, digits, '-', '_', '.'), no
+    leading '.' (no hidden files, no '.' or '..'), and at most ``NAME_BYTES`` bytes of it: a longer
+    name is cut and given '-' + 8 hex digits of the SHA-256 of the whole identifier, so it stays
+    unique and the same on every run."""
+    name = safe_filename(identifier)
+    name = "_" * (len(name) - len(name.lstrip("."))) + name.lstrip(".") or "_"
+    if len(name.encode()) > NAME_BYTES:
+        cut = name.encode()[:NAME_BYTES].decode(errors="ignore")  # never half a character
+        name = f"{cut}-{hashlib.sha256(identifier.encode()).hexdigest()[:8]}"
+    return f"{name}.bw"
+
+
+def _check_hosts(table: pd.DataFrame) -> None:
+    """Every remote track's host resolves to public addresses only, checked before any download
+    (each connection checks again, redirects included); a name that does not resolve now is left
+    to its download to report."""
+    seen = set()
+    for url, identifier in zip(table["url"], table["identifier"], strict=True):
+        host = urllib.parse.urlsplit(url).netloc if _scheme(url) in WEB else None
+        if host is None or host in seen:
+            continue
+        seen.add(host)
+        try:
+            resolve_public(url)
+        except AddressRefused as err:
+            raise AddressRefused(f"track {identifier!r}: {err}") from None
+        except (socket.gaierror, UnicodeError, ValueError):
+            pass
 
 
 def _read_records(path: Path) -> dict:
