@@ -80,7 +80,7 @@ def _reason(err: Exception) -> str:
 def stage_folders(layout: RunLayout) -> list[StageFolder]:
     """Every stage folder of a run directory, upstream first."""
     named = [(layout.heads, layout.head), (layout.evaluations, layout.evaluation),
-             (layout.root / "predictions", layout.predictions), (layout.root / "weights", layout.weights),
+             (layout.predictions_dir, layout.predictions), (layout.weights_dir, layout.weights),
              (layout.dars, layout.dar), (layout.variants_dir, layout.variants),
              (layout.called_dar_sets, layout.called_dars), (layout.contribution_sets, layout.contributions),
              (layout.motif_sets, layout.motifs)]

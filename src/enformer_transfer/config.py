@@ -12,9 +12,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InputError, did_you_mean
 
@@ -33,6 +41,22 @@ STUDY_SUM_STAT = "mean"
 # Lightning's spellings of precision, accepted where users may have configs from earlier versions.
 _PRECISION_ALIASES = {"32": "fp32", "32-true": "fp32", "16-mixed": "fp16", "16": "fp16",
                       "bf16-mixed": "bf16", "bf16-true": "bf16"}
+
+
+def _checked_name(value):
+    """A head or analysis name: what ``layout.check_name`` accepts (no path, no '..')."""
+    from .layout import check_name
+
+    if value is None:
+        return value
+    try:
+        return check_name(value)
+    except Exception as err:  # InputError -> pydantic's ValueError, one line
+        raise ValueError(str(err)) from None
+
+
+Name = Annotated[str, AfterValidator(_checked_name)]
+OptionalName = Annotated[str | None, AfterValidator(_checked_name)]
 
 
 class _Section(BaseModel):
@@ -152,7 +176,7 @@ class TrainConfig(_Section):
     (docs/training.md); ``--recipe study`` is the reference study's exactly. Settings left empty
     come from the recipe."""
 
-    head: str = Field("default", description="name of the head (folder RUN_DIR/heads/NAME)")
+    head: Name = Field("default", description="name of the head (folder RUN_DIR/heads/NAME)")
     recipe: Literal["auto", "study"] = Field(
         "auto", description="auto = a schedule sized to the data (steps, warm-up, cosine decay, ridge start, "
                             "kept on validation Pearson); study = Adam 1e-4, batch 64, 20 epochs, early stopping "
@@ -198,8 +222,8 @@ class FinetuneConfig(_Section):
     """Stage finetune: trunk + head trained end to end from sequence, starting from a trained
     frozen head (linear probe, then fine-tune). Settings left empty come from the data's size."""
 
-    head: str = Field("finetuned", description="name of the fine-tuned model (folder RUN_DIR/heads/NAME)")
-    from_head: str = Field("default", description="the trained frozen head to start from (its tracks and loss)")
+    head: Name = Field("finetuned", description="name of the fine-tuned model (folder RUN_DIR/heads/NAME)")
+    from_head: Name = Field("default", description="the trained frozen head to start from (its tracks and loss)")
     trainable: str = Field("lora", description="what adapts: lora (low-rank adapters), last:K (the last K "
                                                "transformer blocks and final layers) or all")
     lora_rank: int = Field(8, gt=0, description="rank of the LoRA adapters")
@@ -248,7 +272,7 @@ class PretrainConfig(_Section):
 class EvaluateConfig(_Section):
     """Stage evaluate: a head's predictions for every window of each split, stored and scored."""
 
-    head: str = Field("default", description="the head to evaluate (RUN_DIR/heads/NAME)")
+    head: Name = Field("default", description="the head to evaluate (RUN_DIR/heads/NAME)")
     splits: list[str] = Field(default_factory=list, description="splits to evaluate (default: test and valid)")
     compare_run: Path | None = _path_field("another run (e.g. a random backbone) evaluated with the same head name")
     enformer_targets: Path | None = _path_field("targets_human.txt naming the backbone's own tracks")
@@ -260,7 +284,7 @@ class EvaluateConfig(_Section):
 class PredictConfig(_Section):
     """Stage predict: a head's predictions for new regions (BigWigs) or sequences (a table)."""
 
-    head: str = Field("default", description="the head to predict with")
+    head: Name = Field("default", description="the head to predict with")
     regions: Path | None = _path_field("BED of regions, tiled into windows")
     chroms: list[str] = Field(default_factory=list, description="whole chromosomes to predict")
     fasta: Path | None = _path_field("sequences of exactly the model input length: write a table")
@@ -273,7 +297,7 @@ class PredictConfig(_Section):
 class WeightsConfig(_Section):
     """Stage weights: head weights vs the backbone's own output tracks."""
 
-    head: str = Field("default", description="a trained linear head")
+    head: Name = Field("default", description="a trained linear head")
     enformer_targets: Path | None = _path_field("targets_human.txt naming the backbone's tracks")
     top: int = Field(5, gt=0, description="backbone tracks listed per new track")
 
@@ -281,7 +305,7 @@ class WeightsConfig(_Section):
 class DarConfig(_Section):
     """Stage dar: do predictions recover differentially accessible regions between cell types?"""
 
-    head: str = Field("default", description="an evaluated head")
+    head: Name = Field("default", description="an evaluated head")
     regions: Path | None = _path_field("DAR table: region (chr:start-end) or chrom/start/end, and a cell-type label")
     label_column: str | None = Field(None, description="column of both tables naming the cell type, e.g. subclass")
     tracks_where: str | None = Field(None, description="which tracks form the level, e.g. \"level == 'Subclass'\"")
@@ -301,8 +325,8 @@ class ContributionsConfig(_Section):
     each region; the attributed scalar of a track is the sum of its predictions over the output bins
     overlapping the region (docs/interpretation.md)."""
 
-    head: str = Field("default", description="the head (frozen or fine-tuned) whose tracks are attributed")
-    name: str | None = Field(None, description="folder RUN_DIR/contributions/NAME (default: HEAD-METHOD)")
+    head: Name = Field("default", description="the head (frozen or fine-tuned) whose tracks are attributed")
+    name: OptionalName = Field(None, description="folder RUN_DIR/contributions/NAME (default: HEAD-METHOD)")
     regions: Path | None = _path_field("BED (chrom start end [name]) or a DAR table (region or chrom/start/end "
                                        "columns), e.g. the dars.csv of call-dars")
     label_column: str | None = Field(None, description="column of the regions table naming each region's cell "
@@ -337,7 +361,7 @@ class MotifsConfig(_Section):
     attributed track or contrast, annotated with their best TOMTOM matches in JASPAR."""
 
     contributions: str | None = Field(None, description="the contributions stage (RUN_DIR/contributions/NAME)")
-    name: str | None = Field(None, description="folder RUN_DIR/motifs/NAME (default: the contributions name)")
+    name: OptionalName = Field(None, description="folder RUN_DIR/motifs/NAME (default: the contributions name)")
     targets: list[str] = Field(default_factory=list, description="attributed tracks or contrasts to analyse "
                                                                  "(names or labels; default: all)")
     match_labels: bool = Field(True, description="when regions carry cell-type labels, use for each target only "
@@ -363,10 +387,10 @@ class CallDarsConfig(_Section):
     """Stage call-dars: regions whose signal in one cell type of a level stands out from the others,
     from observed targets or a head's predictions (docs/interpretation.md gives the rule)."""
 
-    name: str | None = Field(None, description="folder RUN_DIR/called-dars/NAME (default: observed or the head)")
+    name: OptionalName = Field(None, description="folder RUN_DIR/called-dars/NAME (default: observed or the head)")
     source: Literal["observed", "predicted"] = Field("observed", description="observed targets or an evaluated "
                                                                              "head's predictions")
-    head: str = Field("default", description="source predicted: the evaluated head")
+    head: Name = Field("default", description="source predicted: the evaluated head")
     label_column: str | None = Field(None, description="targets-table column naming each track's cell type, "
                                                        "e.g. subclass (the column of the written table)")
     tracks_where: str | None = Field(None, description="which tracks form the level, e.g. \"level == 'Subclass'\"")
@@ -392,7 +416,7 @@ class VariantsConfig(_Section):
     """Stage variants: effects of a VCF's variants on every track of a head, from sequence
     (docs/variants.md: the input window, each score's formula, indels, the null)."""
 
-    head: str = Field("default", description="the head (frozen-trunk or fine-tuned) to score with")
+    head: Name = Field("default", description="the head (frozen-trunk or fine-tuned) to score with")
     vcf: Path | None = _path_field("variants: VCF (plain or bgzip) or a TSV with chrom, pos, ref, alt[, id]")
     out: Path | None = _path_field("output folder (default: RUN_DIR/variants/HEAD)")
     stats: list[Literal[VARIANT_STATS]] = Field(

@@ -241,11 +241,19 @@ class RunLayout:
     def evaluation(self, name: str) -> EvaluationFolder:
         return EvaluationFolder(self.evaluations / check_name(name, "head name"))
 
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
     def predictions(self, name: str) -> PredictionsFolder:
-        return PredictionsFolder(self.root / "predictions" / check_name(name, "predictions name"))
+        return PredictionsFolder(self.predictions_dir / check_name(name, "predictions name"))
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.root / "weights"
 
     def weights(self, name: str) -> WeightsFolder:
-        return WeightsFolder(self.root / "weights" / check_name(name, "head name"))
+        return WeightsFolder(self.weights_dir / check_name(name, "head name"))
 
     @property
     def dars(self) -> Path:

@@ -187,8 +187,6 @@ def train_head(config: RunConfig | Path | str, force: bool = False, progress: bo
     cfg = config.train
     if config.run_dir is None:
         raise InputError("train: no run directory given")
-    if not cfg.head.replace("-", "").replace("_", "").isalnum():
-        raise InputError(f"train: head name {cfg.head!r} must be letters, digits, '-' or '_'")
     run = Run(config.run_dir)
     splits = run.embedded_splits
     if "train" not in splits:

@@ -106,8 +106,6 @@ def plan_contributions(config: RunConfig) -> ContributionsPlan:
             raise InputError(f"--plot-regions {text!r}: no such region in {c.regions} (give a name, chrom:start-end "
                              "or a row number)")
     name = c.name or f"{c.head}-{c.method}"
-    if safe_filename(name) != name:
-        raise InputError(f"contributions name {name!r}: use letters, digits, '-', '_' and '.' only")
     device = resolve_device(c.device)
     precision = c.precision if c.precision != "auto" else (
         "bf16" if device.type == "cuda" and c.method == "grad-input" else "fp32")
