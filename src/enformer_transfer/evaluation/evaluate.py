@@ -76,8 +76,7 @@ def plan_evaluation(config: RunConfig) -> EvaluationPlan:
     from .figures import parse_regions
 
     parse_regions(e.plot_regions)
-    ridge = next((h for h in run.heads() if h != e.head and run.head(h).metadata["model"] == "ridge"
-                  and list(run.head(h).check_compatible(run)) == list(track_index)), None)
+    ridge = _ridge_baseline(run, e.head, track_index)
     compare = None
     if e.compare_run is not None:
         other = RunLayout(e.compare_run).evaluation(e.head)
@@ -91,6 +90,22 @@ def plan_evaluation(config: RunConfig) -> EvaluationPlan:
 
         model, _ = load_sequence_model(run, e.head)
     return EvaluationPlan(config, run, head, track_index, splits, ridge, compare, model)
+
+
+def _ridge_baseline(run: Run, name: str, track_index) -> str | None:
+    """A current ridge head of the run on the same tracks, the baseline beside ``name``; a stale or
+    damaged one is left out with a warning (it would give a baseline of other embeddings)."""
+    probe = Run(run.path)  # looking over the heads is not reading them: only the one chosen is recorded
+    probe.only_current = True
+    for other in probe.heads():
+        head = probe.head(other)
+        if other != name and head.metadata["model"] == "ridge" and \
+                list(head.check_compatible(probe)) == list(track_index):
+            return other
+    for what, why in probe.left_out.items():
+        log.warning("evaluate: %s not used as the ridge baseline: %s", what.replace("head_record", "head"),
+                    why.split("; rebuild it")[0])
+    return None
 
 
 def evaluation_key(plan: EvaluationPlan) -> dict:
