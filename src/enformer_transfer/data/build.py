@@ -112,8 +112,9 @@ def _check_values(file: str, what: str, negative: str) -> None:
         return
     if not all(np.isfinite(summary.get(key, 0.0)) for key in ("sum", "min", "max")):
         found = _first_nonfinite(file, what)
-        kind = "NaN" if found is None or np.isnan(found[3]) else f"infinite ({found[3]:g})"
-        where = f" (the first at {found[0]}:{found[1]}-{found[2]})" if found else ""
+        kind = "NaN" if found is None or np.isnan(found[3]) else "infinite"
+        value = f": {found[3]:g}" if kind == "infinite" else ""
+        where = f" (the first at {found[0]}:{found[1]}-{found[2]}{value})" if found else ""
         raise InputError(f"{describe(file, what)} contains {kind} values{where}; fix the file (write 0 where the "
                          "signal is zero, leave bases without coverage out) or remove its row from the targets table")
     if negative == "error" and summary.get("min", 0.0) < 0:
@@ -146,11 +147,12 @@ def _first_nonfinite(file: str, what: str, n_bins: int = 4096) -> tuple[str, int
             bad = np.flatnonzero((np.nan_to_num(covered) > 0) & ~np.isfinite(sums))
             if not len(bad):
                 continue
-            width = -(-size // bins)
-            lo, hi = max(0, (int(bad[0]) - 1) * width), min(size, (int(bad[0]) + 2) * width)
-            for start, end, value in reader.records(chrom, lo, hi):
-                if not np.isfinite(value):
-                    return chrom, int(start), int(end), float(value)
+            first = int(bad[0])  # bin i covers about [i * size / bins, (i + 1) * size / bins)
+            near = (max(0, (first - 2) * size // bins), min(size, (first + 3) * size // bins))
+            for lo, hi in (near, (0, size)):  # the whole chromosome only if the bins were cut otherwise
+                for start, end, value in reader.records(chrom, lo, hi):
+                    if not np.isfinite(value):
+                        return chrom, int(start), int(end), float(value)
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException:  # noqa: BLE001 - locating is a courtesy; the message stands without it
