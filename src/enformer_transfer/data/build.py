@@ -110,13 +110,15 @@ def _check_values(file: str, what: str, negative: str) -> None:
     summary = _header_summary(file, what)
     if summary is None:
         return
+    found = None
     if not all(np.isfinite(summary.get(key, 0.0)) for key in ("sum", "min", "max")):
-        found = _first_nonfinite(file, what)
-        kind = "NaN" if found is None or np.isnan(found[3]) else "infinite"
-        value = f": {found[3]:g}" if kind == "infinite" else ""
-        where = f" (the first at {found[0]}:{found[1]}-{found[2]}{value})" if found else ""
-        raise InputError(f"{describe(file, what)} contains {kind} values{where}; fix the file (write 0 where the "
-                         "signal is zero, leave bases without coverage out) or remove its row from the targets table")
+        found = _first_nonfinite(file, what)  # none found: a damaged summary, for the integrity check
+    if found is not None:
+        chrom, start, end, value = found
+        kind, shown = ("NaN", "") if np.isnan(value) else ("infinite", f": {value:g}")
+        raise InputError(f"{describe(file, what)} contains {kind} values (the first at {chrom}:{start}-{end}{shown}); "
+                         "fix the file (write 0 where the signal is zero, leave bases without coverage out) or remove "
+                         "its row from the targets table")
     if negative == "error" and summary.get("min", 0.0) < 0:
         raise InputError(f"{describe(file, what)} has negative values (its minimum is {summary['min']:g}); "
                          "--negative clip clips them to 0, --negative abs reads them as positive (a minus-strand "
