@@ -145,6 +145,12 @@ class DatasetConfig(_Section):
         "none", description="auto = match chr1/1 and chrM/MT between genome, BigWigs, windows and blacklist")
     allow_missing_chroms: bool = Field(
         False, description="a BigWig lacking a window's chromosome gives uncovered bases instead of an error")
+    allow_chrom_size_mismatch: bool = Field(
+        False, description="read a BigWig whose chromosome sizes differ from the genome's (another assembly?) "
+                           "instead of refusing it")
+    negative: Literal["clip", "abs", "keep", "error"] = Field(
+        "clip", description="negative coverage values: clip to 0 (and warn), abs = read them as positive "
+                            "(minus-strand tracks stored negative), keep them as they are, or error")
     chunk_windows: int = Field(8, gt=0, description="windows per store chunk")
     workers: int = Field(0, ge=0, description="worker processes (0 = all cores)")
     free_space_limit: int | None = Field(None, ge=0, description="treat at most this many bytes as free on the run disk")
@@ -157,7 +163,8 @@ class EmbedConfig(_Section):
                                  json_schema_extra={"path_like": True})
     tf_gamma: bool = Field(False, description="TensorFlow gamma positional features (the study ran without)")
     allow_download: bool = Field(False, description="allow fetching a hub backbone from the network")
-    splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"], description="splits to embed")
+    splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"], min_length=1,
+                              description="splits to embed")
     batch_size: int = Field(4, gt=0, description="windows per forward pass")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="compute precision (auto: bf16 on GPU, fp32 on CPU)")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="stored precision; float16 overflow is an error")
@@ -216,6 +223,16 @@ class TrainConfig(_Section):
     @classmethod
     def _precision_alias(cls, value):
         return _PRECISION_ALIASES.get(str(value), value)
+
+    @field_validator("ridge_lambdas")
+    @classmethod
+    def _positive_lambdas(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("give at least one ridge strength, e.g. [0.001, 0.01, 0.1, 1.0]")
+        bad = [v for v in value if not (0 < v < float("inf"))]
+        if bad:
+            raise ValueError(f"ridge strengths must be positive numbers, not {bad[0]}")
+        return value
 
 
 class FinetuneConfig(_Section):
@@ -581,5 +598,6 @@ def first_error(err: ValueError) -> str:
         if first.get("type") == "extra_forbidden" and loc:
             model = RunConfig if len(loc) == 1 else SECTIONS.get(str(loc[0]))
             hint = did_you_mean(str(loc[-1]), list(model.model_fields)) if model is not None else ""
-        return f"{where}: {first.get('msg')}{hint}"
+        message = str(first.get("msg")).removeprefix("Value error, ")  # pydantic's prefix of our own messages
+        return f"{where}: {message}{hint}"
     return str(err)
