@@ -574,7 +574,7 @@ def count_fragment_file(job: CountJob, n_cells: int, report: Callable[[int], Non
                 last_start = int(s[-1])
                 resolved = names.resolve(chrom)
                 if resolved is None:
-                    counts.unknown_chrom[chrom] = counts.unknown_chrom.get(chrom, 0) + (b - a)
+                    counts.unknown_chrom[chrom] = counts.unknown_chrom.get(chrom, 0) + int(b - a)
                     continue
                 cell_local = local[a:b]
                 unknown = cell_local < 0
