@@ -547,8 +547,9 @@ def count_fragment_file(job: CountJob, n_cells: int, report: Callable[[int], Non
             counts.lines += len(chunk)
             chrom_codes = chunk["chrom"].cat.codes.to_numpy()
             chrom_names = chunk["chrom"].cat.categories
-            cell_of_code = barcodes.get_indexer(chunk["barcode"].cat.categories)
-            local = cell_of_code[chunk["barcode"].cat.codes.to_numpy()]
+            barcode_names = chunk["barcode"].cat.categories
+            barcode_codes = chunk["barcode"].cat.codes.to_numpy()
+            local = barcodes.get_indexer(barcode_names)[barcode_codes]
             start, end = chunk["start"].to_numpy(), chunk["end"].to_numpy()
             reads = chunk["reads"].to_numpy() if "reads" in chunk.columns else None
             segment_starts = np.flatnonzero(np.r_[True, chrom_codes[1:] != chrom_codes[:-1]])
@@ -580,8 +581,9 @@ def count_fragment_file(job: CountJob, n_cells: int, report: Callable[[int], Non
                 unknown = cell_local < 0
                 if unknown.any():
                     counts.unknown_barcode += int(unknown.sum())
-                    if len(counts.unknown_barcodes) < 1_000_000:
-                        counts.unknown_barcodes.update(chunk["barcode"].to_numpy()[a:b][unknown].tolist())
+                    if len(counts.unknown_barcodes) < 1_000_000:  # distinct ones, from the few categories
+                        codes = np.unique(barcode_codes[a:b][unknown])
+                        counts.unknown_barcodes.update(barcode_names[codes].tolist())
                 keep = ~unknown
                 length = e - s
                 fits = length >= job.min_length
@@ -752,12 +754,21 @@ def group_chrom_steps(job: GroupJob, chrom_index: int) -> tuple[np.ndarray, np.n
     return bin_steps(breaks, values, size, job.bin_size)
 
 
-def group_intervals(job: GroupJob) -> Iterator[tuple[str, int, int, float]]:
-    """(chrom, start, end, value) of one group, every base of every chromosome, in the sizes' order."""
-    for i, (chrom, size) in enumerate(zip(job.chroms, job.sizes, strict=True)):
+def group_intervals(job: GroupJob, stats: dict | None = None) -> Iterator[tuple[str, int, int, float]]:
+    """(chrom, start, end, value) of one group, every base of every chromosome, in the sizes' order;
+    ``stats`` (when given) receives the number of intervals and the total signal."""
+
+    def chromosome(i: int):
         breaks, values = group_chrom_steps(job, i)
+        ends = np.r_[breaks[1:], job.sizes[i]]
         scaled = (values * job.scale).astype(np.float32)
-        yield from zip(itertools.repeat(chrom), breaks.tolist(), np.r_[breaks[1:], size].tolist(), scaled.tolist())
+        if stats is not None:
+            stats["intervals"] = stats.get("intervals", 0) + len(breaks)
+            stats["signal"] = stats.get("signal", 0.0) + float((scaled.astype(np.float64) * (ends - breaks)).sum())
+        return zip(itertools.repeat(job.chroms[i]), breaks.tolist(), ends.tolist(), scaled.tolist())
+
+    # iterated in C (no Python frame per interval): pybigtools pulls the tuples itself
+    return itertools.chain.from_iterable(map(chromosome, range(len(job.chroms))))
 
 
 def write_group_bigwig(job: GroupJob, target: Path | str) -> dict:
@@ -767,16 +778,10 @@ def write_group_bigwig(job: GroupJob, target: Path | str) -> dict:
 
     target = Path(target)
     partial = temporary_name(target)
-    stats = {"intervals": 0, "signal": 0.0}
-
-    def counted():
-        for interval in group_intervals(job):
-            stats["intervals"] += 1
-            stats["signal"] += interval[3] * (interval[2] - interval[1])
-            yield interval
-
+    stats: dict = {}
     with disk_errors(target):
-        pybigtools.open(str(partial), "w").write(dict(zip(job.chroms, job.sizes, strict=True)), counted())
+        pybigtools.open(str(partial), "w").write(dict(zip(job.chroms, job.sizes, strict=True)),
+                                                 group_intervals(job, stats))
         os.replace(partial, target)
     marker = PseudobulkFolder(job.work).group_done(job.identifier)
     marker.parent.mkdir(parents=True, exist_ok=True)

@@ -432,7 +432,11 @@ def pseudobulk_qc(qc: pd.DataFrame, path: Path) -> list[Path]:
         values = pd.to_numeric(qc[column], errors="coerce").fillna(0).to_numpy(dtype=float)
         ax.barh(y, values, color=colour)
         if log and (values > 0).any():
-            ax.set_xscale("log")
+            from matplotlib.ticker import FuncFormatter, NullFormatter
+
+            ax.set_xscale("log")  # plain tick labels: log scale's mathtext labels take seconds to lay out
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].set_yticks(y, names, fontsize=_label_size(len(qc)))
