@@ -45,6 +45,7 @@ import pandas as pd
 from ..errors import InputError, did_you_mean
 from ..fs import disk_errors, safe_filename, temporary_name, write_json_atomic
 from ..genome.chroms import ChromNames, mismatch_message
+from ..layout import StageFolder
 
 log = logging.getLogger("enformer_transfer")
 
@@ -66,7 +67,7 @@ class PseudobulkFolder:
         self.bigwigs = self.path / "bigwigs"
         self.targets = self.path / "targets.tsv"
         self.qc = self.path / "qc.tsv"
-        self.figures = self.path / "figures"
+        self.figures = StageFolder(self.path).figures  # figures/ with index.json, as in every stage folder
         self.record = self.path / self.RECORD
         self.work = self.path / "pseudobulk.partial"
         self.work_key = self.work / "key.json"
