@@ -346,6 +346,11 @@ def test_pseudobulk_then_dataset_embed_train(single_cell, synthetic, tmp_path):
     assert list(tracks["identifier"]) == list(table["identifier"])
     targets = np.asarray(Run(run).targets("train")[:])
     assert targets.shape[-1] == 12 and np.isfinite(targets.astype(np.float32)).all() and targets.max() > 0
+    # the report finds the QC beside the targets table the dataset recorded
+    from enformer_transfer.report.sections import ReportContext, pseudobulk_section
+
+    section = pseudobulk_section(ReportContext(Run(run), [], tmp_path / "report-figures"))
+    assert section is not None and "12 groups written" in section.body and "Oligo_3" in section.body
     # the planted accessibility shows: the Glutamatergic track differs from the Non-neuronal one
     names = list(tracks["identifier"])
     glut, non = targets[..., names.index("Glutamatergic")], targets[..., names.index("Non-neuronal")]
