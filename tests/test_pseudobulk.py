@@ -272,6 +272,8 @@ def test_which_sample_a_file_is(inputs, tmp_path, capsys):
     assert "give it as SAMPLE=" in capsys.readouterr().err
     assert _run_cli(inputs, tmp_path / "out", [f"s9={other}"]) == 2
     assert "sample 's9' is not in" in capsys.readouterr().err
+    assert _run_cli(inputs, tmp_path / "out", [f"s1={other}", f"s1={other}"]) == 2
+    assert "given twice" in capsys.readouterr().err
     with pytest.raises(InputError, match="no fragment has a barcode"):
         pseudobulk(tmp_path / "o", [f"s1={_write_fragments(tmp_path / 'x.gz', [('chrA', 1, 5, 'QQQ', 1)])}"],
                    inputs["cells"], chrom_sizes=inputs["sizes"], settings=PseudobulkConfig(min_cells=1, workers=1),

@@ -24,8 +24,8 @@ import pandas as pd
 
 from .._version import __version__
 from ..config import PseudobulkConfig, TargetsConfig
-from ..errors import InputError, StageLockedError, StaleStageError
-from ..fs import atomic_path, read_json, write_json_atomic
+from ..errors import InputError, StaleStageError
+from ..fs import atomic_path, check_free_space, exclusive_lock, read_json, write_json_atomic
 from ..progress import Progress
 from ..provenance import digest_of, file_fingerprint
 from .pseudobulk import (
@@ -102,6 +102,8 @@ def parse_fragment_specs(specs: list[str | Path], cells: Cells) -> list[tuple[st
         elif sample not in cells.samples:
             raise InputError(f"--fragments {spec}: sample {sample!r} is not in {cells.source} (samples: "
                              f"{', '.join(cells.samples[:6])}{' ...' if len(cells.samples) > 6 else ''})")
+        if any(path.resolve() == seen for _, seen in out):
+            raise InputError(f"--fragments {spec}: the file is given twice; its fragments would be counted twice")
         out.append((sample, path.resolve()))
     if cells.samples is not None:
         missing = sorted(set(cells.samples) - {s for s, _ in out})
@@ -183,17 +185,11 @@ def pseudobulk(out_dir: Path | str, fragments: list[str | Path], cells: Path | s
                targets: TargetsConfig | None = None, force: bool = False, progress: bool = True) -> Path:
     """Pseudobulk coverage per group of cells at every level: OUT/bigwigs/*.bw, OUT/targets.tsv
     (for ``dataset --targets``), OUT/qc.tsv; resumes an interrupted run; returns the targets table."""
-    from filelock import FileLock, Timeout
-
     plan = plan_pseudobulk(out_dir, fragments, cells, chrom_sizes, genome, blacklist, settings, targets)
     key = pseudobulk_key(plan)
-    folder = plan.out
-    folder.path.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(folder.lock, timeout=0):
-            return _run(plan, key, force, progress)
-    except Timeout:
-        raise StageLockedError(f"{folder.path} is being written by another pseudobulk process; wait for it") from None
+    plan.out.path.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(plan.out.lock, f"pseudobulk into {plan.out.path}"):
+        return _run(plan, key, force, progress)
 
 
 def _run(plan: PseudobulkPlan, key: dict, force: bool, progress: bool) -> Path:
@@ -220,6 +216,10 @@ def _run(plan: PseudobulkPlan, key: dict, force: bool, progress: bool) -> Path:
             shutil.rmtree(folder.work)
     folder.work.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder.work_key, {"key_digest": digest, "key": key})
+    # temporary events: 8 bytes per fragment (more with --duplicates reads), about the size of the
+    # gzipped files; the BigWigs: about as much again
+    todo = [path for i, (_, path) in enumerate(plan.fragments) if not folder.file_done(i).is_file()]
+    check_free_space(folder.path, 2 * sum(path.stat().st_size for path in todo), "the pseudobulk counts")
     started = time.time()
     file_counts = _count(plan, progress)
     groups = _group_table(plan, file_counts)
