@@ -112,6 +112,43 @@ class TargetsConfig(_Section):
     sum_stat: Literal[SUM_STATS] = Field(STUDY_SUM_STAT, description="statistic of each bin's per-base values")
 
 
+class PseudobulkConfig(_Section):
+    """Command pseudobulk: single-cell fragment files + a cells table -> one BigWig per cell-type group
+    at each level, and a targets table (docs/pseudobulk.md)."""
+
+    levels: list[str] = Field(default_factory=list, description="cells-table columns, coarsest first, one track per "
+                                                                "group of each (default: every column but barcode and sample)")
+    barcode_column: str = Field("barcode", description="cells-table column of the cell barcodes")
+    sample_column: str = Field("sample", description="cells-table column naming each cell's sample (optional column)")
+    count: Literal["insertions", "fragments"] = Field(
+        "insertions", description="insertions = Tn5 insertion sites (each fragment's two ends); fragments = full spans")
+    shift: list[int] = Field(default_factory=lambda: [0, 0],
+                             description="bp added to fragment starts and ends before counting: 0,0 for 10x files "
+                                         "(already shifted), --shift=4,-5 for unshifted ones")
+    min_fragment_length: int = Field(0, ge=0, description="leave out fragments shorter than this (bp)")
+    max_fragment_length: int | None = Field(None, gt=0, description="leave out fragments longer than this (bp)")
+    duplicates: Literal["collapse", "reads"] = Field(
+        "collapse", description="collapse = each fragment line counts once; reads = weighted by its read count "
+                                "(the 5th column of 10x files)")
+    min_cells: int = Field(20, ge=1, description="groups with fewer cells are listed in qc.tsv and left out")
+    normalization: Literal["cpm", "rpgc", "none"] = Field(
+        "cpm", description="cpm = per million counted insertions (fragments); rpgc = mean 1 over the effective "
+                           "genome size; none = counts")
+    effective_genome_size: int | None = Field(
+        None, gt=0, description="bp of the genome for rpgc (default: the chromosome sizes minus the blacklist)")
+    bin_size: int = Field(1, ge=1, description="bp per BigWig interval: each holds the mean per-base value")
+    chrom_aliases: Literal["none", "auto"] = Field(
+        "none", description="auto = match chr1/1 and chrM/MT between the fragments and the chromosome sizes")
+    workers: int = Field(0, ge=0, description="worker processes (0 = all cores)")
+
+    @field_validator("shift")
+    @classmethod
+    def _two_shifts(cls, value: list[int]) -> list[int]:
+        if len(value) != 2:
+            raise ValueError("give two numbers, the start and end shift, e.g. --shift=4,-5")
+        return value
+
+
 class DatasetConfig(_Section):
     """Stage dataset: BigWigs + genome + windows -> binned targets (Basenji semantics)."""
 
@@ -477,6 +514,7 @@ class RunConfig(_Section):
     geometry: Geometry = Field(default_factory=Geometry)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
+    pseudobulk: PseudobulkConfig = Field(default_factory=PseudobulkConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -331,5 +331,26 @@ def left_out_section(ctx: ReportContext) -> Section | None:
                    f"from, so they are not shown.</p><ul>{items}</ul>")
 
 
-REPORT_SECTIONS = [summary_section, left_out_section, dataset_section, heads_sections, called_dars_sections, contributions_sections,
+def pseudobulk_section(ctx: ReportContext) -> Section | None:
+    """When the run's targets table was written by ``pseudobulk``: its QC per group (cells,
+    fragments, blacklist fraction) and figure, found beside the targets table the dataset recorded."""
+    from ..data.pseudobulk import PseudobulkFolder
+
+    recorded = ctx.run.dataset_record.key.get("inputs", {}).get("targets") or {}
+    if not recorded.get("path"):
+        return None
+    folder = PseudobulkFolder(Path(recorded["path"]).parent)
+    if not (folder.record.is_file() and folder.qc.is_file()):
+        return None
+    qc = pd.read_csv(folder.qc, sep="\t", keep_default_na=False)
+    written = qc["status"].eq("written")
+    figures = [(e["path"], e["caption"]) for e in draw.read_figure_index(folder.figures)]
+    body = (f"<p>The tracks were made from single-cell fragments by <code>pseudobulk</code> "
+            f"({html.escape(str(folder.path))}): {int(written.sum())} groups written, {int((~written).sum())} left out "
+            f"(too few cells).</p>" + figure_grid(figures) + table(qc))
+    return Section("pseudobulk", "Pseudobulk tracks", body)
+
+
+REPORT_SECTIONS = [summary_section, left_out_section, dataset_section, pseudobulk_section, heads_sections,
+                   called_dars_sections, contributions_sections,
                    motifs_sections, variants_sections]
