@@ -470,6 +470,11 @@ def test_untransform_inverts_the_targets_transform():
         np.testing.assert_allclose(scaled, back * params.scale, rtol=1e-12, err_msg=order)
 
 
+def test_earlier_configs_with_skip_ref_mismatch_still_load():
+    assert VariantsConfig.model_validate({"skip_ref_mismatch": True}).ref_mismatch == "skip"
+    assert VariantsConfig.model_validate({"skip_ref_mismatch": False}).ref_mismatch == "error"
+
+
 def test_reading_vcf_bgzip_and_tsv(tmp_path):
     from Bio import bgzf
 

@@ -425,6 +425,16 @@ class VariantsConfig(_Section):
     compile: bool = Field(False, description="torch.compile the trunk")
     device: str = Field("auto", description="torch device (auto: cuda if available, with LOCAL_RANK)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_skip_ref_mismatch(cls, data):
+        """``skip_ref_mismatch = true`` of earlier configs means ``ref_mismatch = "skip"``."""
+        if isinstance(data, dict) and "skip_ref_mismatch" in data:
+            data = dict(data)
+            skip = data.pop("skip_ref_mismatch")
+            data.setdefault("ref_mismatch", "skip" if skip else "error")
+        return data
+
 
 class ReportConfig(_Section):
     """Stage report: one self-contained HTML page of the run."""

@@ -80,9 +80,8 @@ class VariantsPlan:
 
 def plan_variants(config: RunConfig) -> VariantsPlan:
     """Check every input of the stage; nothing is computed or written yet."""
-    from ..finetune.data import (
-        strand_partners,  # torch: imported when a stage runs, not with the CLI
-    )
+    # torch comes with it: imported when the stage runs, not with the CLI
+    from ..finetune.data import strand_partners
 
     p = config.variants
     run = Run.of(config, "variants")
