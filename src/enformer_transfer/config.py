@@ -490,14 +490,36 @@ class VariantsConfig(_Section):
     bigwig: bool = Field(False, description="write per-bin alt - ref of every track around the drawn variants as BigWigs")
     null_shuffles: int = Field(0, ge=0, description="empirical p-values from the variant in this many "
                                                     "dinucleotide-shuffled copies of its context (0: none)")
-    skip_ref_mismatch: bool = Field(False, description="drop variants whose REF differs from the genome (listed in "
-                                                       "ref_mismatches.tsv) instead of refusing the file")
+    ref_mismatch: Literal["error", "skip", "flip"] = Field(
+        "error", description="a REF that differs from the genome: error refuses the file, skip drops the variant, "
+                             "flip scores it when its ALT is the genome's allele (baskerville; ALT - REF as the VCF "
+                             "states); skipped and flipped are listed in ref_mismatches.tsv")
+    placement: Literal["center", "baskerville"] = Field(
+        "center", description="where the variant sits in the input: center = index seq_length // 2, baskerville = "
+                              "one base to its left (baskerville's windows; the same as --shifts=-1)")
+    scale: Literal["coverage", "scaled", "transformed"] = Field(
+        "coverage", description="scores of coverage (the targets' soft clip, sqrt statistic and scale undone), of "
+                                "coverage x scale (baskerville's untransform_preds default) or of the head's "
+                                "transformed output")
+    strands: Literal["merge", "separate"] = Field(
+        "merge", description="stranded track pairs (targets table strand_pair): merge = one column per pair, scores "
+                             "added and D2 in quadrature (baskerville); separate = one column per strand")
     chunk_variants: int = Field(32, gt=0, description="variants per resumable chunk")
     batch_size: int = Field(8, gt=0, description="sequences per forward pass")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="compute precision (auto: bf16 on GPU, "
                                                                            "fp32 on CPU)")
     compile: bool = Field(False, description="torch.compile the trunk")
     device: str = Field("auto", description="torch device (auto: cuda if available, with LOCAL_RANK)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_skip_ref_mismatch(cls, data):
+        """``skip_ref_mismatch = true`` of earlier configs means ``ref_mismatch = "skip"``."""
+        if isinstance(data, dict) and "skip_ref_mismatch" in data:
+            data = dict(data)
+            skip = data.pop("skip_ref_mismatch")
+            data.setdefault("ref_mismatch", "skip" if skip else "error")
+        return data
 
 
 class ReportConfig(_Section):

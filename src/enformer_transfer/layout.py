@@ -186,6 +186,7 @@ class VariantsFolder(StageFolder):
     ref_mismatches = property(lambda self: self.path / "ref_mismatches.tsv")
     scores = property(lambda self: self.path / "scores.tsv")
     scores_parquet = property(lambda self: self.path / "scores.parquet")
+    scores_h5 = property(lambda self: self.path / "scores.h5")  # per score a variants x tracks matrix (baskerville)
     top_variants = property(lambda self: self.path / "top_variants.tsv")
     most_affected = property(lambda self: self.path / "most_affected.tsv")
     summary = property(lambda self: self.path / "summary.json")

@@ -235,9 +235,14 @@ def variants_sections(ctx: ReportContext) -> list[Section]:
             settings.append("both strands")
         if summary["null_shuffles"]:
             settings.append(f"p-values from {summary['null_shuffles']} shuffled contexts")
+        if "scale" in summary:  # baskerville's conventions, recorded since they became settings
+            settings.append(f"{summary['scale']} scale, {summary['placement']} placement, strands "
+                            f"{summary['strands']}")
+        dropped = summary.get("ref_mismatches_dropped", summary["ref_mismatches"])
+        flipped = f", {summary['flipped']} flipped" if summary.get("flipped") else ""
         text = (f"{summary['variants']} variants ({kinds}) x {summary['tracks']} tracks of head {summary['head']}; "
-                f"{sum(summary['skipped'].values())} alleles left out, {summary['ref_mismatches']} REF mismatches "
-                f"dropped; {'; '.join(settings)} (docs/variants.md)")
+                f"{sum(summary['skipped'].values())} alleles left out, {dropped} REF mismatches "
+                f"dropped{flipped}; {'; '.join(settings)} (docs/variants.md)")
         key = anchor("variants", name)
         children = [Section(f"{key}-top", f"Top variants per track by |{stat}|",
                             table(top.assign(variant=top["variant"].map(short_name))))]
