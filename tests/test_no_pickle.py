@@ -149,3 +149,15 @@ def test_a_saved_head_loads_and_predicts_as_the_module_it_was(model, tmp_path):
     for key, value in module.state_dict().items():
         assert torch.equal(head.module.state_dict()[key], value), key
     assert head.metadata["tracks"][0]["lambda"] == 0.5  # NumPy numbers written as JSON numbers
+
+
+def test_no_loader_in_the_package_may_run_pickled_code():
+    """Every torch.load in the package says weights_only=True; nothing says False."""
+    import re
+
+    src = pathlib.Path(__file__).resolve().parents[1] / "src" / "enformer_transfer"
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        assert "weights_only=False" not in text, path
+        for call in re.finditer(r"torch\.load\(", text):
+            assert "weights_only=True" in text[call.start(): text.index("\n", call.start()) + 200], path
