@@ -136,6 +136,8 @@ def load_head(folder: HeadFolder | Path | str, device: str = "cpu") -> Head:
         module = make_head(meta["model"], meta["dim"], meta["n_tracks"], meta.get("hidden", 256))
     except (ValueError, KeyError, TypeError) as err:
         raise IntegrityError(f"{folder.metadata}: not a head's metadata ({type(err).__name__}: {err}); {fix}") from None
+    if meta.get("finetune"):
+        fix = f"fine-tune it again: enformer-transfer finetune RUN_DIR --head {folder.path.name} --force"
     try:
         plain = load_file(str(folder.safetensors))
         module.load_state_dict(_module_weights(meta["model"], plain))
