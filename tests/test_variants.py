@@ -1,7 +1,8 @@
 """Variant effects: every score equals a direct computation (backbone and head run by hand), the
-inputs follow the documented window and indel rules, bad inputs are early errors that write
-nothing, VCF / bgzip / TSV reading, the null, resume after a kill, ranks, fine-tuned heads, the
-report, and the demo's planted motifs."""
+inputs follow the documented window and indel rules, baskerville's conventions (placement,
+untransform, strand merge, REF flip, scores.h5) each computed by hand, bad inputs are early
+errors that write nothing, VCF / bgzip / TSV reading, the null, resume after a kill, ranks,
+fine-tuned heads, the report, and the demo's planted motifs."""
 
 import gzip
 import json
@@ -27,7 +28,14 @@ from enformer_transfer.interpret.alleles import (
     dinucleotide_shuffle,
     shuffled_context,
 )
-from enformer_transfer.interpret.scores import empirical_p, specificity, variant_scores
+from enformer_transfer.interpret.scores import (
+    JS_CAP,
+    StrandMerge,
+    empirical_p,
+    specificity,
+    variant_scores,
+)
+from enformer_transfer.interpret.untransform import Untransform
 from enformer_transfer.interpret.vcf import match_genome, read_variants
 
 HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
@@ -85,7 +93,9 @@ def _inputs_by_hand(genome, geometry, chrom, pos, ref, alt, shift, pad=0.25) -> 
     return encode(cut(text)), encode(cut(alt_text))
 
 
-def _predict_by_hand(trunk_model, head, x: np.ndarray, rc: bool) -> np.ndarray:
+def _predict_by_hand(trunk_model, head, x: np.ndarray, rc: bool, partners=None) -> np.ndarray:
+    """The head's (transformed) output, averaged with the reverse complement's (bins reversed, the
+    strands of a stranded pair swapped), clipped at 0."""
     with torch.no_grad():
         def forward(inputs):
             emb = trunk_model(torch.from_numpy(np.ascontiguousarray(inputs)), return_only_embeddings=True)
@@ -93,8 +103,37 @@ def _predict_by_hand(trunk_model, head, x: np.ndarray, rc: bool) -> np.ndarray:
 
         pred = forward(x)
         if rc:
-            pred = (pred + forward(x[:, ::-1, ::-1])[:, ::-1]) / 2
+            back = forward(x[:, ::-1, ::-1])[:, ::-1]
+            pred = (pred + (back if partners is None else back[..., partners])) / 2
     return np.maximum(pred, 0)
+
+
+def _untransform_by_hand(pred: np.ndarray, tracks: pd.DataFrame, order: str, unscale: bool = True) -> np.ndarray:
+    """baskerville's dataset.untransform_preds1 (old order) and untransform_preds (new order), one
+    track at a time: unscale=True (our --scale coverage) divides by the scale, False keeps it
+    (baskerville's default, our --scale scaled)."""
+    out = np.array(pred, dtype=np.float64)
+    for t, track in enumerate(tracks.itertuples()):
+        p, cs, scale = out[..., t], track.clip_soft, track.scale
+        soft = cs is not None and not pd.isna(cs)
+        sqrt = track.sum_stat in ("mean_sqrt", "sum_sqrt")
+        if order == "old":
+            p = p / scale
+            if soft:
+                p = np.where(p > cs, cs + (p - cs) ** 2, p)
+            if sqrt:
+                p = p ** (4 / 3)
+            if not unscale:
+                p = p * scale
+        else:
+            if soft:
+                p = np.where(p > cs, cs - 1 + (p - cs + 1) ** 2, p)
+            if sqrt:
+                p = -1 + (p + 1) ** 2
+            if unscale:
+                p = p / scale
+        out[..., t] = p
+    return out
 
 
 def _scores_by_hand(ref: np.ndarray, alt: np.ndarray) -> dict[str, np.ndarray]:
@@ -117,6 +156,7 @@ def _scores_by_hand(ref: np.ndarray, alt: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _check_against_hand(run_dir, head_name, effects, variants, shifts, rc, trunk_model=None):
+    """Scores on the coverage scale (the default): the predictions untransformed by hand."""
     run = Run(run_dir)
     genome, geometry = run.genome(), run.geometry
     head = run.head(head_name)
@@ -127,6 +167,7 @@ def _check_against_hand(run_dir, head_name, effects, variants, shifts, rc, trunk
     inputs = [_inputs_by_hand(genome, geometry, chrom, pos, ref, alt, k) for chrom, pos, ref, alt in variants
               for k in shifts]
     pred = _predict_by_hand(trunk_model, head, np.stack([x for pair in inputs for x in pair]), rc)
+    pred = _untransform_by_hand(pred, head.tracks, run.dataset_config.transform_order)
     pred = pred.reshape((len(variants), len(shifts), 2) + pred.shape[1:])
     for (chrom, pos, ref, alt), p in zip(variants, pred, strict=True):
         expected = _scores_by_hand(p[:, 0], p[:, 1])
@@ -135,6 +176,42 @@ def _check_against_hand(run_dir, head_name, effects, variants, shifts, rc, trunk
             np.testing.assert_allclose(rows[name].to_numpy(), expected[name], rtol=2e-3, atol=2e-4, err_msg=name)
         z = (expected["logSED"][subclass] - expected["logSED"][subclass].mean()) / expected["logSED"][subclass].std()
         np.testing.assert_allclose(rows["logSED_z"].to_numpy()[subclass], z, rtol=2e-3, atol=2e-3)
+
+
+def _matrices(effects) -> dict[str, np.ndarray]:
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(effects.folder.scores_h5, "r") as h5:
+        return {name: h5[name][()] for name in h5}
+
+
+def _check_matrix_equals_table(effects) -> dict[str, np.ndarray]:
+    """scores.h5 (baskerville's layout) holds the long table's values: per score a variants x tracks
+    matrix, rows in variant order, columns in track order, with their names."""
+    table, h5 = effects.scores, _matrices(effects)
+    variants = table.drop_duplicates("variant")
+    tracks = list(dict.fromkeys(table["identifier"]))
+    assert [b.decode() for b in h5["variant"]] == list(variants["variant"])
+    assert [b.decode() for b in h5["snp"]] == [i or v for i, v in zip(variants["id"], variants["variant"],
+                                                                          strict=True)]
+    assert [b.decode() for b in h5["chr"]] == list(variants["chrom"]) and list(h5["pos"]) == list(variants["pos"])
+    assert [b.decode() for b in h5["ref_allele"]] == list(variants["ref"])
+    assert [b.decode() for b in h5["alt_allele"]] == list(variants["alt"])
+    assert [b.decode() for b in h5["target_ids"]] == tracks and len(h5["target_labels"]) == len(tracks)
+    scores = [c for c in table.columns if c in h5 and c not in ("variant", "chr", "pos")]
+    assert {"ref_sum", "alt_sum", "SUM", "logSED", "SUM_z"} <= set(scores)
+    for name in scores:
+        wide = table.pivot(index="variant", columns="identifier", values=name).loc[variants["variant"], tracks]
+        np.testing.assert_allclose(h5[name], wide.to_numpy(), rtol=1e-5, atol=1e-6, err_msg=name)  # TSV: 6 digits
+        if not name.endswith(("_z", "_p")) and name not in ("ref_sum", "alt_sum"):
+            assert h5[f"{name}_pct"].shape == (len(tracks), len(h5["percentiles"]))
+    return h5
+
+
+def _assert_no_inf(effects) -> None:
+    for table in (effects.scores, effects.top_variants, effects.most_affected):
+        numbers = table.select_dtypes("number").to_numpy(dtype=np.float64)
+        assert not np.isinf(numbers).any()
+    assert not any(np.isinf(v).any() for v in _matrices(effects).values() if v.dtype.kind == "f")
 
 
 def test_every_score_equals_the_model_run_by_hand(demo_run, tmp_path):
@@ -162,6 +239,9 @@ def test_every_score_equals_the_model_run_by_hand(demo_run, tmp_path):
     assert set(table["kind"]) == {"SNV", "deletion", "insertion"} and set(table["id"]) == {"rs1", "del3", "ins5"}
     parquet = pd.read_parquet(effects.folder.scores_parquet)
     np.testing.assert_allclose(parquet["logSED"], table["logSED"], rtol=1e-5)
+    _check_matrix_equals_table(effects)
+    _assert_no_inf(effects)
+    assert effects.summary["scale"] == "coverage" and effects.summary["placement"] == "center"
 
 
 def test_window_past_the_chromosome_start_and_an_mnv(demo_run, tmp_path):
@@ -174,6 +254,117 @@ def test_window_past_the_chromosome_start_and_an_mnv(demo_run, tmp_path):
     _check_against_hand(demo_run, "default", effects, [("chr4", near, near_ref, _other(near_ref)),
                                                        ("chr4", mnv, mnv_ref, mnv_alt)], [0], rc=False)
     assert set(effects.scores["kind"]) == {"SNV", "MNV"}
+
+
+def _scorer(run, stats=ALL_STATS, **kwargs):
+    """The stage's scorer on the demo's default head, built directly (conventions passed by hand)."""
+    from enformer_transfer.backbone.model import load_sequence_model
+    from enformer_transfer.interpret.scorer import VariantScorer
+
+    model, head = load_sequence_model(run, "default", "cpu")
+    scorer = VariantScorer(model, run.genome(), run.geometry, run.embed_config.pad_value, stats, [0],
+                           batch_size=16, **kwargs)
+    return scorer, head
+
+
+def _rows(variants: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame([{"index": i, "genome_chrom": c, "pos": p, "ref": r, "alt": a, "flipped": False}
+                         for i, (c, p, r, a) in enumerate(variants)])
+
+
+@pytest.mark.parametrize("order", ["old", "new"])
+def test_untransform_of_soft_clipped_and_sqrt_tracks_by_hand(demo_run, order):
+    """Tracks with a soft clip inside the predictions' range and sqrt statistics (the demo's have
+    neither): the scores equal baskerville's untransform written out by hand on the head's output,
+    scale divided out (coverage) or kept (scaled)."""
+    from enformer_transfer.data.transform import TrackParams
+
+    run, genome = Run(demo_run), _genome(demo_run)
+    base = _base(genome, "chr4", 120_000)
+    variant = ("chr4", 120_000, base, _other(base))
+    scorer, head = _scorer(run)
+    pred = _predict_by_hand(run.backbone().model, head, np.stack(_inputs_by_hand(genome, run.geometry, *variant, 0)),
+                            rc=False)
+    n = pred.shape[-1]
+    tracks = head.tracks.assign(sum_stat=["mean_sqrt" if t % 2 else "mean" for t in range(n)],
+                                clip_soft=[float(np.median(pred[..., t])) if t % 3 else None for t in range(n)],
+                                scale=[0.5 + t / 4 for t in range(n)])
+    assert (pred > tracks["clip_soft"].to_numpy(dtype=float)).any()  # the soft clip is undone somewhere
+    for unscale in (True, False):
+        scorer.untransform = Untransform(TrackParams.from_table(tracks), order, keep_scale=not unscale)
+        got = scorer.score(_rows([variant]))
+        coverage = _untransform_by_hand(pred, tracks, order, unscale)
+        expected = _scores_by_hand(coverage[:1], coverage[1:])
+        for name, values in expected.items():
+            np.testing.assert_allclose(got[name][0], values, rtol=2e-3, atol=2e-4, err_msg=f"{name} {unscale}")
+
+
+def test_strand_merge_of_both_strands_by_hand(demo_run):
+    """Tracks paired as strands (the demo's are not): with --rc the reverse strand's predictions
+    swap the pair, and the merged column is the pair's scores added, D2 in quadrature."""
+    run, genome = Run(demo_run), _genome(demo_run)
+    base = _base(genome, "chr4", 90_000)
+    variant = ("chr4", 90_000, base, _other(base))
+    n = len(Run(demo_run).head("default").tracks)
+    partners = np.array([1, 0, 3, 2] + list(range(4, n)))
+    merge = StrandMerge.from_partners(partners, [f"t{t}" for t in range(n)])
+    scorer, head = _scorer(run, rc=True, partners=partners, merge=merge)
+    got = scorer.score(_rows([variant]))
+    pred = _predict_by_hand(run.backbone().model, head, np.stack(_inputs_by_hand(genome, run.geometry, *variant, 0)),
+                            rc=True, partners=partners)
+    for name, values in _scores_by_hand(pred[:1], pred[1:]).items():
+        pair = np.hypot if name == "D2" else np.add
+        expected = np.concatenate([[pair(values[0], values[1]), pair(values[2], values[3])], values[4:]])
+        np.testing.assert_allclose(got[name][0], expected, rtol=2e-3, atol=2e-4, err_msg=name)
+
+
+def _baskerville_inputs(genome, seq_length: int, chrom: str, pos: int, genome_allele: str, other: str):
+    """baskerville's SNPCluster.delimit / get_1hots for one SNV: the window starts at POS - L // 2
+    (0-based), so the variant sits at index L // 2 - 1; the other allele set in place."""
+    start = pos - seq_length // 2
+    seq = genome.fetch(chrom, start, start + seq_length).upper()
+    at = pos - 1 - start
+    assert at == seq_length // 2 - 1 and seq[at] == genome_allele
+    return one_hot(seq), one_hot(seq[:at] + other + seq[at + 1 :])
+
+
+def test_baskerville_conventions_by_name(demo_run, tmp_path, capsys):
+    """--placement baskerville --scale scaled --ref-mismatch flip gives baskerville's numbers, each
+    convention written out by hand: its window, its untransform (scale kept), a REF mismatch whose
+    ALT is the genome's flipped and scored ALT - REF as the VCF states; --shifts=-1 reproduces the
+    placement; a variant whose REF and ALT both differ is still refused."""
+    run, genome = Run(demo_run), _genome(demo_run)
+    plain, flip = 120_000, 140_000
+    a, b = _base(genome, "chr4", plain), _base(genome, "chr4", flip)
+    records = [("chr4", plain, "plain", a, _other(a)), ("chr4", flip, "flip", _other(b), b)]
+    vcf = _vcf(tmp_path / "v.vcf", records)
+    common = ["--ref-mismatch", "flip", "--scale", "scaled", "--stats", ",".join(ALL_STATS), "--plot-top", "0"]
+    named = _variants(demo_run, tmp_path / "named", vcf, "--placement", "baskerville", *common)
+    assert "variants: 1 REF mismatch(es) flipped" in capsys.readouterr().out
+    assert named.summary["flipped"] == 1 and named.summary["placement"] == "baskerville"
+    mismatches = pd.read_csv(named.folder.ref_mismatches, sep="\t")
+    assert list(mismatches["id"]) == ["flip"] and list(mismatches["action"]) == ["flipped"]
+    head = run.head("default")
+    L = run.geometry.seq_length
+    plain_ref, plain_alt = _baskerville_inputs(genome, L, "chr4", plain, a, _other(a))
+    flip_genome, flip_vcf_ref = _baskerville_inputs(genome, L, "chr4", flip, b, _other(b))
+    pred = _predict_by_hand(run.backbone().model, head, np.stack([plain_ref, plain_alt, flip_vcf_ref, flip_genome]),
+                            rc=False)
+    pred = _untransform_by_hand(pred, head.tracks, run.dataset_config.transform_order, unscale=False)
+    tracks = list(head.tracks["identifier"])
+    for variant, (ref, alt) in ((f"chr4:{plain}:{a}:{_other(a)}", pred[0:2]), (f"chr4:{flip}:{_other(b)}:{b}",
+                                                                             pred[2:4])):
+        rows = named.scores[named.scores["variant"] == variant].set_index("identifier").loc[tracks]
+        for name, values in _scores_by_hand(ref[None], alt[None]).items():
+            np.testing.assert_allclose(rows[name].to_numpy(), values, rtol=2e-3, atol=2e-4, err_msg=name)
+    _check_matrix_equals_table(named)  # the flipped variant's alleles as its VCF states them
+    _assert_no_inf(named)
+    shifted = _variants(demo_run, tmp_path / "shifted", vcf, "--shifts=-1", *common)
+    pd.testing.assert_frame_equal(shifted.scores, named.scores)
+    both = _vcf(tmp_path / "both.vcf", records + [("chr4", 150_000, "neither", _other(_base(genome, "chr4", 150_000)),
+                                                   _other(_other(_base(genome, "chr4", 150_000))))])
+    with pytest.raises(et.InputError, match=r"1 variant\(s\) whose REF and ALT both differ from the genome: line 5"):
+        match_genome(read_variants(both).variants, genome, both, "flip")
 
 
 def test_allele_inputs_follow_the_documented_rules():
@@ -222,6 +413,66 @@ def test_score_helpers():
     assert np.isnan(z[0, 3:]).all()  # a level of one track has no specificity
     p = empirical_p(np.array([[0.5, -2.0]]), np.array([[[0.1, 3.0], [-0.6, 1.0], [0.2, -2.0]]]))
     np.testing.assert_allclose(p, [[(1 + 1) / 4, (1 + 2) / 4]])
+
+
+def test_js_is_finite_where_a_zero_pseudocount_makes_it_infinite():
+    """ref 0 in most bins (so its 25th percentile, the pseudocount, is 0) where alt is not: KL(a || r)
+    is infinite; written as baskerville caps it, at the float16 maximum, also after a strand merge."""
+    ref = np.zeros((1, 8, 2))
+    ref[0, :2] = 1.0
+    alt = np.ones((1, 8, 2))
+    js = variant_scores(ref, alt, ["JS"])["JS"]
+    assert (js == JS_CAP).all()
+    merged = StrandMerge.from_partners(np.array([1, 0]), ["t+", "t-"]).scores({"JS": js})["JS"]
+    assert merged.shape == (1,) and merged[0] == JS_CAP
+
+
+def test_strand_merge_sums_pairs_and_d2_in_quadrature():
+    """baskerville's strand_transform: one column per pair (where its first strand is), named by the
+    '+' strand; every score added, D2 as sqrt(a^2 + b^2); unstranded tracks unchanged."""
+    merge = StrandMerge.from_partners(np.array([1, 0, 3, 2, 4]), ["a+", "a-", "b-", "b+", "c"])
+    assert list(merge.first) == [0, 2, 4] and list(merge.second) == [1, 3, 4] and list(merge.named) == [0, 3, 4]
+    tracks = pd.DataFrame({"identifier": ["a+", "a-", "b-", "b+", "c"]})
+    assert list(merge.tracks(tracks)["identifier"]) == ["a+", "b+", "c"]
+    values = {"SUM": np.array([[1.0, 2, 3, 4, 5]]), "D2": np.array([[3.0, 4, 6, 8, 7]]),
+              "SAX": np.array([[-1.0, 2, 0.5, 0.25, 9]])}
+    out = merge.scores(values)
+    np.testing.assert_allclose(out["SUM"], [[3, 7, 5]])
+    np.testing.assert_allclose(out["D2"], [[5, 10, 7]])
+    np.testing.assert_allclose(out["SAX"], [[1, 0.75, 9]])
+    np.testing.assert_allclose(merge.profiles(np.arange(10.0).reshape(2, 5)), [[1, 5, 4], [11, 15, 9]])
+
+
+def test_untransform_inverts_the_targets_transform():
+    """data/transform.py forward (bin statistic, soft clip, scale; both orders), then Untransform:
+    the bin statistic of the coverage again (float16 targets: ~1e-3 relative, more where an inverse
+    squares), the scale kept on request as baskerville keeps it."""
+    from enformer_transfer.data.transform import TrackParams, _binned_targets
+
+    rng = np.random.default_rng(5)
+    n_bins, bin_size = 16, 32
+    stats = ("mean", "sum", "mean_sqrt", "sum_sqrt", "max", "peak", "mean")
+    coverage = rng.gamma(0.7, 8.0, (len(stats), n_bins * bin_size))
+    coverage[5] *= 0.004  # peak saturates at a mean of 0.25: keep it below
+    coverage = coverage.astype(np.float16).astype(np.float32)
+    params = TrackParams(stats, clip=np.full(len(stats), np.nan),
+                         clip_soft=np.array([6.0, np.nan, 3.0, 40.0, 12.0, np.nan, 2.0]),
+                         scale=np.array([2.0, 0.5, 1.0, 0.25, 3.0, 1.0, 0.3]))
+    binned = coverage.reshape(len(stats), n_bins, bin_size)
+    expected = np.stack([binned[0].mean(1), binned[1].sum(1), binned[2].mean(1), binned[3].sum(1),
+                         binned[4].max(1), binned[5].mean(1), binned[6].mean(1)], axis=1)
+    for order in ("old", "new"):
+        targets = _binned_targets(coverage.copy(), n_bins, bin_size, params, order, False)
+        assert (targets.astype(np.float32) > np.nan_to_num(params.clip_soft, nan=np.inf)).any()  # soft clip used
+        back = Untransform(params, order)(targets.astype(np.float32))
+        np.testing.assert_allclose(back, expected, rtol=5e-3, atol=1e-3, err_msg=order)
+        scaled = Untransform(params, order, keep_scale=True)(targets.astype(np.float32))
+        np.testing.assert_allclose(scaled, back * params.scale, rtol=1e-12, err_msg=order)
+
+
+def test_earlier_configs_with_skip_ref_mismatch_still_load():
+    assert VariantsConfig.model_validate({"skip_ref_mismatch": True}).ref_mismatch == "skip"
+    assert VariantsConfig.model_validate({"skip_ref_mismatch": False}).ref_mismatch == "error"
 
 
 def test_reading_vcf_bgzip_and_tsv(tmp_path):
@@ -302,10 +553,11 @@ def test_skip_ref_mismatch_lists_them_and_the_null_gives_p_values(demo_run, tmp_
     base = _base(genome, "chr4", 120_000)
     vcf = _vcf(tmp_path / "v.vcf", [("chr4", 120_000, "good", base, _other(base)),
                                     ("chr4", 120_000, "bad", _other(base), base)])
-    effects = _variants(demo_run, tmp_path, vcf, "--skip-ref-mismatch", "--null-shuffles", "3", "--plot-top", "0",
+    effects = _variants(demo_run, tmp_path, vcf, "--ref-mismatch", "skip", "--null-shuffles", "3", "--plot-top", "0",
                         "--stats", "SUM,logSED")
     mismatches = pd.read_csv(effects.folder.ref_mismatches, sep="\t")
     assert list(mismatches["id"]) == ["bad"] and mismatches["genome_ref"].iloc[0] == base
+    assert list(mismatches["action"]) == ["dropped"]
     table = effects.scores
     assert set(table["id"]) == {"good"} and effects.summary["ref_mismatches"] == 1
     assert set(np.round(table["SUM_p"] * 4).astype(int)) <= {1, 2, 3, 4}
@@ -362,7 +614,9 @@ def test_resume_after_kill_gives_the_same_scores(demo_run, tmp_path):
     cmd = [sys.executable, "-m", "enformer_transfer.cli", "variants", str(demo_run), "--vcf", vcf, "--out", str(out),
            "--chunk-variants", "2", "--batch-size", "2", "--plot-top", "0", "--quiet"]
     log = tmp_path / "killed.partial" / "progress" / "chunks.rank0.txt"
-    kill_when(cmd, lambda: log.exists() and log.read_text().count(";") >= 2)
+    # killed at an event, however long a loaded machine takes to reach it (the loop also ends when
+    # the process does, so no deadline is needed)
+    kill_when(cmd, lambda: log.exists() and log.read_text().count(";") >= 2, timeout=float("inf"))
     assert not out.exists()
     done = log.read_text().count(";")
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "killed.partial" / "chunks").glob("??????.npz")}
@@ -386,18 +640,64 @@ def test_two_processes_gloo_equal_one(demo_run, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
            "-m", "enformer_transfer.cli", "variants", str(demo_run), "--vcf", vcf, "--out", str(out),
            "--chunk-variants", "2", "--plot-top", "0", "--quiet"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                            timeout=600)
+    # no wall-clock limit: a loaded machine is slow, not wrong
+    result = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (out / "progress").glob("*.txt")) == ["chunks.rank0.txt", "chunks.rank1.txt"]
     assert json.loads((out / "stage.json").read_text())["stats"]["world_size"] == 2
     single = _variants(demo_run, tmp_path / "one", vcf, "--plot-top", "0", "--chunk-variants", "2")
     two = et.run.VariantEffects(et.layout.VariantsFolder(out))
-    # other thread counts and batch shapes: float rounding differs; the scores are differences of alt and ref
-    # predictions (cancellation: ~2e-5 absolute on effects of 0.05 seen), and z-scores of near-zero effects amplify it
-    z = [c for c in single.scores.columns if c.endswith("_z")]
-    pd.testing.assert_frame_equal(two.scores.drop(columns=z), single.scores.drop(columns=z), rtol=1e-3, atol=1e-4)
-    pd.testing.assert_frame_equal(two.scores[z], single.scores[z], rtol=1e-3, atol=2e-3)
+    levels = {level: set(ids) for level, ids in single.summary["levels"].items()}
+    _assert_equal_up_to_float32_rounding(_matrices(two), _matrices(single), single.summary["stats"], levels)
+
+
+# The two runs compute the same float32 predictions with other thread counts and batch shapes, so
+# the reduction order inside the trunk's matrix products differs and each prediction moves by a
+# few float32 units in the last place (2^-23 = 1.2e-7 relative) per layer: PREDICTION_RTOL bounds
+# that drift with a wide margin, and every score's tolerance follows from it.
+PREDICTION_RTOL = 1e-5
+FLOAT32_STORAGE = 2.0**-23  # the scores are stored as float32: half an ulp each, in both runs
+
+
+def _score_tolerances(h5: dict[str, np.ndarray], stats: list[str], rtol: float) -> dict[str, np.ndarray]:
+    """How far each score (variants x tracks) can move when every prediction moves by at most
+    ``rtol`` of itself (predictions >= 0; r, a: ref and alt profiles, R, A their sums):
+    SUM, D1, D2, SAX move by at most sum(|dr| + |da|) <= rtol (R + A); logSUM by at most
+    rtol (R + A) / ln 2 (d log2(x + 1) = dx / ((x + 1) ln 2) <= rtol x / ln 2); logSED by at most
+    rtol (R / (R + 1) + A / (A + 1)) / ln 2. Plus the float32 rounding of the stored value."""
+    ref, alt = h5["ref_sum"].astype(np.float64), h5["alt_sum"].astype(np.float64)
+    mass = rtol * (ref + alt)
+    bounds = {"ref_sum": rtol * ref, "alt_sum": rtol * alt, "SUM": mass, "D1": mass, "D2": mass, "SAX": mass,
+              "logSUM": mass / np.log(2), "logSED": rtol * (ref / (ref + 1) + alt / (alt + 1)) / np.log(2)}
+    return {name: bounds[name] + FLOAT32_STORAGE * np.abs(h5[name]) for name in ["ref_sum", "alt_sum", *stats]}
+
+
+def _assert_equal_up_to_float32_rounding(got: dict, expected: dict, stats: list[str], levels: dict[str, set]) -> None:
+    """Every score within its derived tolerance, and every z-score within what those tolerances allow.
+
+    A z-score z = (s - m) / sd over the E-accurate scores of one level moves by at most
+    (2 + |z|) E / (sd - E) (the mean moves by at most E, the population sd by at most E): the
+    tolerance grows as the level's spread shrinks. A near-cancelling effect (alt - ref of nearly
+    equal sums, every track near 0) has a spread close to the rounding itself, and its z-scores
+    carry no information at float32 precision (sd <= 2 E): those are not compared. A fixed
+    tolerance on z (the test's old atol 2e-3) failed on exactly such a variant."""
+    tolerances = _score_tolerances(expected, stats, PREDICTION_RTOL)
+    for name, tol in tolerances.items():
+        difference = np.abs(got[name].astype(np.float64) - expected[name])
+        assert (difference <= tol).all(), f"{name}: {difference.max():.3g} over a tolerance of {tol.max():.3g}"
+    track_ids = [b.decode() for b in expected["target_ids"]]
+    for stat in stats:
+        z, z_got, tol = expected[f"{stat}_z"], got[f"{stat}_z"], tolerances[stat]
+        for members in levels.values():
+            if len(members) < 2:
+                continue
+            columns = [t for t, identifier in enumerate(track_ids) if identifier in members]
+            spread = expected[stat][:, columns].astype(np.float64).std(axis=1, keepdims=True)
+            error = tol[:, columns].max(axis=1, keepdims=True)
+            allowed = (2 + np.abs(z[:, columns])) * error / np.maximum(spread - error, 1e-300)
+            informative = np.broadcast_to(spread > 2 * error, allowed.shape)
+            difference = np.abs(z_got[:, columns].astype(np.float64) - z[:, columns])
+            assert (difference[informative] <= allowed[informative]).all(), f"{stat}_z"
 
 
 @pytest.mark.slow

@@ -1,11 +1,11 @@
 """enformer-transfer: teach a pretrained Enformer new genomic tracks.
 
 The public API follows the workflow and the command line: ``fetch`` and ``make_targets_table``
-prepare tracks; each stage of a run is one function taking a ``RunConfig`` (or a run
-directory, whose config.toml it uses): ``dataset``, ``embed``, ``train``, ``evaluate``,
-``predict``, ``weights``, ``dar``, ``variants``, ``call_dars``, ``contributions``, ``motifs``,
-``report``; ``run_pipeline`` runs them in order and
-``run_demo`` on synthetic data. ``Run`` reads a run directory. Names are imported on first
+prepare tracks (``pseudobulk`` makes them from single-cell fragments); each stage of a run is one
+function taking a ``RunConfig`` (or a run directory, whose config.toml it uses): ``dataset``,
+``embed``, ``train``, ``evaluate``, ``predict``, ``weights``, ``dar``, ``variants``, ``call_dars``,
+``contributions``, ``motifs``, ``report``; ``run_pipeline`` runs them in order and ``run_demo`` on
+synthetic data. ``Run`` reads a run directory. Names are imported on first
 use, so worker processes and ``--help`` start fast.
 """
 
@@ -24,6 +24,7 @@ _EXPORTS = {
     "IntegrityError": ".errors",
     # tracks
     "fetch": ".data.fetch", "make_targets_table": ".data.targets_table",
+    "pseudobulk": ".data.pseudobulk_stage",
     "build_targets_table": ".data.targets_table", "read_targets_table": ".data.targets_table",
     # stages, by their command names and their descriptive names
     "dataset": (".data.build", "build_dataset"), "build_dataset": ".data.build", "plan_dataset": ".data.build",

@@ -30,7 +30,7 @@ log = logging.getLogger("enformer_transfer")
 
 COMMAND_GROUPS = (
     # the commands in pipeline order, as the top-level help lists them
-    ("data", ("fetch", "targets", "windows", "dataset", "tfrecords")),
+    ("data", ("fetch", "pseudobulk", "targets", "windows", "dataset", "tfrecords")),
     ("model", ("backbone", "embed", "train", "finetune")),
     ("results", ("evaluate", "report", "predict", "weights", "dar", "variants", "contributions", "motifs")),
     ("all at once", ("run", "demo", "check")),
@@ -221,6 +221,16 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def cmd_pseudobulk(args) -> int:
+    from .data.pseudobulk_stage import pseudobulk
+
+    config = config_from_args(args)
+    path = pseudobulk(args.out, args.fragments, args.cells, args.chrom_sizes, args.genome, args.blacklist,
+                      config.pseudobulk, config.targets, force=args.force, progress=not args.quiet)
+    print(f"pseudobulk: BigWigs in {args.out / 'bigwigs'}, targets table {path}, QC {args.out / 'qc.tsv'}")
+    return 0
+
+
 def cmd_targets(args) -> int:
     from .data.targets_table import make_targets_table, read_targets_table
 
@@ -348,6 +358,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_console(p)
     _add_section_flags(p, ["fetch", "targets"])
     p.set_defaults(func=cmd_fetch)
+
+    p = command(sub, "pseudobulk", "single-cell fragment files + a cells table -> one BigWig per cell type at each "
+                                   "level and a targets table")
+    p.add_argument("--fragments", nargs="+", required=True, metavar="[SAMPLE=]FILE",
+                   help="fragment files (10x fragments.tsv.gz), sorted; SAMPLE=FILE names the sample of a file "
+                        "(default: the file name up to its first '.')")
+    p.add_argument("--cells", type=Path, required=True,
+                   help="cells table (TSV/CSV): barcode, optional sample, one column per level")
+    p.add_argument("--chrom-sizes", type=Path, help="chromosome sizes (chrom.sizes or .fai)")
+    p.add_argument("--genome", type=Path, help="or the genome FASTA / 2bit, for its chromosome sizes")
+    p.add_argument("--blacklist", type=Path, help="BED of regions whose insertions are dropped (and counted)")
+    p.add_argument("--out", type=Path, required=True, help="output folder: bigwigs/, targets.tsv, qc.tsv, figures/")
+    p.add_argument("--force", action="store_true", help="replace tracks made from other inputs or settings")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="set any config key, e.g. --set pseudobulk.min_cells=50 (TOML value syntax)")
+    _add_console(p)
+    _add_section_flags(p, ["pseudobulk", "targets"])
+    p.set_defaults(func=cmd_pseudobulk)
 
     p = command(sub, "targets", "build (or --validate) a Basenji targets table from BigWigs and metadata")
     p.add_argument("--bigwigs", nargs="+", metavar="BW", help="BigWig files, one track each")

@@ -112,6 +112,43 @@ class TargetsConfig(_Section):
     sum_stat: Literal[SUM_STATS] = Field(STUDY_SUM_STAT, description="statistic of each bin's per-base values")
 
 
+class PseudobulkConfig(_Section):
+    """Command pseudobulk: single-cell fragment files + a cells table -> one BigWig per cell-type group
+    at each level, and a targets table (docs/pseudobulk.md)."""
+
+    levels: list[str] = Field(default_factory=list, description="cells-table columns, coarsest first, one track per "
+                                                                "group of each (default: every column but barcode and sample)")
+    barcode_column: str = Field("barcode", description="cells-table column of the cell barcodes")
+    sample_column: str = Field("sample", description="cells-table column naming each cell's sample (optional column)")
+    count: Literal["insertions", "fragments"] = Field(
+        "insertions", description="insertions = Tn5 insertion sites (each fragment's two ends); fragments = full spans")
+    shift: list[int] = Field(default_factory=lambda: [0, 0],
+                             description="bp added to fragment starts and ends before counting: 0,0 for 10x files "
+                                         "(already shifted), --shift=4,-5 for unshifted ones")
+    min_fragment_length: int = Field(0, ge=0, description="leave out fragments shorter than this (bp)")
+    max_fragment_length: int | None = Field(None, gt=0, description="leave out fragments longer than this (bp)")
+    duplicates: Literal["collapse", "reads"] = Field(
+        "collapse", description="collapse = each fragment line counts once; reads = weighted by its read count "
+                                "(the 5th column of 10x files)")
+    min_cells: int = Field(20, ge=1, description="groups with fewer cells are listed in qc.tsv and left out")
+    normalization: Literal["cpm", "rpgc", "none"] = Field(
+        "cpm", description="cpm = per million counted insertions (fragments); rpgc = mean 1 over the effective "
+                           "genome size; none = counts")
+    effective_genome_size: int | None = Field(
+        None, gt=0, description="bp of the genome for rpgc (default: the chromosome sizes minus the blacklist)")
+    bin_size: int = Field(1, ge=1, description="bp per BigWig interval: each holds the mean per-base value")
+    chrom_aliases: Literal["none", "auto"] = Field(
+        "none", description="auto = match chr1/1 and chrM/MT between the fragments and the chromosome sizes")
+    workers: int = Field(0, ge=0, description="worker processes (0 = all cores)")
+
+    @field_validator("shift")
+    @classmethod
+    def _two_shifts(cls, value: list[int]) -> list[int]:
+        if len(value) != 2:
+            raise ValueError("give two numbers, the start and end shift, e.g. --shift=4,-5")
+        return value
+
+
 class DatasetConfig(_Section):
     """Stage dataset: BigWigs + genome + windows -> binned targets (Basenji semantics)."""
 
@@ -145,6 +182,12 @@ class DatasetConfig(_Section):
         "none", description="auto = match chr1/1 and chrM/MT between genome, BigWigs, windows and blacklist")
     allow_missing_chroms: bool = Field(
         False, description="a BigWig lacking a window's chromosome gives uncovered bases instead of an error")
+    allow_chrom_size_mismatch: bool = Field(
+        False, description="read a BigWig whose chromosome sizes differ from the genome's (another assembly?) "
+                           "instead of refusing it")
+    negative: Literal["clip", "abs", "keep", "error"] = Field(
+        "clip", description="negative coverage values: clip to 0 (and warn), abs = read them as positive "
+                            "(minus-strand tracks stored negative), keep them as they are, or error")
     chunk_windows: int = Field(8, gt=0, description="windows per store chunk")
     workers: int = Field(0, ge=0, description="worker processes (0 = all cores)")
     free_space_limit: int | None = Field(None, ge=0, description="treat at most this many bytes as free on the run disk")
@@ -157,7 +200,8 @@ class EmbedConfig(_Section):
                                  json_schema_extra={"path_like": True})
     tf_gamma: bool = Field(False, description="TensorFlow gamma positional features (the study ran without)")
     allow_download: bool = Field(False, description="allow fetching a hub backbone from the network")
-    splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"], description="splits to embed")
+    splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"], min_length=1,
+                              description="splits to embed")
     batch_size: int = Field(4, gt=0, description="windows per forward pass")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="compute precision (auto: bf16 on GPU, fp32 on CPU)")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="stored precision; float16 overflow is an error")
@@ -216,6 +260,16 @@ class TrainConfig(_Section):
     @classmethod
     def _precision_alias(cls, value):
         return _PRECISION_ALIASES.get(str(value), value)
+
+    @field_validator("ridge_lambdas")
+    @classmethod
+    def _positive_lambdas(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("give at least one ridge strength, e.g. [0.001, 0.01, 0.1, 1.0]")
+        bad = [v for v in value if not (0 < v < float("inf"))]
+        if bad:
+            raise ValueError(f"ridge strengths must be positive numbers, not {bad[0]}")
+        return value
 
 
 class FinetuneConfig(_Section):
@@ -436,14 +490,36 @@ class VariantsConfig(_Section):
     bigwig: bool = Field(False, description="write per-bin alt - ref of every track around the drawn variants as BigWigs")
     null_shuffles: int = Field(0, ge=0, description="empirical p-values from the variant in this many "
                                                     "dinucleotide-shuffled copies of its context (0: none)")
-    skip_ref_mismatch: bool = Field(False, description="drop variants whose REF differs from the genome (listed in "
-                                                       "ref_mismatches.tsv) instead of refusing the file")
+    ref_mismatch: Literal["error", "skip", "flip"] = Field(
+        "error", description="a REF that differs from the genome: error refuses the file, skip drops the variant, "
+                             "flip scores it when its ALT is the genome's allele (baskerville; ALT - REF as the VCF "
+                             "states); skipped and flipped are listed in ref_mismatches.tsv")
+    placement: Literal["center", "baskerville"] = Field(
+        "center", description="where the variant sits in the input: center = index seq_length // 2, baskerville = "
+                              "one base to its left (baskerville's windows; the same as --shifts=-1)")
+    scale: Literal["coverage", "scaled", "transformed"] = Field(
+        "coverage", description="scores of coverage (the targets' soft clip, sqrt statistic and scale undone), of "
+                                "coverage x scale (baskerville's untransform_preds default) or of the head's "
+                                "transformed output")
+    strands: Literal["merge", "separate"] = Field(
+        "merge", description="stranded track pairs (targets table strand_pair): merge = one column per pair, scores "
+                             "added and D2 in quadrature (baskerville); separate = one column per strand")
     chunk_variants: int = Field(32, gt=0, description="variants per resumable chunk")
     batch_size: int = Field(8, gt=0, description="sequences per forward pass")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="compute precision (auto: bf16 on GPU, "
                                                                            "fp32 on CPU)")
     compile: bool = Field(False, description="torch.compile the trunk")
     device: str = Field("auto", description="torch device (auto: cuda if available, with LOCAL_RANK)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_skip_ref_mismatch(cls, data):
+        """``skip_ref_mismatch = true`` of earlier configs means ``ref_mismatch = "skip"``."""
+        if isinstance(data, dict) and "skip_ref_mismatch" in data:
+            data = dict(data)
+            skip = data.pop("skip_ref_mismatch")
+            data.setdefault("ref_mismatch", "skip" if skip else "error")
+        return data
 
 
 class ReportConfig(_Section):
@@ -460,6 +536,7 @@ class RunConfig(_Section):
     geometry: Geometry = Field(default_factory=Geometry)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
+    pseudobulk: PseudobulkConfig = Field(default_factory=PseudobulkConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -581,5 +658,6 @@ def first_error(err: ValueError) -> str:
         if first.get("type") == "extra_forbidden" and loc:
             model = RunConfig if len(loc) == 1 else SECTIONS.get(str(loc[0]))
             hint = did_you_mean(str(loc[-1]), list(model.model_fields)) if model is not None else ""
-        return f"{where}: {first.get('msg')}{hint}"
+        message = str(first.get("msg")).removeprefix("Value error, ")  # pydantic's prefix of our own messages
+        return f"{where}: {message}{hint}"
     return str(err)

@@ -212,3 +212,81 @@ def _write_track(path: Path, weights: dict[str, float], sites: dict, chroms: lis
                 continue
             entries.append((chrom, i * step, (i + 1) * step, float(round(v, 4))))
     pybigtools.open(str(path), "w").write({c: chrom_length for c in chroms}, iter(entries))
+
+
+@dataclass
+class SyntheticFragments:
+    fragments: list[Path]  # one sorted, gzipped 10x-style fragment file per sample (SAMPLE.fragments.tsv.gz)
+    cells: Path  # barcode, sample, class, subclass, cluster (empty where a cell has no cluster)
+    chrom_sizes: Path
+    samples: list[str]
+
+
+def make_fragments(data: SyntheticData, out_dir: Path | str | None = None, seed: int = 0,
+                   cells_per_subclass: int = 40, fragments_per_cell: int = 400, samples: int = 2,
+                   subclasses: dict[str, tuple[str, dict[str, float]]] = SUBCLASSES,
+                   clusters: dict[str, str] = CLUSTERS) -> SyntheticFragments:
+    """Single-cell ATAC fragments for the cell types of ``make_synthetic``'s genome: per subclass
+    ``cells_per_subclass`` cells spread over ``samples`` samples (the same barcodes recur in every
+    sample, as in real runs), each with ``fragments_per_cell`` fragments drawn from its subclass's
+    accessibility (a background plus a peak at every motif it responds to); half the cells of a
+    subclass with a cluster form that cluster. 10x conventions: already shifted, 0-based, a read
+    count in column 5, sorted by chromosome and start, bgzip-free gzip, a '#' header."""
+    import gzip
+
+    out = Path(out_dir) if out_dir is not None else Path(data.genome).parent / "single-cell"
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 2])
+    sizes = {}
+    with open(data.genome) as handle:
+        name = None
+        for line in handle:
+            if line.startswith(">"):
+                name = line[1:].split()[0]
+                sizes[name] = 0
+            else:
+                sizes[name] += len(line.strip())
+    chroms = list(sizes)
+    offsets = np.cumsum([0] + [sizes[c] for c in chroms])
+    sample_names = [f"donor{i + 1}" for i in range(samples)]
+    pool = ["".join(rng.choice(list("ACGT"), 16)) + "-1" for _ in range(cells_per_subclass * len(subclasses))]
+    per_sample = dict.fromkeys(sample_names, 0)
+    cells, parts = [], {s: [] for s in sample_names}
+    for subclass, (cls, weights) in subclasses.items():
+        signal = np.concatenate([np.full(sizes[c], 0.05) for c in chroms])
+        for chrom, offset in zip(chroms, offsets, strict=False):
+            for center, motif in (data.sites or {}).get(chrom, []):
+                a, b = max(0, center - 300), min(sizes[chrom], center + 301)
+                signal[offset + a : offset + b] += weights.get(motif, 0.0) * _PEAK[a - (center - 300) : b - (center - 300)]
+        cdf = np.cumsum(signal)
+        cdf /= cdf[-1]
+        cluster = next((c for c, s in clusters.items() if s == subclass), "")
+        for i in range(cells_per_subclass):
+            sample = sample_names[i % samples]
+            j = per_sample[sample]
+            per_sample[sample] += 1
+            # unique within a sample; recurring across samples, in other cell types
+            barcode = pool[j] if sample_names.index(sample) % 2 == 0 else pool[-1 - j]
+            in_cluster = cluster if i % 4 < 2 else ""
+            cells.append({"barcode": barcode, "sample": sample, "class": cls, "subclass": subclass, "cluster": in_cluster})
+            centers = np.minimum(np.searchsorted(cdf, rng.random(fragments_per_cell)), len(cdf) - 1)
+            lengths = 40 + rng.geometric(1 / 120, size=fragments_per_cell)
+            chrom = np.searchsorted(offsets, centers, side="right") - 1
+            start = np.maximum(0, centers - offsets[chrom] - lengths // 2)
+            end = np.minimum(offsets[chrom + 1] - offsets[chrom], start + lengths)
+            parts[sample].append(pd.DataFrame({"chrom": chrom, "start": start, "end": end, "barcode": barcode,
+                                               "reads": rng.integers(1, 4, size=fragments_per_cell)}))
+    files = []
+    for sample in sample_names:
+        table = pd.concat(parts[sample], ignore_index=True).sort_values(["chrom", "start", "end"], kind="stable")
+        table = table[table["end"] > table["start"]]
+        table["chrom"] = np.array(chroms)[table["chrom"].to_numpy()]
+        path = out / f"{sample}.fragments.tsv.gz"
+        with gzip.open(path, "wt", compresslevel=1) as handle:
+            handle.write(f"# id={sample}\n# pseudobulk demo fragments\n")
+            table.to_csv(handle, sep="\t", header=False, index=False)
+        files.append(path)
+    pd.DataFrame(cells).to_csv(out / "cells.tsv", sep="\t", index=False)
+    with open(out / "chrom.sizes", "w") as handle:
+        handle.writelines(f"{c}\t{sizes[c]}\n" for c in chroms)
+    return SyntheticFragments(files, out / "cells.tsv", out / "chrom.sizes", sample_names)

@@ -88,13 +88,15 @@ def reference_build(
     baseline_percentile: float = 50.0,
     clip_floor_zero: bool = False,
     extreme_clip_percentile: float | None = 99.99999,
+    negative: str = "clip",
 ) -> np.ndarray:
     """The reference loop: per track, open its BigWig; per window, read, transform in NumPy.
 
     windows: DataFrame with chrom, row_start, row_end, start (target start), in store order.
     tracks: targets table (file, sum_stat, clip, clip_soft, scale).
     blacklist_slices_of(row) -> list of (start, end) offsets into the row; chrom_of(t, chrom)
-    -> the BigWig's chromosome name. Returns (windows, n_bins, tracks) float16.
+    -> the BigWig's chromosome name. ``negative``: negative per-base values are clipped to 0
+    (``clip``), mirrored (``abs``) or kept (``keep``) as read. Returns (windows, n_bins, tracks) float16.
     """
     import pybigtools
 
@@ -107,6 +109,10 @@ def reference_build(
         for w, row in enumerate(windows.itertuples()):
             chrom = chrom_of(t, row.chrom) if chrom_of else row.chrom
             cov = bw.values(chrom, int(row.row_start), int(row.row_end), fillna=np.nan)
+            if negative == "clip":
+                cov = np.where(cov < 0, 0.0, cov)
+            elif negative == "abs":
+                cov = np.where(cov < 0, -cov, cov)
             slices = blacklist_slices_of(row) if blacklist_slices_of else []
             out[w, :, t] = reference_track_window(
                 cov, slices, int(row.start - row.row_start), n_bins, bin_size, track.sum_stat,

@@ -30,7 +30,7 @@ from ..provenance import check_once, file_fingerprint
 from ..stage import run_stage
 from . import store
 from ._worker import compute_chunks, init_worker
-from .bigwig import chrom_maps_for, validate_bigwig
+from .bigwig import bigwig_chrom_sizes, chrom_maps_for, describe, open_bigwig, validate_bigwig
 from .targets_table import read_targets_table, write_targets_table
 from .transform import ChunkSummary, TopValues, TrackParams, chunk_sums
 
@@ -68,6 +68,9 @@ def plan_dataset(config: RunConfig) -> DatasetPlan:
     windows = _without_duplicate_windows(windows, ds)
     chrom_maps = chrom_maps_for(list(tracks["file"]), chroms, ds.chrom_aliases, ds.allow_missing_chroms, str(ds.targets))
     for t, (file, ident) in enumerate(zip(tracks["file"], tracks["identifier"], strict=True)):
+        what = f"track {t} '{ident}' of {ds.targets}"
+        _check_chrom_sizes(file, what, chrom_maps[t], genome, ds)
+        _check_values(file, what, ds.negative)  # before the integrity check, which would call them damage
         check_once(file, "validate_bigwig", lambda path, t=t, ident=ident: validate_bigwig(
             path, f"track {t} '{ident}' of {ds.targets}",
             "replace the file (fetch it again) or remove its row from the targets table"))
@@ -79,6 +82,86 @@ def plan_dataset(config: RunConfig) -> DatasetPlan:
     needed = n_values * 2 + (n_values if ds.uncovered == "mask" else 0)
     check_free_space(config.run_dir, needed, "the targets store", ds.free_space_limit)
     return DatasetPlan(config, tracks, windows, dropped, chrom_maps, blacklist)
+
+
+def _check_chrom_sizes(file: str, what: str, chrom_map: dict[str, str | None], genome: Genome, ds) -> None:
+    """A window chromosome whose length in the BigWig differs from the genome's: the BigWig was
+    made on another assembly, so its coverage lies at other positions (refused unless allowed)."""
+    sizes = bigwig_chrom_sizes(file, what)
+    for chrom, name in chrom_map.items():
+        if name is None:
+            continue
+        ours, theirs = genome.chrom_size(chrom), sizes[name]
+        if ours == theirs:
+            continue
+        alias = f" (the genome's {chrom})" if name != chrom else ""
+        message = f"{describe(file, what)}: {name}{alias} has {theirs} bp in the BigWig but {ours} bp in genome {ds.genome}"
+        if not ds.allow_chrom_size_mismatch:
+            raise InputError(f"{message}: the BigWig was made on another assembly; use the BigWig for the genome's "
+                             "assembly (or --allow-chrom-size-mismatch to read it anyway)")
+        log.warning("%s (another assembly?); read anyway (--allow-chrom-size-mismatch)", message)
+        return
+
+
+def _check_values(file: str, what: str, negative: str) -> None:
+    """The BigWig's own summary (its header): NaN or infinite values are refused, naming the first
+    one; negative values too under ``--negative error``. Files without a summary (version 1) or
+    whose summary cannot be read are left to the integrity check and the build."""
+    summary = _header_summary(file, what)
+    if summary is None:
+        return
+    found = None
+    if not all(np.isfinite(summary.get(key, 0.0)) for key in ("sum", "min", "max")):
+        found = _first_nonfinite(file, what)  # none found: a damaged summary, for the integrity check
+    if found is not None:
+        chrom, start, end, value = found
+        kind, shown = ("NaN", "") if np.isnan(value) else ("infinite", f": {value:g}")
+        raise InputError(f"{describe(file, what)} contains {kind} values (the first at {chrom}:{start}-{end}{shown}); "
+                         "fix the file (write 0 where the signal is zero, leave bases without coverage out) or remove "
+                         "its row from the targets table")
+    if negative == "error" and summary.get("min", 0.0) < 0:
+        raise InputError(f"{describe(file, what)} has negative values (its minimum is {summary['min']:g}); "
+                         "--negative clip clips them to 0, --negative abs reads them as positive (a minus-strand "
+                         "track stored negative)")
+
+
+def _header_summary(file: str, what: str) -> dict | None:
+    reader = open_bigwig(file, what)
+    try:
+        return reader.info().get("summary")
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException:  # noqa: BLE001 - a damaged header (pyo3 panics): the integrity check names it
+        return None
+    finally:
+        reader.close()
+
+
+def _first_nonfinite(file: str, what: str, n_bins: int = 4096) -> tuple[str, int, int, float] | None:
+    """The first record holding NaN or an infinite value, found with exact binned summaries (a bin
+    with covered bases and a non-finite sum holds one), then the records of that bin only."""
+    reader = open_bigwig(file, what)
+    try:
+        for chrom, size in reader.chroms().items():
+            bins = max(1, min(size, n_bins))
+            sums = reader.values(chrom, 0, size, bins=bins, exact=True, summary="sum", fillna=None)
+            covered = reader.values(chrom, 0, size, bins=bins, exact=True, summary="bases_covered", fillna=None)
+            bad = np.flatnonzero((np.nan_to_num(covered) > 0) & ~np.isfinite(sums))
+            if not len(bad):
+                continue
+            first = int(bad[0])  # bin i covers about [i * size / bins, (i + 1) * size / bins)
+            near = (max(0, (first - 2) * size // bins), min(size, (first + 3) * size // bins))
+            for lo, hi in (near, (0, size)):  # the whole chromosome only if the bins were cut otherwise
+                for start, end, value in reader.records(chrom, lo, hi):
+                    if not np.isfinite(value):
+                        return chrom, int(start), int(end), float(value)
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException:  # noqa: BLE001 - locating is a courtesy; the message stands without it
+        return None
+    finally:
+        reader.close()
+    return None
 
 
 def _dropped(table: pd.DataFrame, reasons) -> pd.DataFrame:
@@ -187,7 +270,8 @@ def dataset_key(plan: DatasetPlan) -> dict:
     """Everything the targets depend on: settings and the content of every input file."""
     cfg = plan.config
     ds = cfg.dataset
-    settings = ds.model_dump(mode="json", exclude={"workers", "chunk_windows", "free_space_limit"} | set(INPUT_FILES))
+    settings = ds.model_dump(mode="json", exclude={"workers", "chunk_windows", "free_space_limit",
+                                                   "allow_chrom_size_mismatch"} | set(INPUT_FILES))
     inputs = {name: file_fingerprint(getattr(ds, name)) for name in INPUT_FILES if getattr(ds, name) is not None}
     inputs["bigwigs"] = [file_fingerprint(f) for f in plan.tracks["file"]]
     return {
@@ -267,6 +351,8 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
         "n_bins": geometry.n_bins,
         "bin_size": geometry.bin_size,
         "params": TrackParams.from_table(tracks),
+        "ceilings": TrackParams.from_table(tracks).ceilings(ds.transform_order),
+        "negative": ds.negative,
         "order": ds.transform_order,
         "baseline_percentile": ds.baseline_percentile,
         "clip_floor_zero": ds.clip_floor_zero,
@@ -295,12 +381,13 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
 
     def write(job, result):
         split, chunk, a, b, _ = job
-        targets, mask, uncovered_bins, summary = result
+        targets, mask, uncovered_bins, summary, odd = result
         arrays[split][a:b] = targets
         if masks:
             masks[split][a:b] = mask
         # per-chunk counts and summary on disk first, so an interrupted build still has every chunk's
         write_bytes_atomic(folder.progress / f"uncovered-{split}-{chunk}.npy", _npy(uncovered_bins), fsync=False)
+        write_bytes_atomic(_odd_path(folder, split, chunk), _npy(odd), fsync=False)
         write_bytes_atomic(_summary_path(folder, split, chunk), _npy(summary.to_array()), fsync=False)
         logs[split].add(chunk, [store.checksum(targets)] + ([store.checksum(mask)] if masks else []))
         bar.update(b - a)
@@ -327,11 +414,13 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
                 _write_batch(write, pending.pop(fut), fut.result())
 
     uncovered = _uncovered_counts(folder, windows, cw, n_tracks)
-    stats = finish_targets(folder, windows, tracks, ds.extreme_clip_percentile, geometry.n_bins, uncovered)
+    odd = _odd_counts(folder, windows, cw, n_tracks, ds.negative)
+    stats = finish_targets(folder, windows, tracks, ds.extreme_clip_percentile, geometry.n_bins, uncovered, odd)
     stats["windows"] = {s: len(windows.split(s)) for s in windows.splits}
     stats["dropped_windows"] = len(plan.dropped)
     stats["tracks"] = n_tracks
     _report_uncovered(stats, ds.uncovered)
+    _report_odd_tracks(stats, ds.negative)
     log.info("dataset: %d windows x %d bins x %d tracks", len(windows), geometry.n_bins, n_tracks)
     return stats
 
@@ -401,6 +490,68 @@ def _uncovered_counts(folder: DatasetFolder, windows: Windows, chunk_windows: in
     return total
 
 
+def _odd_path(folder: DatasetFolder, split: str, chunk: int) -> Path:
+    return folder.progress / f"odd-{split}-{chunk}.npy"
+
+
+@dataclass
+class OddCounts:
+    """Per track, over every window: negative bases (as read, over the windows' rows), the bases
+    read, and the bins at the track's ceiling (its hard clip, or the float16 maximum)."""
+
+    negative_bases: np.ndarray
+    bases: int
+    bins_at_clip: np.ndarray
+    negative_rule: str = "clip"
+
+
+def _odd_counts(folder: DatasetFolder, windows: Windows, chunk_windows: int, n_tracks: int,
+                negative_rule: str) -> OddCounts:
+    total = np.zeros((2, n_tracks), dtype=np.int64)
+    for split in windows.splits:
+        for chunk in range(len(store.chunk_ranges(len(windows.split(split)), chunk_windows))):
+            path = _odd_path(folder, split, chunk)
+            if path.exists():  # a chunk built by an earlier version has none: not counted
+                total += np.load(path)
+    bases = int((windows.table["row_end"] - windows.table["row_start"]).sum())
+    return OddCounts(total[0], bases, total[1], negative_rule)
+
+
+# A track with more than this fraction of its bins at the hard clip is said to be saturated: the
+# clip then cuts its ordinary peaks, not its rare outliers (the clip or scale does not fit the
+# track's units, e.g. raw counts where normalised coverage was expected).
+SATURATED_BIN_FRACTION = 0.01
+# tracks named in one warning line; the rest are in track_stats.tsv and stage.json
+_NAMED = 5
+
+
+def _named(items: list[str]) -> str:
+    more = f" and {len(items) - _NAMED} more" if len(items) > _NAMED else ""
+    return ", ".join(items[:_NAMED]) + more
+
+
+def _report_odd_tracks(stats: dict, negative_rule: str) -> None:
+    """Warn once per kind of odd track, naming the tracks (all of them in stage.json)."""
+    negative = stats["negative_values"]
+    if negative:
+        listed = _named([f"{name!r} {n['bases']:,} bases ({100 * n['fraction']:.3g}%)" for name, n in negative.items()])
+        done = {"clip": "clipped to 0 (--negative abs reads minus-strand tracks stored negative as positive, "
+                        "--negative error refuses them)",
+                "abs": "read as positive (--negative abs)",
+                "keep": "kept as they are (--negative keep)"}[negative_rule]
+        emit = log.warning if negative_rule == "clip" else log.info  # abs and keep: asked for
+        emit("dataset: %d track(s) have negative coverage values, %s: %s", len(negative), done, listed)
+    if stats["all_zero_tracks"]:
+        log.warning("dataset: %d track(s) are zero in every bin of every window (nothing to learn; an empty or "
+                    "wrong BigWig?): %s", len(stats["all_zero_tracks"]), _named([repr(t) for t in stats["all_zero_tracks"]]))
+    saturated = stats["saturated_tracks"]
+    if saturated:
+        listed = _named([f"{name!r} {100 * f:.3g}%" for name, f in saturated.items()])
+        log.warning("dataset: %d track(s) have more than %g%% of their bins at the hard clip (the clip cuts their "
+                    "ordinary peaks: check the track's units, its clip and scale in the targets table): %s",
+                    len(saturated), 100 * SATURATED_BIN_FRACTION, listed)
+
+
 def _chunk_ranges(arr) -> list[tuple[int, int]]:
     return store.chunk_ranges(arr.shape[0], arr.chunks[0])
 
@@ -449,7 +600,7 @@ def _report_uncovered(stats: dict, mode: str) -> None:
 
 
 def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame, q: float | None, n_bins: int,
-                   uncovered_bins: np.ndarray | None = None) -> dict:
+                   uncovered_bins: np.ndarray | None = None, odd: OddCounts | None = None) -> dict:
     """Per track, over all windows of all splits: clip to +/- the q-th percentile (Basenji
     step 7), then write track_stats.tsv.
 
@@ -512,12 +663,27 @@ def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0))
     uncovered_fraction = (uncovered_bins / max(count, 1)) if uncovered_bins is not None else np.zeros(n_tracks)
+    all_zero = (total_sq == 0) & (count > 0)  # every value 0 (or -0)
+    unknown = np.full(n_tracks, np.nan)
+    negative_fraction = odd.negative_bases / max(odd.bases, 1) if odd is not None else unknown
+    at_clip_fraction = odd.bins_at_clip / max(count, 1) if odd is not None else unknown
     track_stats = pd.DataFrame({
         "identifier": tracks["identifier"], "mean": mean, "std": std, "max": maximum,
         "extreme_clip_threshold": thresholds.astype(np.float64) if thresholds is not None else np.nan,
         "values_clipped": n_clipped, "uncovered_bin_fraction": uncovered_fraction,
+        "negative_bases": odd.negative_bases if odd is not None else unknown,
+        "negative_fraction": negative_fraction, "at_clip_bin_fraction": at_clip_fraction, "all_zero": all_zero,
     })
     track_stats.to_csv(folder.track_stats, sep="\t", index=False)
     write_json_atomic(folder.checksums, checksums)
+    ids = [str(i) for i in tracks["identifier"]]
+    negative = {} if odd is None else {
+        ids[t]: {"bases": int(odd.negative_bases[t]), "fraction": float(negative_fraction[t])}
+        for t in np.flatnonzero(odd.negative_bases > 0)}
     return {"extreme_clip_percentile": q, "values_clipped": int(n_clipped.sum()),
-            "uncovered_bin_fraction": float(uncovered_fraction.mean())}
+            "uncovered_bin_fraction": float(uncovered_fraction.mean()),
+            "negative_values": negative, "negative_rule": None if odd is None else odd.negative_rule,
+            "all_zero_tracks": [ids[t] for t in np.flatnonzero(all_zero)],
+            "saturated_tracks": {ids[t]: float(at_clip_fraction[t])
+                                 for t in np.flatnonzero(at_clip_fraction > SATURATED_BIN_FRACTION)},
+            "saturated_bin_fraction": SATURATED_BIN_FRACTION}

@@ -45,6 +45,44 @@ class TrackParams:
         stats = np.array(self.sum_stat)
         return {s: np.flatnonzero(stats == s) for s in dict.fromkeys(self.sum_stat)}
 
+    def ceilings(self, order: str = "old") -> np.ndarray:
+        """Per track, the largest target the transform can store (float32 of a float16): the hard
+        clip (times the scale in the old order), or the float16 maximum for a track without one."""
+        top = self.clip.astype(np.float32)
+        if order == "old":
+            top = top * self.scale.astype(np.float32)
+        top = np.where(np.isnan(top), np.float32(FLOAT16_MAX), np.minimum(top, np.float32(FLOAT16_MAX)))
+        return top.astype(np.float16).astype(np.float32)
+
+
+# --- negative coverage ------------------------------------------------------------------------
+
+# What becomes of negative per-base values (coverage cannot be negative; minus-strand tracks are
+# sometimes stored negative): clip to 0, mirror (abs), keep as they are, or refuse the track.
+NEGATIVE_RULES = ("clip", "abs", "keep", "error")
+
+
+def negative_tracks(coverage: np.ndarray) -> np.ndarray:
+    """Rows of (tracks, length) coverage holding a value below 0 (one pass; uncovered bases are
+    ``UNCOVERED``, a positive number, so they never count)."""
+    return np.flatnonzero(coverage.min(axis=1) < 0)
+
+
+def without_negatives(coverage: np.ndarray, tracks: np.ndarray, rule: str) -> np.ndarray:
+    """``coverage`` with the negative values of rows ``tracks`` clipped to 0 (``clip``) or mirrored
+    (``abs``): a copy when it changes, the same array for ``keep``."""
+    if rule == "keep" or not len(tracks):
+        return coverage
+    out = coverage.copy()
+    for t in tracks:
+        row = out[t]
+        below = row < 0  # only those: -0.0 stays as read, as in the reference
+        if rule == "abs":
+            np.negative(row, out=row, where=below)
+        else:
+            np.copyto(row, 0.0, where=below)
+    return out
+
 
 # --- percentiles exactly as np.percentile computes them on float16 data -----------------
 

@@ -12,6 +12,10 @@ right): a deletion's reference input starts ``D // 2`` bases later, an insertion
 loses ``I // 2`` bases on the left of its alternative input. Both inputs stay centred on the
 variant. A shift ``k`` moves the input window ``k`` bases to the left in the genome (the sequence
 moves right in the input, baskerville's sign), filled with the real flanking sequence.
+
+``--placement baskerville`` puts the variant one base to the left in the input, at index
+``seq_length // 2 - 1``, as baskerville's windows starting at ``POS - seq_length // 2`` do: that
+is our shift -1, so it is applied as an extra shift of -1 on top of every ``--shifts`` value.
 """
 
 from __future__ import annotations
@@ -19,6 +23,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..genome.onehot import one_hot
+
+# the shift that moves our window (variant at index seq_length // 2) to each placement's
+PLACEMENT_SHIFT = {"center": 0, "baskerville": -1}
+
+
+def genome_alleles(variant) -> tuple[str, str]:
+    """(allele in the genome, the other allele) of a variant row: its (ref, alt), or (alt, ref)
+    for a REF mismatch flipped because its ALT is the genome's (``--ref-mismatch flip``)."""
+    flipped = bool(getattr(variant, "flipped", False))
+    return (variant.alt, variant.ref) if flipped else (variant.ref, variant.alt)
 
 
 def deletion_length(ref: str, alt: str) -> int:

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 
 from ..data.targets_table import hierarchy_order, metadata_columns
-from ..fs import safe_filename
+from ..fs import atomic_path, safe_filename
 from ..layout import VariantsFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
-from .alleles import reference_start
-from .scores import SUMS
+from .alleles import genome_alleles, reference_start
+from .scores import STATS, SUMS
 from .vcf import short_name
 
 VARIANT_COLUMNS = ["variant", "id", "chrom", "pos", "ref", "alt", "kind"]
@@ -112,7 +112,7 @@ def draw_variants(out: VariantsFolder, scorer, variants: pd.DataFrame, tracks: p
                                            label, out.figures / f"effects_{stem}"),
                   kind="variant", variant=v.variant)
         ref, alt = scorer.profiles(v)
-        start = reference_start(v.pos, v.ref, v.alt, geometry.seq_length) + geometry.context
+        start = reference_start(v.pos, *genome_alleles(v), geometry.seq_length) - scorer.offset + geometry.context
         coords = start + geometry.bin_size * (np.arange(geometry.n_bins) + 0.5)
         shown = [t for t in np.argsort(-np.abs(np.nan_to_num(values[stat][i])), kind="stable")[:8]]
         index.add(f"tracks_{stem}", f"{label}: predicted reference and alternative signal of the most affected "
@@ -139,3 +139,52 @@ def write_difference_bigwigs(out: VariantsFolder, stem: str, chrom: str, start: 
         entries = [(chrom, int(a), int(a) + bin_size, float(d)) for a, d in
                    zip(starts[inside], difference[inside, t], strict=True)]
         pybigtools.open(str(path), "w").write({chrom: chrom_size}, iter(entries))
+
+
+# --- the matrix view: baskerville's scores.h5 ------------------------------------------------
+
+def baskerville_percentiles() -> np.ndarray:
+    """The quantiles baskerville's ``write_pct`` summarises each score's distribution at: fine in
+    each tail, coarse in the middle."""
+    return np.concatenate([np.arange(0.001, 0.1, 0.001), np.arange(0.1, 0.9, 0.01), np.arange(0.9, 1, 0.001)])
+
+
+def _bytes(values) -> np.ndarray:
+    return np.array([str(v).encode() for v in values], dtype="S")
+
+
+def write_matrix(path, variants: pd.DataFrame, tracks: pd.DataFrame, values: dict[str, np.ndarray],
+                 columns: list[str], stats: list[str], conventions: dict) -> bool:
+    """Per score a (variants, tracks) matrix in HDF5, laid out as baskerville's ``scores.h5``
+    (``snps.initialize_output_h5`` and ``write_pct``) so its analysis code reads it: ``snp`` (the
+    VCF ID, or the variant's name when it has none), ``chr``, ``pos``, ``ref_allele``,
+    ``alt_allele`` (as the VCF states them, flipped or not), ``target_ids``, ``target_labels``,
+    one float32 dataset per score named as in the long table (``SUM``, ``logSED``, ...,
+    ``ref_sum``, ``SUM_z``, ``SUM_p``), ``percentiles`` and ``STAT_pct`` (tracks, percentiles);
+    ``variant`` adds the unique name of every row. Returns False when h5py is missing."""
+    try:
+        import h5py
+    except ImportError:
+        import logging
+
+        logging.getLogger("enformer_transfer").warning("variants: h5py is not installed; no scores.h5 matrix view")
+        return False
+    ids = [i or name for i, name in zip(variants["id"], variants["variant"], strict=True)]
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("snp", data=_bytes(ids))
+        h5.create_dataset("variant", data=_bytes(variants["variant"]))
+        h5.create_dataset("chr", data=_bytes(variants["chrom"]))
+        h5.create_dataset("pos", data=variants["pos"].to_numpy(dtype="uint32"))
+        h5.create_dataset("ref_allele", data=_bytes(variants["ref"]))
+        h5.create_dataset("alt_allele", data=_bytes(variants["alt"]))
+        h5.create_dataset("target_ids", data=_bytes(tracks["identifier"]))
+        h5.create_dataset("target_labels", data=_bytes(tracks["description"].fillna("")))
+        for name in columns:
+            h5.create_dataset(name, data=np.asarray(values[name], dtype=np.float32))
+        quantiles = baskerville_percentiles()
+        h5.create_dataset("percentiles", data=quantiles)
+        for stat in [s for s in stats if s in STATS]:
+            h5.create_dataset(f"{stat}_pct", data=np.percentile(values[stat], 100 * quantiles, axis=0).T
+                              .astype(np.float32))
+        h5.attrs.update({key: str(value) for key, value in conventions.items()})
+    return True

@@ -7,6 +7,12 @@ example), one alternative pass per variant, each times the shifts and (with ``rc
 strands. A reference and its alternatives are consecutive, so they go through the model in
 the same batch unless a batch boundary falls between them. The next batch's one-hot inputs are
 built in a thread while the model runs on the current one.
+
+baskerville's conventions, each chosen by the stage (docs/variants.md): ``offset`` moves every
+window (-1: baskerville's placement), ``untransform`` puts predictions back on the coverage
+scale before scoring, ``merge`` sums stranded pairs into one column after scoring, and a
+variant flipped for a REF mismatch is predicted with the genome's allele as its reference input
+and scored ALT - REF as its VCF states.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ import pandas as pd
 from .alleles import (
     allele_inputs,
     context_span,
+    genome_alleles,
     reference_start,
     reverse_complement,
     shuffled_context,
 )
-from .scores import empirical_p, variant_scores
+from .scores import StrandMerge, empirical_p, variant_scores
 
 Maker = Callable[[], list[np.ndarray]]
 
@@ -34,11 +41,15 @@ class VariantScorer:
 
     def __init__(self, model, genome, geometry, pad_value: float, stats: list[str], shifts: list[int],
                  rc: bool = False, partners: np.ndarray | None = None, batch_size: int = 8,
-                 null_shuffles: int = 0, seed: int = 0):
+                 null_shuffles: int = 0, seed: int = 0, offset: int = 0,
+                 untransform: Callable[[np.ndarray], np.ndarray] | None = None, merge: StrandMerge | None = None):
         self.model, self.genome, self.geometry = model, genome, geometry
-        self.pad_value, self.stats, self.shifts = pad_value, list(stats), list(shifts)
+        self.pad_value, self.stats = pad_value, list(stats)
+        self.offset = offset  # the placement: every window moved as by this extra shift
+        self.shifts = [k + offset for k in shifts]  # the shifts the inputs are cut with
         self.rc, self.partners, self.batch_size = rc, partners, batch_size
         self.null_shuffles, self.seed = null_shuffles, seed
+        self.untransform, self.merge = untransform, merge
         self.margin = max(abs(k) for k in self.shifts)
         self.device = next(model.parameters()).device
         self.sequences = 0  # forward passes so far (sequences, all strands and shifts)
@@ -46,20 +57,22 @@ class VariantScorer:
     # --- inputs ----------------------------------------------------------------------------
 
     def context(self, variant) -> np.ndarray:
-        start, end = context_span(variant.pos, variant.ref, variant.alt, self.geometry.seq_length, self.margin)
+        start, end = context_span(variant.pos, *genome_alleles(variant), self.geometry.seq_length, self.margin)
         return self.genome.one_hot(variant.genome_chrom, start, end, self.pad_value)
 
     def inputs(self, variant, context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(ref, alt) inputs of a variant, each (shifts, seq_length, 4)."""
+        """(genome allele, other allele) inputs of a variant, each (shifts, seq_length, 4): (ref, alt)
+        unless the variant is flipped."""
         context = self.context(variant) if context is None else context
-        return allele_inputs(context, variant.ref, variant.alt, self.geometry.seq_length, self.margin, self.shifts)
+        return allele_inputs(context, *genome_alleles(variant), self.geometry.seq_length, self.margin, self.shifts)
 
     def null_inputs(self, variant, draw: int) -> tuple[np.ndarray, np.ndarray]:
         """(ref, alt) inputs of the variant in a dinucleotide-shuffled copy of its context, seeded by
         the run's seed, the variant's index and the draw: the same whatever the chunking or rank."""
         rng = np.random.default_rng([self.seed, int(variant.index), draw])
         centre = self.geometry.seq_length // 2 + self.margin
-        shuffled = shuffled_context(self.context(variant), slice(centre, centre + len(variant.ref)), rng)
+        kept = slice(centre, centre + len(genome_alleles(variant)[0]))
+        shuffled = shuffled_context(self.context(variant), kept, rng)
         return self.inputs(variant, shuffled)
 
     # --- the model -------------------------------------------------------------------------
@@ -108,41 +121,60 @@ class VariantScorer:
     # --- scores ----------------------------------------------------------------------------
 
     def score(self, variants: pd.DataFrame) -> dict[str, np.ndarray]:
-        """{name: (variants, tracks) float32}: ref_sum, alt_sum, each stat and, with a null, each
-        stat's empirical p-value (``STAT_p``)."""
+        """{name: (variants, columns) float32}: ref_sum, alt_sum, each stat and, with a null, each
+        stat's empirical p-value (``STAT_p``); one column per track, or per strand pair when merged."""
         rows = list(variants.itertuples(index=False))
         makers: list[Maker] = []
-        ref_block, alt_block, blocks = [], [], 0
+        genome_block, other_block, blocks = [], [], 0
         shared: dict[tuple[str, int], int] = {}
         for v in rows:
-            group = (v.genome_chrom, reference_start(v.pos, v.ref, v.alt, self.geometry.seq_length))
+            group = (v.genome_chrom, reference_start(v.pos, *genome_alleles(v), self.geometry.seq_length))
             if group in shared:
                 makers.append(lambda v=v: [self.inputs(v)[1]])
-                ref_block.append(shared[group])
-                alt_block.append(blocks)
+                genome_block.append(shared[group])
+                other_block.append(blocks)
                 blocks += 1
             else:
                 makers.append(lambda v=v: list(self.inputs(v)))
                 shared[group] = blocks
-                ref_block.append(blocks)
-                alt_block.append(blocks + 1)
+                genome_block.append(blocks)
+                other_block.append(blocks + 1)
                 blocks += 2
         null_first = blocks
         for v in rows:
             for draw in range(self.null_shuffles):
                 makers.append(lambda v=v, draw=draw: list(self.null_inputs(v, draw)))
                 blocks += 2
-        preds = np.maximum(self.predict(makers, blocks), 0)
-        result = variant_scores(preds[ref_block], preds[alt_block], self.stats)
+        preds = self._coverage(self.predict(makers, blocks))
+        flipped = np.array([bool(getattr(v, "flipped", False)) for v in rows])
+        # a flipped variant's genome allele is its VCF ALT: its reference input is the other one
+        ref_block = np.where(flipped, other_block, genome_block)
+        alt_block = np.where(flipped, genome_block, other_block)
+        result = self._merged(variant_scores(preds[ref_block], preds[alt_block], self.stats))
         if self.null_shuffles:
             null = preds[null_first:].reshape((len(rows), self.null_shuffles, 2) + preds.shape[1:])
-            null_scores = variant_scores(null[:, :, 0], null[:, :, 1], self.stats)
+            swap = flipped.reshape((-1,) + (1,) * (null.ndim - 2))  # (variants, 1, 1, 1, 1)
+            null_ref = np.where(swap, null[:, :, 1], null[:, :, 0])
+            null_alt = np.where(swap, null[:, :, 0], null[:, :, 1])
+            null_scores = self._merged(variant_scores(null_ref, null_alt, self.stats))
             for stat in self.stats:
                 result[f"{stat}_p"] = empirical_p(result[stat], null_scores[stat])
         return {name: values.astype(np.float32) for name, values in result.items()}
 
+    def _coverage(self, preds: np.ndarray) -> np.ndarray:
+        """Predictions clipped at 0 (tracks are coverage; a ridge head's linear output can dip below
+        0), then untransformed when asked (float32: a chunk's predictions are large)."""
+        preds = np.maximum(preds, 0)
+        return preds if self.untransform is None else self.untransform(preds).astype(np.float32)
+
+    def _merged(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return scores if self.merge is None else self.merge.scores(scores)
+
     def profiles(self, variant) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted (bins, tracks) reference and alternative profiles of one variant, averaged over
-        strands and shifts (clipped at 0, as scored)."""
-        preds = np.maximum(self.predict([lambda: list(self.inputs(variant))], 2), 0)
-        return preds[0].mean(axis=0), preds[1].mean(axis=0)
+        """Predicted (bins, columns) reference and alternative profiles of one variant, averaged over
+        strands and shifts, on the scale scored (strand pairs added when merged)."""
+        preds = self._coverage(self.predict([lambda: list(self.inputs(variant))], 2)).mean(axis=1)
+        if self.merge is not None:
+            preds = self.merge.profiles(preds)
+        genome, other = preds[0], preds[1]
+        return (other, genome) if bool(getattr(variant, "flipped", False)) else (genome, other)

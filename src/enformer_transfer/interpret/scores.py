@@ -16,15 +16,27 @@ over shifts, as baskerville does; sums run over all output bins of one track:
     D2      = sqrt(sum((alt - ref)^2))
     JS      = (KL(r || a) + KL(a || r)) / 2, natural log, with r = (ref + c) / sum(ref + c),
               a = (alt + c) / sum(alt + c) and c the 25th percentile of ref over the bins
-              (baskerville's "JS": a symmetrised Kullback-Leibler divergence of the profiles)
+              (baskerville's "JS": a symmetrised Kullback-Leibler divergence of the profiles),
+              capped at the float16 maximum (JS_CAP) where a zero pseudocount makes it infinite
+
+``StrandMerge`` sums the two strands of each stranded pair into one column afterwards, as
+baskerville's ``strand_transform`` does: every score added, D2 in quadrature.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import pandas as pd
+
+from ..data.store import FLOAT16_MAX
 
 STATS = ("SUM", "logSUM", "logSED", "SAX", "D1", "D2", "JS")
 SUMS = ("ref_sum", "alt_sum")
+# baskerville clips every score to the float16 range before storing it; JS is the one score that
+# can be infinite (c = 0 and a bin where ref is 0 but alt is not), so it gets the same finite cap
+JS_CAP = FLOAT16_MAX
 
 
 def variant_scores(ref: np.ndarray, alt: np.ndarray, stats: list[str] | tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -54,7 +66,10 @@ def variant_scores(ref: np.ndarray, alt: np.ndarray, stats: list[str] | tuple[st
             per_shift[stat] = _symmetric_kl(ref, alt)
         else:
             raise ValueError(f"unknown variant score {stat!r} (known: {', '.join(STATS)})")
-    return {name: values.mean(axis=-2) for name, values in per_shift.items()}  # mean over shifts
+    scores = {name: values.mean(axis=-2) for name, values in per_shift.items()}  # mean over shifts
+    if "JS" in scores:
+        scores["JS"] = np.minimum(scores["JS"], JS_CAP)
+    return scores
 
 
 def _symmetric_kl(ref: np.ndarray, alt: np.ndarray) -> np.ndarray:
@@ -75,6 +90,60 @@ def _relative_entropy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = x * np.log(x / y)
     return np.where(x > 0, out, 0.0)
+
+
+@dataclass(frozen=True)
+class StrandMerge:
+    """One column per stranded pair (and per unstranded track), in the order of each pair's first
+    track: ``first`` and ``second`` are the positions of the two strands in the head's tracks
+    (equal for an unstranded track), ``named`` the one whose row names the column (the ``+``
+    strand when the identifiers say so, as baskerville keeps the row that is not ``-``)."""
+
+    first: np.ndarray
+    second: np.ndarray
+    named: np.ndarray
+
+    @classmethod
+    def from_partners(cls, partners: np.ndarray, identifiers: list[str]) -> StrandMerge:
+        """From each track's other strand (``finetune.data.strand_partners``; itself when unstranded)."""
+        first, second, named = [], [], []
+        for track, other in enumerate(partners):
+            if other < track and partners[other] == track:
+                continue  # the second strand of a pair already taken
+            first.append(track)
+            second.append(int(other))
+            minus = identifiers[track].endswith("-") and not identifiers[other].endswith("-")
+            named.append(int(other) if minus else track)
+        return cls(np.array(first), np.array(second), np.array(named))
+
+    @property
+    def pairs(self) -> np.ndarray:
+        return np.flatnonzero(self.first != self.second)
+
+    def tracks(self, tracks: pd.DataFrame) -> pd.DataFrame:
+        """The rows that name the merged columns."""
+        return tracks.iloc[self.named].reset_index(drop=True)
+
+    def scores(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{name: (..., columns)} from {name: (..., tracks)}: the two strands' scores added, D2 as
+        sqrt(D2_a^2 + D2_b^2) (baskerville: ``strand_clip_save(..., d2=True)``), JS capped again."""
+        out = {}
+        for name, value in values.items():
+            a, b = value[..., self.first], value[..., self.second]
+            single = self.first == self.second
+            if name == "D2":
+                merged = np.sqrt(a**2 + b**2)
+            else:
+                merged = a + b
+                if name == "JS":
+                    merged = np.minimum(merged, JS_CAP)
+            out[name] = np.where(single, a, merged)
+        return out
+
+    def profiles(self, values: np.ndarray) -> np.ndarray:
+        """(..., tracks) predictions -> (..., columns): the two strands' coverage added."""
+        return np.where(self.first == self.second, values[..., self.first],
+                        values[..., self.first] + values[..., self.second])
 
 
 def specificity(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:

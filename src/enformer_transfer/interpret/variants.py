@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..config import RunConfig, VariantsConfig, as_config
 from ..data import store
+from ..data.transform import TrackParams
 from ..devices import (
     Dist,
     barrier,
@@ -41,12 +42,15 @@ from ..provenance import file_fingerprint
 from ..run import Run, VariantEffects
 from ..stage import run_stage
 from . import outputs
-from .scores import specificity
+from .alleles import PLACEMENT_SHIFT
+from .scores import StrandMerge, specificity
+from .untransform import untransform_for
 from .vcf import match_genome, read_variants
 
 log = logging.getLogger("enformer_transfer")
 
-TABLE_DTYPES = {"variant": str, "id": str, "chrom": str, "ref": str, "alt": str, "kind": str, "genome_chrom": str}
+TABLE_DTYPES = {"variant": str, "id": str, "chrom": str, "ref": str, "alt": str, "kind": str, "genome_chrom": str,
+                "flipped": bool}
 
 
 @dataclass
@@ -56,8 +60,10 @@ class VariantsPlan:
     config: RunConfig
     run: Run
     head: object  # heads.checkpoint.Head
-    tracks: pd.DataFrame  # the head's tracks (rows of the run's targets table)
-    groups: np.ndarray  # per track: its level (the value of the level column), for the z-scores
+    head_tracks: pd.DataFrame  # the head's tracks (rows of the run's targets table), what the model predicts
+    merge: StrandMerge | None  # --strands merge with stranded pairs: one scored column per pair
+    tracks: pd.DataFrame  # the scored columns: the head's tracks, or one row per strand pair when merged
+    groups: np.ndarray  # per scored column: its level (the value of the level column), for the z-scores
     level_column: str | None
     variants: pd.DataFrame  # accepted variants in file order, with index and genome_chrom
     skipped: pd.DataFrame
@@ -74,11 +80,19 @@ class VariantsPlan:
 
 def plan_variants(config: RunConfig) -> VariantsPlan:
     """Check every input of the stage; nothing is computed or written yet."""
+    # torch comes with it: imported when the stage runs, not with the CLI
+    from ..finetune.data import strand_partners
+
     p = config.variants
     run = Run.of(config, "variants")
     head = run.head(p.head)  # a head of this run, compatible with its tracks and geometry
     track_index = head.check_compatible(run)
-    tracks = run.tracks.iloc[track_index].reset_index(drop=True)
+    head_tracks = run.tracks.iloc[track_index].reset_index(drop=True)
+    partners = strand_partners(head_tracks)
+    merge = None
+    if p.strands == "merge" and partners is not None:
+        merge = StrandMerge.from_partners(partners, list(head_tracks["identifier"]))
+    tracks = head_tracks if merge is None else merge.tracks(head_tracks)
     if p.vcf is None:
         raise InputError("variants: give --vcf FILE (VCF, bgzipped VCF, or a TSV of chrom, pos, ref, alt, id)")
     g = run.geometry
@@ -91,7 +105,7 @@ def plan_variants(config: RunConfig) -> VariantsPlan:
     level_column, groups = _levels(tracks, p.level_column)
     genome = run.genome()
     read = read_variants(p.vcf)
-    variants, mismatches = match_genome(read.variants, genome, p.vcf, p.skip_ref_mismatch)
+    variants, mismatches = match_genome(read.variants, genome, p.vcf, p.ref_mismatch)
     skipped = read.skipped
     too_long = variants["ref"].str.len().combine(variants["alt"].str.len(), max) > g.target_interval_bp // 2
     if too_long.any():
@@ -110,8 +124,9 @@ def plan_variants(config: RunConfig) -> VariantsPlan:
     dist = dist_from_env()
     device = resolve_device(p.device, dist)
     folder = p.out or run.layout.variants(p.head).path
-    return VariantsPlan(config, run, head, tracks, groups, level_column, variants, skipped.reset_index(drop=True),
-                        mismatches, folder, device, resolve_precision(p.precision, device), dist)
+    return VariantsPlan(config, run, head, head_tracks, merge, tracks, groups, level_column, variants,
+                        skipped.reset_index(drop=True), mismatches, folder, device,
+                        resolve_precision(p.precision, device), dist)
 
 
 def _levels(tracks: pd.DataFrame, column: str | None) -> tuple[str | None, np.ndarray]:
@@ -202,9 +217,13 @@ def make_scorer(plan: VariantsPlan):
     model.precision = plan.precision
     if p.compile:
         model.trunk = torch.compile(model.trunk)
+    # each track's transform as the head records it; the order is the dataset's (the head's targets)
+    untransform = untransform_for(p.scale, TrackParams.from_table(plan.head.tracks),
+                                  plan.run.dataset_config.transform_order)
     return VariantScorer(model, plan.run.genome(), plan.run.geometry, plan.run.embed_config.pad_value, p.stats,
-                         p.shifts, p.rc, strand_partners(plan.tracks), p.batch_size, p.null_shuffles,
-                         plan.config.seed)
+                         p.shifts, p.rc, strand_partners(plan.head_tracks), p.batch_size, p.null_shuffles,
+                         plan.config.seed, offset=PLACEMENT_SHIFT[p.placement], untransform=untransform,
+                         merge=plan.merge)
 
 
 def _chunk_checksums(out: VariantsFolder) -> dict[int, list[str]]:
@@ -264,11 +283,17 @@ def finish_variants(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.D
     scores = outputs.long_table(table, plan.tracks, values, columns)
     scores.to_csv(out.scores, sep="\t", index=False, float_format="%.6g")
     parquet = _write_parquet(scores, out.scores_parquet)
+    conventions = {"placement": p.placement, "scale": p.scale, "strands": p.strands, "ref_mismatch": p.ref_mismatch}
+    matrix = outputs.write_matrix(out.scores_h5, table, plan.tracks, values, columns, p.stats, conventions)
     top = outputs.top_variants(table, plan.tracks, plan.groups, values, p.summary_stat, p.top)
     top.to_csv(out.top_variants, sep="\t", index=False, float_format="%.6g")
     affected = outputs.most_affected(table, plan.tracks, plan.groups, values, p.summary_stat)
     affected.to_csv(out.most_affected, sep="\t", index=False, float_format="%.6g")
     n_sequences = scorer.sequences  # scoring passes (the figures' passes come next)
+    n_flipped = int((plan.mismatches["action"] == "flipped").sum())
+    ids = list(plan.head_tracks["identifier"])
+    merged_pairs = [] if plan.merge is None else [[ids[plan.merge.first[c]], ids[plan.merge.second[c]]]
+                                                  for c in plan.merge.pairs]
     chosen = outputs.chosen_variants(table, values, p.summary_stat, p.plot_variants, p.plot_top)
     figures = outputs.draw_variants(out, scorer, table, plan.tracks, plan.groups, values, p.summary_stat, chosen,
                                     plan.run.geometry, p.bigwig)
@@ -276,11 +301,14 @@ def finish_variants(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.D
         "head": p.head, "finetuned": plan.head.finetuned, "variants": len(table),
         "kinds": table["kind"].value_counts().to_dict(),
         "skipped": plan.skipped["reason"].value_counts().to_dict(), "ref_mismatches": len(plan.mismatches),
+        "flipped": n_flipped, "ref_mismatches_dropped": len(plan.mismatches) - n_flipped, **conventions,
+        "merged_strand_pairs": merged_pairs,
         "tracks": len(plan.tracks), "stats": list(p.stats), "summary_stat": p.summary_stat,
         "level_column": plan.level_column,
         "levels": {str(g): list(plan.tracks["identifier"][plan.groups == g]) for g in dict.fromkeys(plan.groups)},
         "rc": p.rc, "shifts": list(p.shifts), "null_shuffles": p.null_shuffles, "precision": plan.precision,
         "drawn": [table["variant"].iloc[i] for i in chosen], "figures": len(figures), "parquet": parquet,
+        "matrix": matrix,
         "most_affected": _most_affected_counts(affected),
     }
     write_json_atomic(out.summary, summary)
@@ -288,12 +316,16 @@ def finish_variants(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.D
     print(f"variants: {len(table)} variants x {len(plan.tracks)} tracks of head {p.head!r} ({n_scored} scored in "
           f"{seconds:.1f} s, {rate:.2f} variants/s, {n_sequences} sequences) -> {plan.folder}",
           flush=True)
-    if len(plan.skipped) or len(plan.mismatches):
+    if n_flipped:
+        print(f"variants: {n_flipped} REF mismatch(es) flipped (ALT is the genome's allele; scored ALT - REF as the "
+              "VCF states; listed in ref_mismatches.tsv)", flush=True)
+    if len(plan.skipped) or len(plan.mismatches) > n_flipped:
         log.warning("variants: %d allele(s) left out (%s), %d REF mismatch(es) dropped (ref_mismatches.tsv)",
                     len(plan.skipped), "; ".join(f"{k}: {v}" for k, v in summary["skipped"].items()) or "-",
-                    len(plan.mismatches))
+                    len(plan.mismatches) - n_flipped)
     return {"variants": len(table), "tracks": len(plan.tracks), "skipped": len(plan.skipped),
-            "ref_mismatches": len(plan.mismatches), "scored_this_run": n_scored, "sequences_this_run": n_sequences,
+            "ref_mismatches": len(plan.mismatches), "flipped": n_flipped, "scored_this_run": n_scored,
+            "sequences_this_run": n_sequences,
             "seconds": round(seconds, 2),
             "variants_per_second": round(rate, 3), "device": str(plan.device), "world_size": plan.dist.world}
 

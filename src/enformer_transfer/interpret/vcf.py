@@ -4,7 +4,9 @@ checked against the genome before any compute.
 Each ALT allele of a record is one variant (multi-allelic records are split). Alleles that are
 not DNA (``<DEL>``, ``*``, breakends) and exact repeats are left out with a reason; malformed
 lines, unknown chromosomes, positions past a chromosome end and REF alleles that differ from the
-genome are errors naming the line (REF mismatches can be dropped and listed instead).
+genome are errors naming the line (REF mismatches can be dropped and listed instead, or flipped
+when the ALT allele is the genome's, as baskerville's ``vcf_snps(flip_ref=True)`` does: scored
+ALT - REF as the VCF states, the genome's allele being the VCF's ALT).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import InputError
@@ -25,7 +28,8 @@ from ..genome.chroms import mismatch_message
 DNA = re.compile(r"^[ACGTN]+$")
 COLUMNS = ["variant", "id", "chrom", "pos", "ref", "alt", "kind", "row"]
 SKIPPED_COLUMNS = ["row", "chrom", "pos", "ref", "alt", "id", "reason"]
-MISMATCH_COLUMNS = ["row", "variant", "id", "chrom", "pos", "ref", "alt", "genome_ref"]
+MISMATCH_COLUMNS = ["row", "variant", "id", "chrom", "pos", "ref", "alt", "genome_ref", "action"]
+REF_MISMATCH = ("error", "skip", "flip")
 SHOWN = 3  # examples named in an error
 
 
@@ -197,11 +201,15 @@ def _read_tsv(path: Path) -> list[tuple]:
     return records
 
 
-def match_genome(variants: pd.DataFrame, genome, source: Path | str, skip_ref_mismatch: bool = False
+def match_genome(variants: pd.DataFrame, genome, source: Path | str, ref_mismatch: str = "error"
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Resolve chromosome names (the dataset's alias rules) and check that every variant lies inside
-    its chromosome and that its REF equals the genome. Returns the variants with a ``genome_chrom``
-    column, and the REF mismatches (dropped when ``skip_ref_mismatch``, else an error)."""
+    its chromosome and that its REF equals the genome. Returns the variants with ``genome_chrom``
+    and ``flipped`` columns, and the REF mismatches with what was done to each (``action``):
+    ``error`` refuses them, ``skip`` drops them, ``flip`` keeps those whose ALT is the genome's
+    (flipped; the others are refused)."""
+    if ref_mismatch not in REF_MISMATCH:
+        raise ValueError(f"ref_mismatch {ref_mismatch!r} (known: {', '.join(REF_MISMATCH)})")
     chroms = {c: genome.names.resolve(c) for c in dict.fromkeys(variants["chrom"])}
     missing = [c for c, name in chroms.items() if name is None]
     if missing:
@@ -216,17 +224,27 @@ def match_genome(variants: pd.DataFrame, genome, source: Path | str, skip_ref_mi
         raise InputError(f"{source} line {first['row']}: {first['variant']} ends past the end of {first['chrom']} "
                          f"({genome.sizes[first['genome_chrom']]:,} bp){_more(past)}; is the VCF of this genome "
                          "assembly?")
-    genome_ref = [genome.fetch(c, p - 1, p - 1 + len(r)) for c, p, r in
-                  zip(out["genome_chrom"], out["pos"], out["ref"], strict=True)]
-    differs = out["ref"].to_numpy() != pd.Series(genome_ref, index=out.index).str.upper().to_numpy()
-    mismatches = out[differs].assign(genome_ref=[g for g, d in zip(genome_ref, differs, strict=True) if d])
+    genome_ref = pd.Series([genome.fetch(c, p - 1, p - 1 + len(r)) for c, p, r in
+                            zip(out["genome_chrom"], out["pos"], out["ref"], strict=True)], index=out.index)
+    differs = (out["ref"] != genome_ref.str.upper()).to_numpy()
+    flipped = np.zeros(len(out), dtype=bool)
+    if ref_mismatch == "flip":
+        for i in np.flatnonzero(differs):
+            c, p, a = out["genome_chrom"].iat[i], out["pos"].iat[i], out["alt"].iat[i]
+            flipped[i] = genome.fetch(c, p - 1, p - 1 + len(a)).upper() == a
+    mismatches = out[differs].assign(genome_ref=genome_ref[differs],
+                                     action=np.where(flipped[differs], "flipped", "dropped"))
     mismatches = mismatches[MISMATCH_COLUMNS].reset_index(drop=True)
-    if len(mismatches) and not skip_ref_mismatch:
-        shown = ", ".join(f"line {m.row} {m.variant} (genome {m.genome_ref})" for m in mismatches.head(SHOWN).itertuples())
-        raise InputError(f"{source}: {len(mismatches)} variant(s) whose REF differs from the genome: {shown}"
-                         f"{' ...' if len(mismatches) > SHOWN else ''}; is the VCF of this genome assembly? "
-                         "(--skip-ref-mismatch drops them and lists them in ref_mismatches.tsv)")
-    return out[~differs].reset_index(drop=True), mismatches
+    refused = mismatches[mismatches["action"] != "flipped"]
+    if len(refused) and ref_mismatch != "skip":
+        shown = ", ".join(f"line {m.row} {m.variant} (genome {m.genome_ref})" for m in refused.head(SHOWN).itertuples())
+        what = "whose REF and ALT both differ" if ref_mismatch == "flip" else "whose REF differs"
+        raise InputError(f"{source}: {len(refused)} variant(s) {what} from the genome: {shown}"
+                         f"{' ...' if len(refused) > SHOWN else ''}; is the VCF of this genome assembly? "
+                         "(--ref-mismatch skip drops them and lists them in ref_mismatches.tsv; --ref-mismatch flip "
+                         "scores those whose ALT is the genome's allele, as baskerville does)")
+    keep = ~differs | flipped
+    return out.assign(flipped=flipped)[keep].reset_index(drop=True), mismatches
 
 
 def _more(frame: pd.DataFrame) -> str:

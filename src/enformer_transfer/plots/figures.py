@@ -413,3 +413,32 @@ def summary_bars(table: pd.DataFrame, title: str, path: Path) -> list[Path]:
     ax.set_title(title, fontsize=9, pad=14)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return _save(fig, path)
+
+
+def pseudobulk_qc(qc: pd.DataFrame, path: Path) -> list[Path]:
+    """Per pseudobulk group (rows of qc.tsv, by level): cells, median fragments per cell and the
+    fraction of insertions in the blacklist, as given; groups left out drawn grey."""
+    plt = _plt()
+    panels = [("cells", "cells", True), ("median_fragments_per_cell", "median fragments per cell", True),
+              ("fraction_blacklist", "fraction of insertions in the blacklist", False)]
+    names = [f"{r.level}: {r.label}" for r in qc.itertuples()]
+    kept = qc["status"].astype(str).eq("written").to_numpy()
+    levels = list(dict.fromkeys(qc["level"]))
+    colours = plt.get_cmap("tab10")
+    colour = [colours(levels.index(level) % 10) if k else "lightgrey" for level, k in zip(qc["level"], kept, strict=True)]
+    fig, axes = plt.subplots(1, 3, figsize=(11, max(2.5, 0.2 * len(qc) + 1.2)), sharey=True)
+    y = np.arange(len(qc))
+    for ax, (column, label, log) in zip(axes, panels, strict=True):
+        values = pd.to_numeric(qc[column], errors="coerce").fillna(0).to_numpy(dtype=float)
+        ax.barh(y, values, color=colour)
+        if log and (values > 0).any():
+            from matplotlib.ticker import FuncFormatter, NullFormatter
+
+            ax.set_xscale("log")  # plain tick labels: log scale's mathtext labels take seconds to lay out
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_yticks(y, names, fontsize=_label_size(len(qc)))
+    axes[0].invert_yaxis()
+    return _save(fig, path)

@@ -235,9 +235,14 @@ def variants_sections(ctx: ReportContext) -> list[Section]:
             settings.append("both strands")
         if summary["null_shuffles"]:
             settings.append(f"p-values from {summary['null_shuffles']} shuffled contexts")
+        if "scale" in summary:  # baskerville's conventions, recorded since they became settings
+            settings.append(f"{summary['scale']} scale, {summary['placement']} placement, strands "
+                            f"{summary['strands']}")
+        dropped = summary.get("ref_mismatches_dropped", summary["ref_mismatches"])
+        flipped = f", {summary['flipped']} flipped" if summary.get("flipped") else ""
         text = (f"{summary['variants']} variants ({kinds}) x {summary['tracks']} tracks of head {summary['head']}; "
-                f"{sum(summary['skipped'].values())} alleles left out, {summary['ref_mismatches']} REF mismatches "
-                f"dropped; {'; '.join(settings)} (docs/variants.md)")
+                f"{sum(summary['skipped'].values())} alleles left out, {dropped} REF mismatches "
+                f"dropped{flipped}; {'; '.join(settings)} (docs/variants.md)")
         key = anchor("variants", name)
         children = [Section(f"{key}-top", f"Top variants per track by |{stat}|",
                             table(top.assign(variant=top["variant"].map(short_name))))]
@@ -331,5 +336,26 @@ def left_out_section(ctx: ReportContext) -> Section | None:
                    f"from, so they are not shown.</p><ul>{items}</ul>")
 
 
-REPORT_SECTIONS = [summary_section, left_out_section, dataset_section, heads_sections, called_dars_sections, contributions_sections,
+def pseudobulk_section(ctx: ReportContext) -> Section | None:
+    """When the run's targets table was written by ``pseudobulk``: its QC per group (cells,
+    fragments, blacklist fraction) and figure, found beside the targets table the dataset recorded."""
+    from ..data.pseudobulk import PseudobulkFolder
+
+    recorded = ctx.run.dataset_record.key.get("inputs", {}).get("targets") or {}
+    if not recorded.get("path"):
+        return None
+    folder = PseudobulkFolder(Path(recorded["path"]).parent)
+    if not (folder.record.is_file() and folder.qc.is_file()):
+        return None
+    qc = pd.read_csv(folder.qc, sep="\t", keep_default_na=False)
+    written = qc["status"].eq("written")
+    figures = [(e["path"], e["caption"]) for e in draw.read_figure_index(folder.figures)]
+    body = (f"<p>The tracks were made from single-cell fragments by <code>pseudobulk</code> "
+            f"({html.escape(str(folder.path))}): {int(written.sum())} groups written, {int((~written).sum())} left out "
+            f"(too few cells).</p>" + figure_grid(figures) + table(qc))
+    return Section("pseudobulk", "Pseudobulk tracks", body)
+
+
+REPORT_SECTIONS = [summary_section, left_out_section, dataset_section, pseudobulk_section, heads_sections,
+                   called_dars_sections, contributions_sections,
                    motifs_sections, variants_sections]
