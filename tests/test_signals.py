@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from _kill import children, command_line, signal_when, tagged, without_quiet
@@ -56,6 +57,12 @@ def test_a_spawned_worker_checks_its_parent_when_the_package_is_imported():
     gone; otherwise die with the parent from then on (and leave its own PID for its children)."""
     code = "import os, enformer_transfer\nprint('child', os.environ['" + PARENT_PID_VARIABLE + "'])\n" + PDEATHSIG
     orphan = _python(code, "--multiprocessing-fork", env={PARENT_PID_VARIABLE: str(_dead_pid())})
+    assert orphan.returncode == 1 and "child" not in orphan.stdout
+    zombie = subprocess.Popen(["true"])  # killed but not yet reaped by its own parent: gone too
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+    orphan = _python(code, "--multiprocessing-fork", env={PARENT_PID_VARIABLE: str(zombie.pid)})
+    zombie.wait()
     assert orphan.returncode == 1 and "child" not in orphan.stdout
     worker = _python(code, "--multiprocessing-fork", env={PARENT_PID_VARIABLE: str(os.getpid())})
     assert worker.returncode == 0 and f"pdeathsig {int(signal.SIGKILL)}" in worker.stdout

@@ -105,19 +105,19 @@ def exit_with_spawning_parent() -> None:
     if "--multiprocessing-fork" in getattr(sys, "orig_argv", ()):
         parent = os.environ.get(PARENT_PID_VARIABLE, "")
         if (_request_death_with_parent() and parent.isdigit() and os.getppid() != int(parent)
-                and not _exists(int(parent))):
+                and not _alive(int(parent))):
             os._exit(1)
     os.environ[PARENT_PID_VARIABLE] = str(os.getpid())
 
 
-def _exists(pid: int) -> bool:
+def _alive(pid: int) -> bool:
+    """False when ``pid`` is gone or a zombie (killed, not yet reaped by its own parent)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in ("Z", "X")
 
 
 def resolve_device(name: str = "auto", dist: Dist | None = None):
