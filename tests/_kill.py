@@ -40,7 +40,7 @@ def without_quiet(cmd: list[str]) -> list[str]:
     return [a for a in cmd if a != "--quiet"]
 
 
-def signal_when(cmd: list[str], ready, signum: int, timeout: float = 300, poll: float = 0.005,
+def signal_when(cmd: list[str], ready, signum: int, timeout: float = 1200, poll: float = 0.005,
                 env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``cmd``; send it ``signum`` as soon as ``ready()`` is true; fail if it ended first.
     Its stdout and stderr go to temporary files (nothing blocks on a full pipe)."""

@@ -88,7 +88,7 @@ def test_train_killed_as_its_workers_start_leaves_no_process_behind(demo_run, tm
         proc = subprocess.Popen(cmd, env={**os.environ, MARK: mark}, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
-            deadline = time.time() + 300
+            deadline = time.time() + 1200
             while not children(proc.pid):
                 assert proc.poll() is None, "train ended before it started a worker"
                 assert time.time() < deadline, "train started no worker"
