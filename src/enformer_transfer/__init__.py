@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import importlib
 
+from . import devices as _devices
 from ._version import __version__
+
+_devices.exit_with_spawning_parent()  # in a spawned worker, nothing of ours runs earlier
 
 _EXPORTS = {
     # configuration

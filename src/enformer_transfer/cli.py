@@ -10,10 +10,14 @@ where it stopped; `enformer-transfer demo` runs it all on synthetic data in a fe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import logging
+import shlex
+import signal
 import sys
+import threading
 import types
 import typing
 from pathlib import Path
@@ -21,7 +25,8 @@ from pathlib import Path
 from ._version import __version__
 from .config import PER_COMMAND_SECTIONS, SECTIONS, RunConfig, load_config, tomllib, validate_config
 from .console import FILE_ONLY, setup_console, teardown_console
-from .errors import EnformerTransferError, did_you_mean
+from .devices import is_primary_process
+from .errors import EnformerTransferError, Interrupted, did_you_mean
 from .fs import disk_full_error
 from .layout import RunLayout
 
@@ -477,11 +482,13 @@ def _log_file(args: argparse.Namespace) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    words = [str(word) for word in (sys.argv[1:] if argv is None else argv)]
     setup_console(quiet=args.quiet and not args.verbose, verbose=args.verbose, log_file=_log_file(args))
     record = logging.getLogger(FILE_ONLY)
-    record.info("enformer-transfer %s: %s", __version__, " ".join(sys.argv[1:] if argv is None else map(str, argv)))
+    record.info("enformer-transfer %s: %s", __version__, " ".join(words))
     try:
-        status = args.func(args)
+        with _stop_on_signals():
+            status = args.func(args)
         record.info("finished: %s", args.command)
         return status
     except EnformerTransferError as err:
@@ -493,11 +500,55 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {disk_full_error(err.filename or Path.cwd())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+    except Interrupted as stop:
+        return _interrupted(words, stop.signum)
+    except KeyboardInterrupt:  # SIGINT outside the command's main thread
+        return _interrupted(words, signal.SIGINT)
+    except SystemExit as stop:
+        if type(stop).__name__ != "SIGTERMException":  # Lightning's, where our handler did not run
+            raise
+        return _interrupted(words, signal.SIGTERM)
     finally:
         teardown_console()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """While a command runs, SIGTERM (a scheduler's time limit or preemption, ``kill``) and
+    SIGINT (Ctrl+C) raise ``Interrupted`` in the main thread: stages stop where they are, as
+    after any error, keeping their ``.partial`` folder, and the command exits 143 or 130.
+    Lightning's own SIGTERM handler calls this one after its own (it then stops other ranks),
+    instead of finishing the batch and raising its ``SIGTERMException``, which exits 0."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        for number in STOP_SIGNALS:  # a second signal ends the process at once
+            signal.signal(number, signal.SIG_DFL)
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            if handler is not None:
+                signal.signal(number, handler)
+
+
+def _interrupted(words: list[str], signum: int) -> int:
+    """Say how to resume; 128 + the signal's number, as a shell reports a process it killed."""
+    name = signal.Signals(signum).name
+    logging.getLogger(FILE_ONLY).info("interrupted by %s", name)
+    if is_primary_process():
+        resume = shlex.join(["enformer-transfer", *(word for word in words if word != "--force")])
+        print(f"interrupted by {name}: the work done so far is kept; to resume, run: {resume}",
+              file=sys.stderr, flush=True)
+    return 128 + signum
 
 
 if __name__ == "__main__":

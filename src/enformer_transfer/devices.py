@@ -10,7 +10,11 @@ job script, as for any torch.distributed job; on one node they default to localh
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import signal
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -47,23 +51,73 @@ def is_primary_process() -> bool:
     return all(env.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def exit_with_parent(*_) -> None:
-    """In a worker process: ask the kernel to kill it when its parent dies (Linux), so that a
-    killed stage leaves no workers behind. Usable as a pool initializer or worker_init_fn."""
-    import ctypes
-    import signal
-    import sys
+# This process's PID, set when the package is imported: the workers it spawns inherit it and so
+# know their parent before any other code of theirs runs (see exit_with_spawning_parent)
+PARENT_PID_VARIABLE = "ENFORMER_TRANSFER_PARENT_PID"
 
+
+def _request_death_with_parent() -> bool:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux PR_SET_PDEATHSIG);
+    False where that is not available."""
     if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
+        return False
+    import ctypes
+
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        return
-    if os.getppid() != parent:  # the parent died before the request took effect
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def exit_with_parent(parent_pid: int | None = None, *_worker_id) -> None:
+    """In a worker process: die with ``parent_pid``, the process that started it (Linux), so that
+    a killed stage leaves no workers behind; exit at once when it is already gone (the worker
+    then belongs to init, and the kernel would never kill it). ``parent_pid`` must come from the
+    parent (``exit_with_this_process()``): a worker that read its parent's PID itself, after its slow
+    imports, could read init's. Without it, ``multiprocessing.parent_process()``: the PID the
+    parent recorded when it created this process (a pool initializer); nothing in the main
+    process (an initializer called in-process)."""
+    if parent_pid is None:
+        import multiprocessing
+
+        parent = multiprocessing.parent_process()
+        if parent is None:
+            return
+        parent_pid = parent.pid
+    if _request_death_with_parent() and os.getppid() != parent_pid:
         os._exit(1)
+
+
+def exit_with_this_process() -> Callable[[int], None]:
+    """A DataLoader ``worker_init_fn``, made in the parent: its workers die with this process."""
+    return functools.partial(exit_with_parent, os.getpid())
+
+
+def exit_with_spawning_parent() -> None:
+    """Run when the package is imported. In a spawned multiprocessing child (DataLoader workers,
+    dataset pool workers) this is the first code of ours to run, while the parent's main module
+    is re-imported, a second or more before a ``worker_init_fn`` or pool initializer: request
+    death with the parent now, and exit if the process that left its PID in the environment is
+    gone and is no longer this one's parent (a child of a process that never imported the
+    package, whose grandparent left the PID, lives on). In every process: leave this process's
+    PID for its children."""
+    if "--multiprocessing-fork" in getattr(sys, "orig_argv", ()):
+        parent = os.environ.get(PARENT_PID_VARIABLE, "")
+        if (_request_death_with_parent() and parent.isdigit() and os.getppid() != int(parent)
+                and not _alive(int(parent))):
+            os._exit(1)
+    os.environ[PARENT_PID_VARIABLE] = str(os.getpid())
+
+
+def _alive(pid: int) -> bool:
+    """False when ``pid`` is gone or a zombie (killed, not yet reaped by its own parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def resolve_device(name: str = "auto", dist: Dist | None = None):

@@ -28,6 +28,18 @@ class StageLockedError(EnformerTransferError):
     """Another process is running the same stage on the same run directory."""
 
 
+class Interrupted(SystemExit):
+    """The process received SIGTERM (a scheduler's time limit or preemption, ``kill``) or SIGINT
+    (Ctrl+C): the stage stops where it is, its ``.partial`` folder kept for a resume, and the
+    process exits 128 + the signal's number (143, 130) unless the command line says more.
+    A ``SystemExit``, so that ``except Exception`` does not swallow it; not a
+    ``KeyboardInterrupt``, which Lightning turns into exit status 1."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
 def did_you_mean(word: str, choices, cutoff: float = 0.6) -> str:
     """' (did you mean 'x'?)' for the closest of ``choices`` to a misspelt ``word``, else ''."""
     import difflib

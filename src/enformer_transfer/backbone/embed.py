@@ -30,7 +30,7 @@ from ..devices import (
     autocast,
     close_process_group,
     dist_from_env,
-    exit_with_parent,
+    exit_with_this_process,
     init_process_group,
     resolve_device,
     resolve_precision,
@@ -233,7 +233,7 @@ def embed_windows(plan: EmbedPlan, folder: EmbeddingsFolder, todo: list[tuple[st
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=e.batch_size, shuffle=False, num_workers=e.loader_workers,
                 pin_memory=device.type == "cuda", persistent_workers=False,
-                prefetch_factor=4 if e.loader_workers else None, worker_init_fn=exit_with_parent,
+                prefetch_factor=4 if e.loader_workers else None, worker_init_fn=exit_with_this_process(),
             )
             keep = plan.kept_bins[split]
             for indices, x in loader:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..devices import exit_with_parent
+from ..devices import exit_with_this_process
 
 
 def strand_partners(tracks: pd.DataFrame) -> np.ndarray | None:
@@ -125,6 +125,6 @@ def sequence_loader(dataset: SequenceWindows, batch_size: int, workers: int, shu
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         persistent_workers=False,  # the epoch (augmentation) reaches new workers each epoch
-        multiprocessing_context="spawn" if workers > 0 else None, worker_init_fn=exit_with_parent,
+        multiprocessing_context="spawn" if workers > 0 else None, worker_init_fn=exit_with_this_process(),
         pin_memory=torch.cuda.is_available(),
     )

@@ -155,7 +155,7 @@ def fit_sequence_model(model: SequenceModel, loss: str, schedule: Schedule, lrs:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from ..heads.lightning import AtomicCheckpointIO, EpochLog, resume_checkpoint
+    from ..heads.lightning import AtomicCheckpointIO, EpochLog, fit, resume_checkpoint
     from ..progress import lightning_progress
 
     # BatchNorm layers stay in eval mode on purpose (frozen statistics)
@@ -184,8 +184,7 @@ def fit_sequence_model(model: SequenceModel, loss: str, schedule: Schedule, lrs:
     resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.checkpoints / "last.ckpt"
     if resume is not None:
         log.info("%s: resuming from %s", folder.path.name, resume)
-    trainer.fit(module, ckpt_path=str(resume) if resume is not None and resume.exists() else None,
-                weights_only=True)
+    fit(trainer, module, resume)
     if not checkpoints.best_model_path:  # no validation ran: nothing to choose from
         kept = {"epoch": int(trainer.current_epoch), "step": int(trainer.global_step), "val_pearson": None}
         return {"schedule": schedule.as_dict(), "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),

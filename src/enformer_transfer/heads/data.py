@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..data import store
-from ..devices import exit_with_parent
+from ..devices import exit_with_this_process
 
 
 @dataclass
@@ -187,6 +187,6 @@ def make_loader(source: WindowSource, batch_size: int, workers: int, seed: int, 
         num_workers=workers,
         persistent_workers=workers > 0,
         multiprocessing_context="spawn" if workers > 0 else None,
-        worker_init_fn=exit_with_parent,
+        worker_init_fn=exit_with_this_process(),
         pin_memory=torch.cuda.is_available(),
     )

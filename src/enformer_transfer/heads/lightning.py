@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import csv
 import logging
+import signal
 from pathlib import Path
 
 import lightning as L
 import torch
 import torchmetrics
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..config import TrainConfig
+from ..errors import Interrupted
 from ..fs import disk_errors, write_bytes_atomic, write_text_atomic
 from ..layout import HeadFolder
 from .data import WindowSource, make_loader
@@ -176,6 +179,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()  # serialised first: torch.save reports a full disk as a vague RuntimeError
         torch.save(checkpoint, buffer)
         write_bytes_atomic(path, buffer.getbuffer())
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, resume: Path | None) -> None:
+    """``trainer.fit``, from ``resume`` when it exists. On SIGTERM, Lightning alone (no handler of
+    the command line's before it, as in a Python session) finishes the batch and raises its
+    ``SIGTERMException``, a ``SystemExit`` without a code: the process would exit 0 as if the
+    stage had finished. It becomes ``Interrupted`` (exit 143)."""
+    try:
+        trainer.fit(module, ckpt_path=str(resume) if resume is not None and resume.exists() else None,
+                    weights_only=True)  # a checkpoint that would run code is refused, never run
+    except SIGTERMException as stop:
+        raise Interrupted(signal.SIGTERM) from stop
 
 
 def resume_checkpoint(folder: HeadFolder) -> Path | None:

@@ -56,7 +56,7 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from ..progress import lightning_progress
-    from .lightning import AtomicCheckpointIO, EpochLog, HeadModule, resume_checkpoint
+    from .lightning import AtomicCheckpointIO, EpochLog, HeadModule, fit, resume_checkpoint
 
     world = cfg.devices * cfg.num_nodes
     schedule = resolve_schedule(cfg, len(train), world)
@@ -94,8 +94,7 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
     resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.checkpoints / "last.ckpt"
     if resume is not None:
         log.info("train: resuming from %s", resume)
-    trainer.fit(module, ckpt_path=str(resume) if resume is not None and resume.exists() else None,
-                weights_only=True)
+    fit(trainer, module, resume)
     info.update({"world_size": trainer.world_size, "rank": trainer.global_rank, "precision": precision,
                  "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
                  "stopped_early": bool(stopper.stopped_epoch)})
