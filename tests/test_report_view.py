@@ -332,3 +332,45 @@ def test_figure_details_a_reader_needs(measured, tmp_path):
 
     for fig in kept.values():
         plt.close(fig)
+
+
+def test_the_check_sees_overflow_and_bare_sections(tmp_path):
+    """CHECK itself: an element wider than its box and a bare 'none' section are reported, a
+    wide table in its scrolling box is not."""
+    from enformer_transfer.report.elements import SCRIPT, STYLE, Section
+
+    wide = pd.DataFrame({f"column_{i}": [0.5] for i in range(60)})
+    sections = [Section("tables", "Tables", table(wide, empty="-")),
+                Section("wide", "Wide", "<div style='width: 2000px'>too wide</div>"),
+                Section("bare", "Bare", "<p class='small'>none</p>")]
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'>" + STYLE + "</head><body><nav id='toc'></nav>"
+            + "".join(s.render() for s in sections) + SCRIPT + "</body></html>")
+    check = _render(_chromium(), page, tmp_path)
+    assert any("(wide)" in entry for entry in check["overflowing"]), check["overflowing"]
+    assert not any("(tables)" in entry for entry in check["overflowing"]), check["overflowing"]
+    assert "bare" in check["bare"]
+
+
+def test_finetuned_model_that_kept_its_frozen_head_is_not_a_second_copy(demo_run, monkeypatch):
+    """A fine-tuned model that kept the frozen head's weights is one paragraph, 'identical to default',
+    with its training curves; not a second set of figures and tables."""
+    from enformer_transfer import Run
+    from enformer_transfer.report.html import render_report
+
+    load = Run.head
+
+    def kept_frozen(self, name):  # whatever the demo's fine-tuning reached, as if it kept the frozen head
+        head = load(self, name)
+        if name == "finetuned":
+            head.metadata["finetune"]["kept"] = "frozen"
+        return head
+
+    monkeypatch.setattr(Run, "head", kept_frozen)
+    text = render_report(Run(demo_run), ["default", "finetuned", "ridge"])
+    start, end = text.index('id="head-finetuned"'), text.index('id="head-ridge"')
+    section = text[start:end]
+    assert "Identical to default" in section and "Training curves" in section
+    assert 'id="head-finetuned-tracks"' not in text and 'id="head-finetuned-figures"' not in text
+    assert section.count("<img") == 1
+    summary = text[text.index('id="summary"'):text.index('id="dataset"')]
+    assert "identical to default" in summary and "finetuned is left out: identical to default" in summary

@@ -325,6 +325,14 @@ def dar_figures(pearson: np.ndarray, confusion: np.ndarray, cell_types: list[str
     for ax in axes:
         for x in boundaries:
             ax.axvline(x, color="white", lw=0.8)
+    edges = [-0.5, *boundaries, len(region_labels) - 0.5]
+    if len(region_labels) and len(edges) <= 40:  # each block named above it (the label its regions carry)
+        top = axes[0].secondary_xaxis("top")
+        points_per_region = 8.3 * 72 / len(region_labels)  # about 8.3 in of heatmap
+        blocks = [((a + b) / 2, str(region_labels[int(np.ceil(a))])) for a, b in zip(edges[:-1], edges[1:], strict=True)
+                  if (b - a) * points_per_region >= 0.62 * 7 * len(str(region_labels[int(np.ceil(a))])) + 4]
+        top.set_xticks([x for x, _ in blocks], [name for _, name in blocks], fontsize=7)  # narrow blocks unnamed
+        top.tick_params(length=0)
     fig.colorbar(im, ax=list(axes), shrink=0.9, label="mean signal in the region's bins")
     made += _save(fig, Path(folder) / "dar_heatmaps")
     return made

@@ -256,13 +256,14 @@ def _identical_head_section(ctx: ReportContext, head: str, same: str) -> Section
     split = ctx.split(head)
     ours = ctx.run.evaluation(head).summary["splits"].get(split, {}).get("pearson_mean")
     theirs = ctx.run.evaluation(same).summary["splits"].get(split, {}).get("pearson_mean")
-    tried = (f"{finetune.get('trainable', '?')} fine-tuning from head {same}, {training.get('steps', 0):,} steps, "
-             f"{training.get('epochs', '-')} epochs")
-    outcome = (f"validation mean Pearson {fmt(start)} before fine-tuning, at best {fmt(best)} after an epoch"
+    epochs = training.get("epochs")
+    tried = (f"{finetune.get('trainable', '?')} fine-tuning from head {same}, {training.get('steps', 0):,} steps"
+             + (f", {epochs} epoch{'s' if epochs != 1 else ''}" if epochs is not None else ""))
+    outcome = (f"validation mean Pearson {fmt(start)} before fine-tuning, {fmt(best)} at its best epoch"
                if start is not None and best is not None else "no validation improvement")
     text = (f"<p><b>Identical to {html.escape(same)}</b>: {html.escape(tried)}; {html.escape(outcome)}. No "
             "checkpoint beat the frozen head on validation (raising the mean Pearson without lowering any track by "
-            "more than 0.01), so the frozen head's weights were kept (see <a href='#{anchor('head', same)}'>head {html.escape(same)}</a> for "
+            f"more than 0.01), so the frozen head's weights were kept (see <a href='#{anchor('head', same)}'>head {html.escape(same)}</a> for "
             f"its figures and tables). Evaluated from sequence, {split} mean Pearson {fmt(ours)} "
             f"(head {html.escape(same)}: {fmt(theirs)}; any difference is the stored embeddings' precision).</p>")
     curves = figure_grid([(f["path"], f["caption"]) for f in ctx.run.evaluation(head).figures
@@ -394,8 +395,8 @@ def _dar_interval(summary: dict) -> str:
     if low is None or low != low:  # absent (older analyses) or NaN
         return ""
     if fmt(low) == fmt(high):  # no spread to show: say so once, with what it rests on
-        return (f" (every {summary.get('bootstrap', '')} bootstrap resample of the {summary['regions']} regions "
-                "gives this median)").replace("every  ", "every ")
+        resamples = f"all {summary['bootstrap']} bootstrap resamples" if summary.get("bootstrap") else "every bootstrap resample"
+        return f" ({resamples} of the {summary['regions']} regions give this median: no spread)"
     return f" ({100 * summary['confidence']:g}% bootstrap interval {fmt(low)} to {fmt(high)})"
 
 
