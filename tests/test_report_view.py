@@ -374,3 +374,14 @@ def test_finetuned_model_that_kept_its_frozen_head_is_not_a_second_copy(demo_run
     assert section.count("<img") == 1
     summary = text[text.index('id="summary"'):text.index('id="dataset"')]
     assert "identical to default" in summary and "finetuned is left out: identical to default" in summary
+
+
+def test_targets_without_patterns_say_why_and_what_to_run():
+    from enformer_transfer.report.sections import _no_patterns
+
+    summary = {"contributions": "dars", "targets": {"Oligo": {"regions": 6, "patterns": 0, "seqlets": 0},
+                                                    "Astro": {"regions": 40, "patterns": 2, "seqlets": 90}}}
+    text = _no_patterns(summary, "dars", 20)
+    assert "No pattern for Oligo (6 regions, 0 seqlets)" in text and "Astro" not in text
+    assert "at least 20 seqlets" in text and "--min-seqlets 10" in text and "--contributions dars" in text
+    assert _no_patterns({"targets": {"Astro": {"patterns": 1}}}, "dars", 20) == ""

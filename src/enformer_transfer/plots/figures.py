@@ -239,6 +239,8 @@ def training_curves(logs: pd.DataFrame, path: Path, start: float | None = None, 
     the validation Pearson the kept checkpoint is chosen on, with ``start`` (its value before
     training: the ridge initialisation or the frozen head) as a dashed line and the kept epoch
     marked; ``kept_start``: the start itself was kept (training did not beat it)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     panels = [c for c in ("train_loss", "val_loss", "val_pearson") if c in logs and logs[c].notna().any()]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.3 * max(len(panels), 1) + 0.4, 2.9),
@@ -262,6 +264,9 @@ def training_curves(logs: pd.DataFrame, path: Path, start: float | None = None, 
         elif kept_epoch is not None:
             ax.axvline(kept_epoch, color="tab:red", lw=0.8, ls=":")
         _zoom(ax, shown)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        if part["epoch"].nunique() == 1:
+            ax.set_xlim(part["epoch"].iloc[0] - 0.5, part["epoch"].iloc[0] + 0.5)
         ax.set_title(titles[column], fontsize=8)
         ax.set_xlabel("epoch", fontsize=7)
         ax.tick_params(labelsize=6.5)

@@ -326,9 +326,10 @@ def head_section(ctx: ReportContext, head: str) -> Section:
         children.append(Section(f"{key}-dar", "DAR analysis", _dar_body(ctx, head)))
     words = _column_words(ctx, head)
     per_level = evaluation.per_level
-    if len(per_level):  # without a grouping column there is no level to show: the section is left out
-        children.append(Section(f"{key}-levels", "Per level", table(
-            per_level, empty="", words={f"{c}_mean": f"{w}, mean" for c, w in words.items()})))
+    children.append(Section(f"{key}-levels", "Per level", table(
+        per_level, words={f"{c}_mean": f"{w}, mean" for c, w in words.items()},
+        empty="no level to show: the tracks of this head have no grouping column (no metadata column with "
+              "repeated values, such as class or level; add one to the targets table to see per-level means)")))
     per_track = evaluation.per_track
     keep = [c for c in per_track.columns if c not in TRACK_TABLE_HIDDEN and per_track[c].notna().any()
             and not (per_track[c].astype(str) == "").all()]
