@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -32,6 +32,13 @@ class ReportContext:
     run: Run
     heads: list[str]
     figures: Path
+    _metadata: dict = field(default_factory=dict, repr=False)
+
+    def metadata(self, head: str) -> dict:
+        """A head's record (read once: loading a head reads its weights)."""
+        if head not in self._metadata:
+            self._metadata[head] = self.run.head(head).metadata
+        return self._metadata[head]
 
     @cached_property
     def labels(self) -> dict[str, str]:
@@ -44,7 +51,7 @@ class ReportContext:
     def identical_to(self, head: str) -> str | None:
         """The head shown in the report whose weights ``head`` kept (a fine-tuned model that did not
         beat its frozen head on validation keeps the frozen head's weights), else None."""
-        finetune = self.run.head(head).metadata.get("finetune") or {}
+        finetune = self.metadata(head).get("finetune") or {}
         source = finetune.get("from_head")
         if finetune.get("kept") == "frozen" and source in self.heads and source != head:
             return source
@@ -115,7 +122,7 @@ BASELINE_CONTEXT = {  # what each baseline is, said once where its number is
 
 def _headline(ctx: ReportContext, head: str, split: str) -> str:
     evaluation = ctx.run.evaluation(head)
-    meta = ctx.run.head(head).metadata
+    meta = ctx.metadata(head)
     values = evaluation.summary["splits"][split]
     per_track = evaluation.per_track
     part = per_track[(per_track["split"] == split) & per_track["pearson"].notna()].sort_values("pearson")
@@ -146,10 +153,10 @@ def _missing_baselines(ctx: ReportContext) -> str:
     have = set()
     for head in ctx.heads:
         have |= {c for c in BASELINES if c in ctx.run.evaluation(head).per_track.columns}
-    ridge_heads = [h for h in run.heads() if run.head(h).metadata.get("model") == "ridge"]
+    ridge_heads = [h for h in run.heads() if ctx.metadata(h).get("model") == "ridge"]
     missing = []
     if "ridge_pearson" not in have and not any(h in ctx.heads for h in ridge_heads):
-        first = next((h for h in ctx.heads if run.head(h).metadata.get("model") != "ridge"), ctx.heads[0])
+        first = next((h for h in ctx.heads if ctx.metadata(h).get("model") != "ridge"), ctx.heads[0])
         missing.append("no ridge baseline (a closed-form ridge head on the same embeddings: what a linear read-out "
                        "reaches without training): <code>enformer-transfer train RUN_DIR --head ridge --model ridge"
                        f"</code>, then <code>enformer-transfer evaluate RUN_DIR --head {html.escape(first)}</code>")
@@ -244,7 +251,7 @@ def _column_words(ctx: ReportContext, head: str) -> dict[str, str]:
 def _identical_head_section(ctx: ReportContext, head: str, same: str) -> Section:
     """A fine-tuned model that kept its frozen head's weights: one paragraph and its training
     curves, not a second copy of the frozen head's section."""
-    meta = ctx.run.head(head).metadata
+    meta = ctx.metadata(head)
     finetune, training = meta["finetune"], meta.get("training", {})
     start = training.get("start_valid_pearson")
     logs = ctx.run.layout.head(head).metrics
@@ -301,7 +308,7 @@ def head_section(ctx: ReportContext, head: str) -> Section:
         return _identical_head_section(ctx, head, same)
     run = ctx.run
     evaluation = run.evaluation(head)
-    meta = run.head(head).metadata
+    meta = ctx.metadata(head)
     training = meta.get("training", {})
     kept = training.get("kept", {})
     facts = [f"{meta['model']} head", f"loss {meta['loss']}", f"{meta['n_tracks']} tracks"]
