@@ -135,4 +135,4 @@ def test_dar_statistics_are_seeded_and_in_the_report(demo_run):
     summary = json.loads((demo_run / "dar" / "default" / "summary.json").read_text())
     assert summary["permutations"] == 1000 and summary["top_agreement_permutation_p"] < 0.01
     html = (demo_run / "report" / "report.html").read_text()
-    assert "bootstrap interval" in html and "permutation p" in html
+    assert "bootstrap" in html and "permutation p" in html  # an interval, or 'no spread' when it has none

@@ -14,6 +14,7 @@ from ..genome.intervals import parse_region
 from ..layout import EvaluationFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
+from ..plots.labels import track_labels
 
 
 def parse_regions(regions: list[str] | None) -> list[tuple[str, int, int]]:
@@ -43,18 +44,21 @@ def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.Data
     index = FigureIndex(figures)
     tracks = run.tracks.iloc[track_index].reset_index(drop=True)
     ids = list(tracks["identifier"])
+    labels = track_labels(tracks)  # what the reader sees: the description (cell type) when there is one
     groupings = grouping_columns(tracks)
     split = "test" if "test" in splits else splits[0]
     logs = run.layout.head(name).metrics
     if logs.is_file():
-        index.add("training_curves", "Training curves", draw.training_curves(pd.read_csv(logs), figures / "training_curves"))
+        index.add("training_curves", "Training curves: loss, and the validation Pearson the kept checkpoint is "
+                  "chosen on (dashed: before training; star: the kept epoch)",
+                  _training_curves(run.head(name).metadata, pd.read_csv(logs), figures / "training_curves"))
     index.add("pearson_boxplot", "Per-track Pearson by split" + (f" and {groupings[0]}" if groupings else ""),
               draw.pearson_boxplot(per_track, groupings[0] if groupings else None, figures / "pearson_boxplot"))
     corr = np.load(out.correlations(split))
     order = hierarchy_order(tracks)
     index.add(f"correlations_{split}", f"Track x track correlations, observed and predicted ({split})",
               draw.correlation_heatmaps(corr["observed"][np.ix_(order, order)], corr["predicted"][np.ix_(order, order)],
-                                        [ids[i] for i in order], figures / f"correlations_{split}"))
+                                        [labels[i] for i in order], figures / f"correlations_{split}"))
     # the window with the most observed signal, and each track's own plot at it
     predictions = store.open_array(out.predictions_store, split)
     targets = run.targets(split)
@@ -70,7 +74,7 @@ def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.Data
     shown = [order[i] for i in np.unique(np.linspace(0, len(order) - 1, min(12, len(order))).round().astype(int))]
     some = f"{len(shown)} of {len(order)} tracks, " if len(shown) < len(order) else ""
     index.add("tracks_example", f"Observed vs predicted, the {split} window with the most signal ({some}{region})",
-              draw.track_plot(coords, obs[:, shown], pred[:, shown], [ids[i] for i in shown], region,
+              draw.track_plot(coords, obs[:, shown], pred[:, shown], [labels[i] for i in shown], region,
                               figures / "tracks_example"))
     # scatter of observed vs predicted bins for the best and the worst track of the split
     part = per_track[per_track["split"] == split].reset_index(drop=True)
@@ -82,8 +86,8 @@ def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.Data
     if valid.any():
         for label, t in (("best", int(part["pearson"].where(valid).idxmax())),
                          ("worst", int(part["pearson"].where(valid).idxmin()))):
-            index.add(f"scatter_{label}", f"Observed vs predicted bins, {label} track ({ids[t]})",
-                      draw.scatter_observed_predicted(o[..., t].ravel(), p[..., t].ravel(), ids[t],
+            index.add(f"scatter_{label}", f"Observed vs predicted bins, {label} track ({labels[t]})",
+                      draw.scatter_observed_predicted(o[..., t].ravel(), p[..., t].ravel(), labels[t],
                                                       float(part["pearson"][t]), figures / f"scatter_{label}"))
     index.add("pearson_by_position", "Pearson by bin position (accuracy towards the window edges)",
               draw.pearson_by_position(pd.read_csv(out.bin_position), figures / "pearson_by_position"))
@@ -92,13 +96,13 @@ def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.Data
     if track_stats is not None:
         stats = track_stats.set_index("identifier").loc[ids]
         index.add("pearson_vs_mean", "Pearson vs mean target value",
-                  draw.pearson_vs_property(stats["mean"].to_numpy(), part["pearson"].to_numpy(), ids,
+                  draw.pearson_vs_property(stats["mean"].to_numpy(), part["pearson"].to_numpy(), labels,
                                            "mean target value (all windows)", figures / "pearson_vs_mean"))
     if "n_nuclei" in tracks.columns:
         nuclei = pd.to_numeric(tracks["n_nuclei"], errors="coerce").to_numpy()
         if np.isfinite(nuclei).any():
             index.add("pearson_vs_nuclei", "Pearson vs number of nuclei",
-                      draw.pearson_vs_property(nuclei, part["pearson"].to_numpy(), ids, "number of nuclei",
+                      draw.pearson_vs_property(nuclei, part["pearson"].to_numpy(), labels, "number of nuclei",
                                                figures / "pearson_vs_nuclei"))
     # chosen regions: every evaluated window whose target interval overlaps one
     for chrom, start, end in parse_regions(plot_regions):
@@ -113,10 +117,24 @@ def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.Data
                 x = w["start"] + geometry.bin_size * (np.arange(geometry.n_bins) + 0.5)
                 key = f"region_{region_split}_{w['chrom']}_{w['start']}"
                 index.add(key, f"Observed vs predicted, chosen region {label} ({region_split})",
-                          draw.track_plot(x, o_region[:, order], p_region[:, order], [ids[k] for k in order], label,
+                          draw.track_plot(x, o_region[:, order], p_region[:, order], [labels[k] for k in order], label,
                                           figures / "regions" / key), kind="region")
     for t, ident in enumerate(ids):
-        index.add(f"track_{ident}", ident, draw.track_plot(coords, obs[:, [t]], pred[:, [t]], [ident], region,
-                                                           figures / "tracks" / safe_filename(ident)),
-                  kind="track", track=ident)
+        caption = ident if labels[t] == ident else f"{labels[t]} ({ident})"
+        index.add(f"track_{ident}", caption, draw.track_plot(coords, obs[:, [t]], pred[:, [t]], [labels[t]], region,
+                                                             figures / "tracks" / safe_filename(ident)),
+                  kind="track", track=ident, label=labels[t])
     return index.write()
+
+
+def _training_curves(metadata: dict, logs: pd.DataFrame, path: Path) -> list[Path]:
+    """The training log with what the head's record says about its start and the kept epoch."""
+    training = metadata.get("training", {})
+    kept = training.get("kept", {})
+    finetune = metadata.get("finetune")
+    start_label = f"frozen head {finetune['from_head']}" if finetune else (
+        "ridge start" if training.get("schedule", {}).get("init") == "ridge" else "start")
+    kept_start = bool(kept.get("start")) or (finetune or {}).get("kept") == "frozen"
+    return draw.training_curves(logs, path, start=training.get("start_valid_pearson"),
+                                kept_epoch=None if kept_start else kept.get("epoch"), kept_start=kept_start,
+                                start_label=start_label)

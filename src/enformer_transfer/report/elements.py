@@ -67,21 +67,28 @@ def fmt(value) -> str:
     return str(value)
 
 
-def table(df: pd.DataFrame, link_column: str | None = None, link_prefix: str = "", bold_max_rows: bool = False,
-          empty: str = "none") -> str:
+def table(df: pd.DataFrame, empty: str, link_column: str | None = None, link_prefix: str = "",
+          bold_max: list[str] | None = None, words: dict[str, str] | None = None) -> str:
     """A sortable table inside a horizontally scrolling box; numbers rounded for display, each
-    cell's full value in ``data-value`` (what sorting uses)."""
+    cell's full value in ``data-value`` (what sorting uses), column names in words
+    (``plots.labels.column_label``). ``bold_max``: columns compared in each row, the largest value
+    as shown in bold, every tie included. ``empty``: what the reader is told instead of an empty
+    table (why there is nothing, and what to run), never a bare 'none'."""
+    from ..plots.labels import column_label
+
     if df is None or not len(df):
         return f"<p class='small'>{html.escape(empty)}</p>"
     numeric = {c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns}
-    head = "".join(f'<th class="{"" if numeric[c] else "text"}" data-numeric="{int(numeric[c])}">{html.escape(str(c))}</th>'
+    head = "".join(f'<th class="{"" if numeric[c] else "text"}" data-numeric="{int(numeric[c])}" '
+                   f'title="{html.escape(str(c))}">{html.escape(column_label(str(c), words))}</th>'
                    for c in df.columns)
+    compared = [c for c in (bold_max or []) if c in df.columns and numeric[c]]
     rows = []
     for _, row in df.iterrows():
-        best = None
-        if bold_max_rows:
-            values = [row[c] for c in df.columns if numeric[c] and isinstance(row[c], float) and not pd.isna(row[c])]
-            best = max(values) if values else None
+        shown_best = None
+        values = [float(row[c]) for c in compared if not pd.isna(row[c])]
+        if len(values) > 1:
+            shown_best = fmt(max(values))  # ties as the reader sees them: equal when rounded alike
         cells = []
         for col in df.columns:
             value = row[col]
@@ -93,7 +100,7 @@ def table(df: pd.DataFrame, link_column: str | None = None, link_prefix: str = "
             shown = html.escape(text)
             if col == link_column and text:
                 shown = f'<a href="#{html.escape(anchor(link_prefix + text))}">{shown}</a>'
-            if best is not None and numeric[col] and not missing and value == best:
+            if shown_best is not None and col in compared and not missing and fmt(float(value)) == shown_best:
                 shown = f"<b>{shown}</b>"
             cells.append(f'<td class="{"" if numeric[col] else "text"}" data-value="{html.escape(raw)}">{shown}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
 from ..plots import figures as draw
+from ..plots.labels import track_label_map
 from ..run import Run
 from .elements import Section, anchor, details, figure, figure_grid, fmt, table
 
@@ -30,6 +32,30 @@ class ReportContext:
     run: Run
     heads: list[str]
     figures: Path
+    _metadata: dict = field(default_factory=dict, repr=False)
+
+    def metadata(self, head: str) -> dict:
+        """A head's record (read once: loading a head reads its weights)."""
+        if head not in self._metadata:
+            self._metadata[head] = self.run.head(head).metadata
+        return self._metadata[head]
+
+    @cached_property
+    def labels(self) -> dict[str, str]:
+        return track_label_map(self.run.tracks)
+
+    def label(self, identifier: str) -> str:
+        """A track as the reader knows it: its description (cell type) when the targets table has one."""
+        return self.labels.get(str(identifier), str(identifier))
+
+    def identical_to(self, head: str) -> str | None:
+        """The head shown in the report whose weights ``head`` kept (a fine-tuned model that did not
+        beat its frozen head on validation keeps the frozen head's weights), else None."""
+        finetune = self.metadata(head).get("finetune") or {}
+        source = finetune.get("from_head")
+        if finetune.get("kept") == "frozen" and source in self.heads and source != head:
+            return source
+        return None
 
     def split(self, head: str) -> str | None:
         """The split a head is judged on: test, else valid, else the first evaluated."""
@@ -87,9 +113,16 @@ def summary_table(ctx: ReportContext, split: str) -> pd.DataFrame:
     return table_[front + [c for c in table_.columns if c not in front]]
 
 
+BASELINE_CONTEXT = {  # what each baseline is, said once where its number is
+    "ridge_pearson": "closed-form ridge on the same embeddings",
+    "zero_shot_pearson": "zero-shot: the backbone's own track that matches best on valid",
+    "compare_run_pearson": "the same head on another run's embeddings",
+}
+
+
 def _headline(ctx: ReportContext, head: str, split: str) -> str:
     evaluation = ctx.run.evaluation(head)
-    meta = ctx.run.head(head).metadata
+    meta = ctx.metadata(head)
     values = evaluation.summary["splits"][split]
     per_track = evaluation.per_track
     part = per_track[(per_track["split"] == split) & per_track["pearson"].notna()].sort_values("pearson")
@@ -98,27 +131,55 @@ def _headline(ctx: ReportContext, head: str, split: str) -> str:
     for column in BASELINES:
         mean = values.get(f"{column}_mean")
         if mean is not None:
-            compared.append(f"{html.escape(_baseline_label(column, head, baselines))} {fmt(mean)}")
+            compared.append(f"{html.escape(_baseline_label(column, head, baselines))} {fmt(mean)} "
+                            f"<span class='small'>({html.escape(BASELINE_CONTEXT[column])})</span>")
     kind = "fine-tuned model" if meta.get("finetune") else f"{meta['model']} head"
+    same = ctx.identical_to(head)
+    if same:
+        kind += f"; kept the weights of {same}: identical to {same}"
     text = (f"<b>{html.escape(head)}</b> ({html.escape(kind)}, {meta['n_tracks']} tracks): {split} mean Pearson "
-            f"<b>{fmt(values['pearson_mean'])}</b>" + (f" vs {', '.join(compared)}" if compared else ""))
-    if len(part):
+            f"<b>{fmt(values['pearson_mean'])}</b>" + (f" vs {'; '.join(compared)}" if compared else ""))
+    if len(part) and not same:
         def names(rows: pd.DataFrame) -> str:
-            return ", ".join(f'<a href="#{anchor(head, "track", r.identifier)}">{html.escape(r.identifier)}</a> '
+            return ", ".join(f'<a href="#{anchor(head, "track", r.identifier)}">{html.escape(ctx.label(r.identifier))}</a> '
                              f"{fmt(r.pearson)}" for r in rows.itertuples())
         text += f"; best {names(part.iloc[::-1].head(3))}; worst {names(part.head(3))}"
     return f"<p class='headline'>{text}</p>"
+
+
+def _missing_baselines(ctx: ReportContext) -> str:
+    """Which baselines the summary lacks, and the command that adds each: a number is read against them."""
+    run = ctx.run
+    have = set()
+    for head in ctx.heads:
+        have |= {c for c in BASELINES if c in ctx.run.evaluation(head).per_track.columns}
+    ridge_heads = [h for h in run.heads() if ctx.metadata(h).get("model") == "ridge"]
+    missing = []
+    if "ridge_pearson" not in have and not any(h in ctx.heads for h in ridge_heads):
+        first = next((h for h in ctx.heads if ctx.metadata(h).get("model") != "ridge"), ctx.heads[0])
+        missing.append("no ridge baseline (a closed-form ridge head on the same embeddings: what a linear read-out "
+                       "reaches without training): <code>enformer-transfer train RUN_DIR --head ridge --model ridge"
+                       f"</code>, then <code>enformer-transfer evaluate RUN_DIR --head {html.escape(first)}</code>")
+    if "compare_run_pearson" not in have:
+        missing.append("no random-backbone comparison (the same head on a backbone without pretraining: what "
+                       "transfer adds): evaluate with <code>--compare-run OTHER_RUN_DIR</code>")
+    if not missing:
+        return ""
+    return f"<p class='small'>Baselines not in this run: {'; '.join(missing)}.</p>"
 
 
 def summary_section(ctx: ReportContext) -> Section:
     """What a reader wants first: how well each head learned the tracks, per level, against the baselines."""
     split = next((ctx.split(h) for h in ctx.heads if ctx.split(h)), None)
     parts = [_headline(ctx, head, ctx.split(head)) for head in ctx.heads if ctx.split(head)]
+    parts.append(_missing_baselines(ctx))
     for head in ctx.heads:
         for warning in ctx.run.evaluation(head).summary.get("warnings", []):
             parts.append(f"<p class='warning'>head {html.escape(head)}: {html.escape(warning)}</p>")
     if split is not None:
         overview = summary_table(ctx, split)
+        same = [h for h in ctx.heads if ctx.identical_to(h) and h in overview.columns]
+        overview = overview.drop(columns=same)  # the same numbers as the head whose weights it kept
         series = [c for c in overview.columns if c not in ("grouping", "group", "tracks")]
         baselines = [c for c in series if c not in ctx.heads]
         explained = {"ridge baseline": "the ridge head", "backbone's best own track":
@@ -127,8 +188,10 @@ def summary_section(ctx: ReportContext) -> Section:
         parts.append(f"<h3>Mean Pearson per level ({html.escape(split)} split)</h3>"
                      "<p class='small'>per track over all bins of the split's windows pooled, then the mean over the "
                      "level's tracks" + ("; the best of each row in bold" if len(series) > 1 else "")
-                     + (f". Baselines: {html.escape('; '.join(said))}" if said else "") + ".</p>")
-        parts.append(table(overview, bold_max_rows=len(series) > 1))
+                     + (f". Baselines: {html.escape('; '.join(said))}" if said else "")
+                     + "".join(f"; {html.escape(h)} is left out: identical to {html.escape(ctx.identical_to(h))}"
+                               for h in same) + ".</p>")
+        parts.append(table(overview, empty=f"no head has a {split} evaluation", bold_max=series))
         if len(overview) <= 40 and series:
             made = draw.summary_bars(overview.set_index(["grouping", "group"])[series],
                                      f"Mean Pearson per level ({split})", ctx.figures / "summary_bars")
@@ -141,14 +204,18 @@ def dataset_section(ctx: ReportContext) -> Section:
     geometry = run.geometry
     splits = pd.DataFrame([{"split": s, "windows": len(run.windows(s))} for s in run.splits])
     body = [f"<p>{len(run.tracks)} tracks; input {geometry.seq_length:,} bp, {geometry.n_bins} bins of "
-            f"{geometry.bin_size} bp per window.</p>", table(splits)]
+            f"{geometry.bin_size} bp per window.</p>", table(splits, empty="the dataset has no windows")]
     children = []
     if run.track_stats is not None:
-        children.append(Section("dataset-targets", "Targets per track", table(run.track_stats)))
+        stats = run.track_stats
+        labels = [ctx.label(i) for i in stats["identifier"]]
+        if labels != list(stats["identifier"].astype(str)):
+            stats = stats.assign(track=labels)[["track", *stats.columns]]
+        children.append(Section("dataset-targets", "Targets per track", table(stats, empty="no track statistics")))
     inputs = run.dataset_record.key["inputs"]
     files = [dict(f, input=name) for name, value in inputs.items() for f in (value if isinstance(value, list) else [value])]
     config = run.layout.config.read_text() if run.layout.config.is_file() else ""
-    extra = details("Input files and their fingerprints", table(pd.DataFrame(files)))
+    extra = details("Input files and their fingerprints", table(pd.DataFrame(files), empty="no input files recorded"))
     if config:
         extra += details("Run config (config.toml)", f"<pre>{html.escape(config)}</pre>")
     extra += details("Geometry", f"<pre>{html.escape(json.dumps(geometry.model_dump(), indent=1))}</pre>")
@@ -156,11 +223,16 @@ def dataset_section(ctx: ReportContext) -> Section:
     return Section("dataset", "Dataset", "".join(body), children)
 
 
-def _track_viewer(head: str, figures: list[dict]) -> str:
+def _track_viewer(ctx: ReportContext, head: str, figures: list[dict]) -> str:
     tracks = [f for f in figures if f["kind"] == "track"]
     if not tracks:
         return ""
-    options = "".join(f'<option value="{anchor(head, "track", f["track"])}">{html.escape(f["track"])}</option>'
+
+    def named(track: str) -> str:
+        label = ctx.label(track)
+        return track if label == track else f"{label} ({track})"
+
+    options = "".join(f'<option value="{anchor(head, "track", f["track"])}">{html.escape(named(f["track"]))}</option>'
                       for f in tracks)
     plots = "".join(figure(f["path"], f["caption"], ident=anchor(head, "track", f["track"]), hidden=i > 0,
                            extra_class="track-plot") for i, f in enumerate(tracks))
@@ -170,10 +242,73 @@ def _track_viewer(head: str, figures: list[dict]) -> str:
             f"an identifier in the per-track table opens its plot</span></div>{plots}</div>")
 
 
+def _column_words(ctx: ReportContext, head: str) -> dict[str, str]:
+    """Baseline columns of ``head``'s tables in words (the compare run by its name)."""
+    baselines = ctx.run.evaluation(head).summary.get("baselines", {})
+    return {column: f"{_baseline_label(column, head, baselines)}, Pearson" for column in BASELINES}
+
+
+def _identical_head_section(ctx: ReportContext, head: str, same: str) -> Section:
+    """A fine-tuned model that kept its frozen head's weights: one paragraph and its training
+    curves, not a second copy of the frozen head's section."""
+    meta = ctx.metadata(head)
+    finetune, training = meta["finetune"], meta.get("training", {})
+    start = training.get("start_valid_pearson")
+    logs = ctx.run.layout.head(head).metrics
+    best = None
+    if logs.is_file():
+        epochs = pd.read_csv(logs)
+        if "val_pearson" in epochs and epochs["val_pearson"].notna().any():
+            best = float(epochs["val_pearson"].max())
+    split = ctx.split(head)
+    ours = ctx.run.evaluation(head).summary["splits"].get(split, {}).get("pearson_mean")
+    theirs = ctx.run.evaluation(same).summary["splits"].get(split, {}).get("pearson_mean")
+    epochs = training.get("epochs")
+    tried = (f"{finetune.get('trainable', '?')} fine-tuning from head {same}, {training.get('steps', 0):,} steps"
+             + (f", {epochs} epoch{'s' if epochs != 1 else ''}" if epochs is not None else ""))
+    outcome = (f"validation mean Pearson {fmt(start)} before fine-tuning, {fmt(best)} at its best epoch"
+               if start is not None and best is not None else "no validation improvement")
+    text = (f"<p><b>Identical to {html.escape(same)}</b>: {html.escape(tried)}; {html.escape(outcome)}. No "
+            "checkpoint beat the frozen head on validation (raising the mean Pearson without lowering any track by "
+            f"more than 0.01), so the frozen head's weights were kept (see <a href='#{anchor('head', same)}'>head {html.escape(same)}</a> for "
+            f"its figures and tables). Evaluated from sequence, {split} mean Pearson {fmt(ours)} "
+            f"(head {html.escape(same)}: {fmt(theirs)}; any difference is the stored embeddings' precision).</p>")
+    curves = figure_grid([(f["path"], f["caption"]) for f in ctx.run.evaluation(head).figures
+                          if f.get("name") == "training_curves"])
+    return Section(anchor("head", head), f"Head {head}", text + curves)
+
+
+def _dar_body(ctx: ReportContext, head: str) -> str:
+    dar = ctx.run.dar(head)
+    s = dar.summary
+    text = (f"<p>{s['regions']} regions; median Pearson across cell types "
+            f"{fmt(s['pearson_across_cell_types_median'])}{_dar_interval(s)}; most open cell type predicted = "
+            f"observed in {100 * s['top_agreement_observed_predicted']:.1f}% of regions (chance "
+            f"{100 * s['chance_agreement']:.1f}%{_dar_test(s)}); bin rule {html.escape(s['bin_rule'])}</p>")
+    regions = dar.regions
+    cell_types = [str(c) for c in s.get("cell_types", [])]
+    never_open = [c for c in cell_types if c not in set(regions["observed_top"].astype(str))]
+    never_predicted = [c for c in cell_types if c not in set(regions["predicted_top"].astype(str))]
+    notes = []
+    if never_open:
+        notes.append(f"empty confusion row(s) {', '.join(never_open)}: no region is observed most open in that "
+                     "cell type")
+    if never_predicted:
+        notes.append(f"empty column(s) {', '.join(never_predicted)}: no region is predicted most open there")
+    if s.get("labels_without_track"):
+        notes.append(f"DAR labels without a track (their regions are left out): {', '.join(map(str, s['labels_without_track']))}")
+    if notes:
+        text += f"<p class='small'>{html.escape('; '.join(notes))}.</p>"
+    return text + figure_grid([(f["path"], f["caption"]) for f in dar.figures])
+
+
 def head_section(ctx: ReportContext, head: str) -> Section:
+    same = ctx.identical_to(head)
+    if same:
+        return _identical_head_section(ctx, head, same)
     run = ctx.run
     evaluation = run.evaluation(head)
-    meta = run.head(head).metadata
+    meta = ctx.metadata(head)
     training = meta.get("training", {})
     kept = training.get("kept", {})
     facts = [f"{meta['model']} head", f"loss {meta['loss']}", f"{meta['n_tracks']} tracks"]
@@ -181,6 +316,11 @@ def head_section(ctx: ReportContext, head: str) -> Section:
         facts.append(f"{training['steps']:,} steps, {training.get('epochs', '-')} epochs")
     if kept.get("epoch") is not None:
         facts.append(f"kept epoch {kept['epoch']}")
+    elif kept.get("start"):
+        facts.append("kept its start (no epoch beat it on validation)")
+    if training.get("start_valid_pearson") is not None:
+        facts.append(f"validation mean Pearson {fmt(training['start_valid_pearson'])} at the start"
+                     + (f", {fmt(kept['val_pearson'])} kept" if kept.get("val_pearson") is not None else ""))
     if training.get("best_val_loss") is not None:
         facts.append(f"best val loss {fmt(training['best_val_loss'])}")
     facts.append(f"backbone {meta['backbone'].get('source')}")
@@ -190,25 +330,28 @@ def head_section(ctx: ReportContext, head: str) -> Section:
     grid = figure_grid([(f["path"], f["caption"]) for f in figures if f["kind"] in ("summary", "region")])
     children = [Section(f"{key}-figures", "Figures", grid)] if grid else []
     if head in run.dars():
-        dar = run.dar(head)
-        s = dar.summary
-        text = (f"<p>{s['regions']} regions; median Pearson across cell types "
-                f"{fmt(s['pearson_across_cell_types_median'])}{_dar_interval(s)}; most open cell type predicted = "
-                f"observed in {100 * s['top_agreement_observed_predicted']:.1f}% of regions (chance "
-                f"{100 * s['chance_agreement']:.1f}%{_dar_test(s)}); bin rule {html.escape(s['bin_rule'])}</p>")
-        children.append(Section(f"{key}-dar", "DAR analysis",
-                                text + figure_grid([(f["path"], f["caption"]) for f in dar.figures])))
+        children.append(Section(f"{key}-dar", "DAR analysis", _dar_body(ctx, head)))
+    words = _column_words(ctx, head)
     per_level = evaluation.per_level
     children.append(Section(f"{key}-levels", "Per level", table(
-        per_level, empty="the tracks of this head have no grouping column (no metadata column with repeated values)")))
+        per_level, words={f"{c}_mean": f"{w}, mean" for c, w in words.items()},
+        empty="no level to show: the tracks of this head have no grouping column (no metadata column with "
+              "repeated values, such as class or level; add one to the targets table to see per-level means)")))
     per_track = evaluation.per_track
-    keep = [c for c in per_track.columns if c not in TRACK_TABLE_HIDDEN]
+    keep = [c for c in per_track.columns if c not in TRACK_TABLE_HIDDEN and per_track[c].notna().any()
+            and not (per_track[c].astype(str) == "").all()]
+    shown = per_track[keep]
+    labels = [ctx.label(i) for i in shown["identifier"]]
+    if labels != list(shown["identifier"].astype(str)):
+        at = keep.index("identifier") + 1
+        shown = shown.assign(track=labels)[[*keep[:at], "track", *keep[at:]]]
     children.append(Section(f"{key}-tracks", "Per track",
                             "<p class='small'>click a column to sort; an identifier opens its track plot; "
                             "full precision in per_track.csv</p>"
-                            + table(per_track[keep], link_column="identifier", link_prefix=f"{head}-track-")
+                            + table(shown, empty="no track was evaluated", link_column="identifier",
+                                    link_prefix=f"{head}-track-", words=words)
                             .replace('class="table-wrap"', 'class="table-wrap tall"', 1)))
-    viewer = _track_viewer(head, figures)
+    viewer = _track_viewer(ctx, head, figures)
     if viewer:
         children.append(Section(f"{key}-track-plots", "Track plots", viewer))
     return Section(key, f"Head {head}", body, children)
@@ -244,8 +387,15 @@ def variants_sections(ctx: ReportContext) -> list[Section]:
                 f"{sum(summary['skipped'].values())} alleles left out, {dropped} REF mismatches "
                 f"dropped{flipped}; {'; '.join(settings)} (docs/variants.md)")
         key = anchor("variants", name)
+        top = top.assign(variant=top["variant"].map(short_name))
+        if "identifier" in top.columns:
+            labels = [ctx.label(i) for i in top["identifier"]]
+            if labels != list(top["identifier"].astype(str)):
+                at = list(top.columns).index("identifier") + 1
+                top = top.assign(track=labels)[[*top.columns[:at], "track", *top.columns[at:]]]
         children = [Section(f"{key}-top", f"Top variants per track by |{stat}|",
-                            table(top.assign(variant=top["variant"].map(short_name))))]
+                            table(top, empty=f"no variant was scored in {name} (every allele was left out: see the "
+                                             "counts above and docs/variants.md)"))]
         grid = figure_grid([(f["path"], f["caption"]) for f in effects.figures])
         if grid:
             children.append(Section(f"{key}-figures", "Figures", grid))
@@ -257,6 +407,9 @@ def _dar_interval(summary: dict) -> str:
     low, high = summary.get("pearson_across_cell_types_median_ci", [None, None])
     if low is None or low != low:  # absent (older analyses) or NaN
         return ""
+    if fmt(low) == fmt(high):  # no spread to show: say so once, with what it rests on
+        resamples = f"all {summary['bootstrap']} bootstrap resamples" if summary.get("bootstrap") else "every bootstrap resample"
+        return f" ({resamples} of the {summary['regions']} regions give this median: no spread)"
     return f" ({100 * summary['confidence']:g}% bootstrap interval {fmt(low)} to {fmt(high)})"
 
 
@@ -280,7 +433,8 @@ def called_dars_sections(ctx: ReportContext) -> list[Section]:
                 f"pseudocount {rule['pseudocount']:.3g}</p>")
         counts = pd.DataFrame({summary["label_column"]: list(summary["per_cell_type"]),
                                "regions": list(summary["per_cell_type"].values())})
-        body = text + table(counts) + figure_grid([(f["path"], f["caption"]) for f in called.figures])
+        body = text + table(counts, empty="no region passed the rule: lower --min-log2-fold-change or --min-signal "
+                                         "and rerun enformer-transfer call-dars") + figure_grid([(f["path"], f["caption"]) for f in called.figures])
         out.append(Section(anchor("called-dars", name), f"Called DARs {name}", body))
     return out
 
@@ -302,6 +456,22 @@ def contributions_sections(ctx: ReportContext) -> list[Section]:
     return out
 
 
+def _no_patterns(summary: dict, name: str, minimum: int | None) -> str:
+    """Why targets have no pattern, and what to change (TF-MoDISco found too few seqlets)."""
+    targets = summary.get("targets", {})
+    empty = {display: entry for display, entry in targets.items() if not entry.get("patterns")}
+    if not empty:
+        return ""
+    which = ", ".join(f"{display} ({entry.get('regions', '?')} regions, {entry.get('seqlets', 0)} seqlets)"
+                      for display, entry in empty.items())
+    return (f"<p class='small'>No pattern for {html.escape(which)}: TF-MoDISco needs "
+            + (f"at least {minimum} seqlets per pattern (--min-seqlets)" if minimum else "enough seqlets per pattern")
+            + "; few regions or weak contributions give too few. More regions (call-dars with a lower "
+            "--min-log2-fold-change), or <code>enformer-transfer motifs RUN_DIR --contributions "
+            f"{html.escape(str(summary.get('contributions', name)))} --min-seqlets 10 --force</code>, usually finds "
+            "them.</p>")
+
+
 def motifs_sections(ctx: ReportContext) -> list[Section]:
     """Finished motifs stages: TF-MoDISco patterns per target, their JASPAR matches, logos."""
     out = []
@@ -310,17 +480,25 @@ def motifs_sections(ctx: ReportContext) -> list[Section]:
         figures = motifs.figures
         text = (f"<p>TF-MoDISco patterns of contributions <code>{html.escape(motifs.summary['contributions'])}</code>, "
                 f"matched (TOMTOM) against {html.escape(', '.join(motifs.summary['database']))}</p>")
+        config = motifs.record.config if isinstance(motifs.record.config, dict) else {}
+        text += _no_patterns(motifs.summary, name, (config.get("motifs") or config).get("min_seqlets"))
         keep = ["display", "pattern", "n_seqlets", "n_regions", "importance", "motif", "best_motif_id",
                 "best_qvalue", "consensus"]
         patterns = motifs.patterns[[c for c in keep if c in motifs.patterns.columns]].rename(
             columns={"display": "target"})
         key = anchor("motifs", name)
-        children = [Section(f"{key}-patterns", "Patterns", table(patterns))]
+        children = []
+        if len(patterns):  # none found: said above, with what to change
+            children.append(Section(f"{key}-patterns", "Patterns", table(patterns, empty="")))
         logos = figure_grid([(f["path"], f["caption"]) for f in figures if f["kind"] == "pattern"])
         if logos:
             children.append(Section(f"{key}-logos", "Pattern logos", logos))
-        body = text + figure_grid([(f["path"], f["caption"]) for f in figures if f["kind"] == "summary"])
-        out.append(Section(key, f"Motifs {name}", body, children))
+        summary_figures = [(f["path"], f["caption"]) for f in figures if f["kind"] == "summary"]
+        if summary_figures and len(patterns) and patterns["motif"].astype(str).str.len().max() > draw.MOTIF_LABEL_WIDTH:
+            text += (f"<p class='small'>motif names longer than {draw.MOTIF_LABEL_WIDTH} characters (unmatched "
+                     "patterns go by their consensus) are shortened on the heatmap's axis; the full names are in the "
+                     "Patterns table.</p>")
+        out.append(Section(key, f"Motifs {name}", text + figure_grid(summary_figures), children))
     return out
 
 
