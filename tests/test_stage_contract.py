@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _provenance import reseal
 
 from enformer_transfer import Run, load_config
 from enformer_transfer.cli import main
@@ -198,9 +199,11 @@ def test_evaluation_is_stale_when_its_ridge_baseline_or_compare_run_changes(demo
 
 def test_enformer_targets_without_stored_backbone_outputs_is_refused(demo_run, tmp_path, capsys):
     run_dir = _copy(demo_run, tmp_path, "backbone_outputs.zarr", "dar", "report")
+    reseal(run_dir / "embeddings")  # as if embedded without --store-backbone-outputs
+    assert main(["train", str(run_dir), "--head", "r", "--model", "ridge", "--quiet"]) == 0
     names = tmp_path / "targets_human.txt"
     names.write_text("index\tidentifier\tdescription\n" + "".join(f"{i}\tt{i}\tDNASE:x\n" for i in range(32)))
-    assert main(["evaluate", str(run_dir), "--head", "ridge", "--enformer-targets", str(names), "--force"]) == 2
+    assert main(["evaluate", str(run_dir), "--head", "r", "--enformer-targets", str(names), "--force"]) == 2
     err = capsys.readouterr().err
     assert "--store-backbone-outputs" in err and f"enformer-transfer embed {run_dir}" in err
 

@@ -159,11 +159,13 @@ def config_from_args(args: argparse.Namespace, snapshot: Path | None = None) -> 
     return validate_config(data, "invalid settings: ")
 
 
-def _stage_handler(target: str, uses_run_dir: bool = True):
-    """A command that calls ``module:function(config, force, progress)``."""
+def _stage_handler(target: str):
+    """A command that calls ``module:function(config, force, progress)``; settings start from the
+    run directory's own config.toml when it has one (so ``dataset --out RUN --force`` rebuilds
+    with the recorded settings, as the rebuild advice says), then the config file, flags, --set."""
 
     def handler(args) -> int:
-        snapshot = RunLayout(args.run_dir).config if uses_run_dir else None
+        snapshot = RunLayout(args.run_dir).config if getattr(args, "run_dir", None) is not None else None
         module, _, name = target.partition(":")
         function = getattr(importlib.import_module(module, __package__), name)
         function(config_from_args(args, snapshot), force=args.force, progress=not args.quiet)
@@ -322,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", dest="run_dir", type=Path, help="run directory to create or resume")
     _add_common(p, "TOML run config (flags override it)")
     _add_section_flags(p, ["geometry", "dataset"])
-    p.set_defaults(func=_stage_handler(".data.build:build_dataset", uses_run_dir=False))
+    p.set_defaults(func=_stage_handler(".data.build:build_dataset"))
 
     for name, sections, target, text in STAGES:
         p = command(sub, name, text)

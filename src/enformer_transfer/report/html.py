@@ -31,6 +31,9 @@ def write_report(config: RunConfig | Path | str, force: bool = False, progress: 
     for head in missing:
         if f"evaluation {head}" in run.left_out:
             raise StaleStageError(f"report: {run.left_out[f'evaluation {head}']}")
+    if not heads and run.left_out:
+        stale = "; ".join(f"{what}: {why}" for what, why in sorted(run.left_out.items()))
+        raise StaleStageError(f"report: no current evaluation to show in {run.path} ({stale})")
     if not heads or missing:
         hints = "".join(did_you_mean(h, evaluated) for h in missing)
         raise InputError(f"report: head(s) {', '.join(missing) or '(none)'} not evaluated in {run.path}{hints}; "

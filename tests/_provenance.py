@@ -1,0 +1,23 @@
+"""Test helper: seal a stage folder's current files into its stage.json, as the stage does when it
+finishes. Tests that set up a situation by editing a finished stage (a head made to copy backbone
+rows, a store left out to save disk) use it; a hand edit is otherwise refused (test_provenance)."""
+
+import json
+from pathlib import Path
+
+from enformer_transfer.provenance import digest_of, output_digests
+
+
+def reseal(folder: Path) -> None:
+    """Record ``folder``'s files (and the chunk checksums of the stores still there) in its
+    stage.json, with a new digest."""
+    folder = Path(folder)
+    sums_path = folder / "checksums.json"
+    if sums_path.is_file():
+        sums = json.loads(sums_path.read_text())
+        kept = {name: v for name, v in sums.items() if (folder / name).is_dir()}
+        sums_path.write_text(json.dumps(kept))
+    record = json.loads((folder / "stage.json").read_text())
+    record["outputs"] = output_digests(folder)
+    record["digest"] = digest_of({"key": record["key_digest"], "outputs": record["outputs"]})
+    (folder / "stage.json").write_text(json.dumps(record))
