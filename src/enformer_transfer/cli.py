@@ -85,8 +85,8 @@ def _add_section_flags(parser: argparse.ArgumentParser, sections: list[str]) -> 
             args = typing.get_args(annotation)
             optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
             base = next((a for a in args if a is not type(None)), annotation) if optional else annotation
-            if typing.get_origin(annotation) is typing.Literal:
-                kwargs["choices"] = list(args)
+            if typing.get_origin(base) is typing.Literal:
+                kwargs["choices"] = list(typing.get_args(base))
             elif typing.get_origin(base) is list:
                 kwargs["type"] = _comma_list
                 kwargs["metavar"] = "A,B,..."

@@ -260,14 +260,15 @@ class Run:
         path = self.layout.dataset.track_stats
         return pd.read_csv(path, sep="\t") if path.is_file() else None
 
-    def genome(self):
-        """The dataset's genome, refused when its content differs from what the dataset recorded."""
+    def genome(self, chrom_aliases: str | None = None):
+        """The dataset's genome, refused when its content differs from what the dataset recorded.
+        Chromosome names resolve by ``chrom_aliases`` (a stage's own rule), else the dataset's."""
         from .genome.sequence import Genome
 
         recorded = self.dataset_record.key["inputs"]["genome"]
         path = verify_fingerprint(recorded, "the genome of the dataset",
                                   f"rebuild the dataset ('enformer-transfer dataset --out {self.path} --force')")
-        return Genome(path, self.dataset_config.chrom_aliases)
+        return Genome(path, chrom_aliases or self.dataset_config.chrom_aliases)
 
     def _check_split(self, split: str) -> None:
         if split not in self.splits:
