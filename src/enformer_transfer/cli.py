@@ -455,7 +455,9 @@ def _log_file(args: argparse.Namespace) -> Path | None:
     """Where this command's log goes: the run directory it works on, when there is one."""
     run_dir = getattr(args, "run_dir", None)
     if args.command == "demo":
-        run_dir = args.out
+        from .pipeline import demo_run_dir
+
+        run_dir = demo_run_dir(args.out)  # the log of every stage it runs: beside theirs, in its run
     elif args.command == "run":
         run_dir = args.out
         if run_dir is None:
