@@ -62,9 +62,13 @@ def _read_bed(path: Path) -> pd.DataFrame:
 
 
 def _read_table(path: Path, label_column: str | None) -> pd.DataFrame:
+    skipped = 0  # comments and track / browser lines above the header
     with _open(path) as handle:
-        first = handle.readline()
-    table = pd.read_csv(path, sep="\t" if "\t" in first else ",")
+        for first in handle:
+            if first.strip() and not first.startswith(SKIPPED_LINES):
+                break
+            skipped += 1
+    table = pd.read_csv(path, sep="\t" if "\t" in first else ",", skiprows=skipped)
     regions = region_columns(table, path)
     if "name" in table.columns:
         names = table["name"].astype(str)
