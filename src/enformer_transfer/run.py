@@ -388,7 +388,8 @@ class Run:
                 raise InputError(upstream)
             close = did_you_mean(name, heads)  # a slip of the name: that is the one piece of advice
             fix = "" if close else f"; run 'enformer-transfer train {self.path} --head {name}'"
-            raise InputError(f"{self.path} has no trained head {name!r}{close} (has: {', '.join(heads) or 'none'}){fix}")
+            raise InputError(f"{self.path} has no trained head {name!r}{close} "
+                             f"(has: {', '.join(heads) or 'none'}){fix}")
         head = load_head(folder)
         head.check_compatible(self)
         return head

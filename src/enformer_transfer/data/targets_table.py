@@ -89,7 +89,8 @@ def _values_hint(tracks: pd.DataFrame, where: str, shown: int = 12) -> str:
         if isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
             names = [n.id for n in sides if isinstance(n, ast.Name) and n.id in columns]
-            texts = [t.value for n in sides for t in ast.walk(n) if isinstance(t, ast.Constant) and isinstance(t.value, str)]
+            texts = [t.value for n in sides for t in ast.walk(n)
+                     if isinstance(t, ast.Constant) and isinstance(t.value, str)]
             for name in names:
                 compared.setdefault(name, []).extend(texts)
     parts = []

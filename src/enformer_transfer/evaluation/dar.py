@@ -123,8 +123,9 @@ def plan_dar(config: RunConfig) -> DarPlan:
     columns = chosen.index.to_numpy()
     regions = read_dar_table(d.regions, d.label_column)
     window_chroms = dict.fromkeys(c for split in run.splits for c in run.windows(split)["chrom"])
-    names = resolve_chroms(regions["chrom"], window_chroms, d.chrom_aliases or run.dataset_config.chrom_aliases, str(d.regions),
-                           "the run's dataset", unknown="keep")
+    aliases = d.chrom_aliases or run.dataset_config.chrom_aliases
+    names = resolve_chroms(regions["chrom"], window_chroms, aliases, str(d.regions), "the run's dataset",
+                           unknown="keep")
     regions["chrom"] = [names[c] or c for c in regions["chrom"]]  # no windows there: matches none
     unknown = sorted(set(regions["label"]) - set(cell_types))
     regions = regions[regions["label"].isin(cell_types)]

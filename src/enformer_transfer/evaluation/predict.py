@@ -8,7 +8,6 @@ window edges, where accuracy drops, are not used when a more central prediction 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,6 @@ from ..layout import PredictionsFolder
 from ..provenance import file_fingerprint
 from ..run import Run
 from ..stage import run_stage
-
-log = logging.getLogger("enformer_transfer")
 
 
 def tile_region(start: int, end: int, target_bp: int, bin_size: int, stride: int, chrom_size: int) -> list[int]:

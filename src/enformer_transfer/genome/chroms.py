@@ -46,15 +46,14 @@ def differ_by_prefix(missing: Iterable[str], available: Iterable[str]) -> bool:
     return any(names.resolve(c) is not None for c in missing)
 
 
-def mismatch_message(source: str, missing: list[str], available: Iterable[str], mode: str,
-                     fix: str = "--chrom-aliases auto") -> str:
-    """'SOURCE has no chromosome 4 (it has: chr1, ...)', with ``fix`` (a flag of every command
-    that reads coordinates) when the names differ only by a prefix."""
+def mismatch_message(source: str, missing: list[str], available: Iterable[str], mode: str) -> str:
+    """'SOURCE has no chromosome 4 (it has: chr1, ...)', with the fix when the names differ only by
+    a prefix: --chrom-aliases, a flag of every command that reads coordinates."""
     avail = sorted(available)
     shown = ", ".join(avail[:6]) + (", ..." if len(avail) > 6 else "")
     hint = ""
     if mode == "none" and differ_by_prefix(missing, avail):
-        hint = f"; the names differ only by a prefix: use {fix}"
+        hint = "; the names differ only by a prefix: use --chrom-aliases auto"
     return (
         f"{source} has no chromosome {', '.join(missing[:6])}"
         f"{' ...' if len(missing) > 6 else ''} (it has: {shown}){hint}"

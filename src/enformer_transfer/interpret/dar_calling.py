@@ -85,8 +85,9 @@ def plan_call_dars(config: RunConfig) -> CallPlan:
     peaks = read_regions(d.peaks) if d.peaks is not None else None
     if peaks is not None:
         window_chroms = dict.fromkeys(c for split in run.splits for c in run.windows(split)["chrom"])
-        names = resolve_chroms(peaks["chrom"], window_chroms, d.chrom_aliases or run.dataset_config.chrom_aliases, str(d.peaks),
-                               "the run's dataset", unknown="keep")
+        aliases = d.chrom_aliases or run.dataset_config.chrom_aliases
+        names = resolve_chroms(peaks["chrom"], window_chroms, aliases, str(d.peaks), "the run's dataset",
+                               unknown="keep")
         peaks["chrom"] = [names[c] or c for c in peaks["chrom"]]  # no windows there: matches none
     name = d.name or ("observed" if d.source == "observed" else d.head)
     if safe_filename(name) != name:

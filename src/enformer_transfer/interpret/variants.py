@@ -220,7 +220,8 @@ def make_scorer(plan: VariantsPlan):
     # each track's transform as the head records it; the order is the dataset's (the head's targets)
     untransform = untransform_for(p.scale, TrackParams.from_table(plan.head.tracks),
                                   plan.run.dataset_config.transform_order)
-    return VariantScorer(model, plan.run.genome(p.chrom_aliases), plan.run.geometry, plan.run.embed_config.pad_value, p.stats,
+    genome = plan.run.genome(p.chrom_aliases)
+    return VariantScorer(model, genome, plan.run.geometry, plan.run.embed_config.pad_value, p.stats,
                          p.shifts, p.rc, strand_partners(plan.head_tracks), p.batch_size, p.null_shuffles,
                          plan.config.seed, offset=PLACEMENT_SHIFT[p.placement], untransform=untransform,
                          merge=plan.merge)
