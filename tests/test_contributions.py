@@ -315,7 +315,7 @@ def test_contributions_regions_files(contrib_run, tmp_path, capsys):
     assert "end 100 is not after start 700" in capsys.readouterr().err
     bad.write_text("chrZ\t100\t700\n")
     assert main(args + ["--regions", str(bad)]) == 2
-    assert "chromosome 'chrZ' is not in the genome" in capsys.readouterr().err
+    assert "bad.bed row 1: the genome has no chromosome chrZ (it has: chr1" in capsys.readouterr().err
     bad.write_text("chr1\t100\t90000\n")
     assert main(args + ["--regions", str(bad)]) == 2
     assert "longer than the model's output" in capsys.readouterr().err

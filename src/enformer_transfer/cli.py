@@ -90,8 +90,8 @@ def _add_section_flags(parser: argparse.ArgumentParser, sections: list[str]) -> 
             args = typing.get_args(annotation)
             optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
             base = next((a for a in args if a is not type(None)), annotation) if optional else annotation
-            if typing.get_origin(annotation) is typing.Literal:
-                kwargs["choices"] = list(args)
+            if typing.get_origin(base) is typing.Literal:
+                kwargs["choices"] = list(typing.get_args(base))
             elif typing.get_origin(base) is list:
                 kwargs["type"] = _comma_list
                 kwargs["metavar"] = "A,B,..."
@@ -462,7 +462,9 @@ def _log_file(args: argparse.Namespace) -> Path | None:
     """Where this command's log goes: the run directory it works on, when there is one."""
     run_dir = getattr(args, "run_dir", None)
     if args.command == "demo":
-        run_dir = args.out
+        from .pipeline import demo_run_dir
+
+        run_dir = demo_run_dir(args.out)  # the log of every stage it runs: beside theirs, in its run
     elif args.command == "run":
         run_dir = args.out
         if run_dir is None:

@@ -67,6 +67,15 @@ def _path_field(description: str):
     return Field(None, description=description)
 
 
+def _aliases_field(what: str):
+    """chrom_aliases of a stage that reads coordinates of a run: its own rule, or the dataset's."""
+    return Field(None, description=f"auto = match chr1/1 and chrM/MT between {what} and the run's genome "
+                                   "(default: the dataset's chrom_aliases)")
+
+
+RunAliases = Literal["none", "auto"] | None
+
+
 class Geometry(_Section):
     """Model input length and output bins; the target interval is the central n_bins x bin_size."""
 
@@ -344,6 +353,7 @@ class PredictConfig(_Section):
     fasta: Path | None = _path_field("sequences of exactly the model input length: write a table")
     out: Path | None = _path_field("output folder (default: RUN_DIR/predictions/HEAD)")
     stride: int | None = Field(None, gt=0, description="bp between windows (default: half the target interval)")
+    chrom_aliases: RunAliases = _aliases_field("the regions and chromosomes")
     batch_size: int = Field(4, gt=0, description="windows per forward pass")
     device: str = Field("auto", description="torch device (auto: cuda if available)")
 
@@ -364,6 +374,7 @@ class DarConfig(_Section):
     label_column: str | None = Field(None, description="column of both tables naming the cell type, e.g. subclass")
     tracks_where: str | None = Field(None, description="which tracks form the level, e.g. \"level == 'Subclass'\"")
     splits: list[str] = Field(default_factory=list, description="splits (default: the evaluated ones)")
+    chrom_aliases: RunAliases = _aliases_field("the DAR table's regions")
     bin_rule: Literal["contained", "study"] = Field(
         "contained", description="contained = bins inside the region; study = the study's rule (one bin downstream)")
     min_overlap: int = Field(256, gt=0, description="bp of a region inside a target interval")
@@ -387,6 +398,7 @@ class ContributionsConfig(_Section):
                                                        "type (kept for motifs), and of the targets table naming tracks")
     tracks_where: str | None = Field(None, description="attribute the head's tracks matching this pandas query "
                                                        "(default: all, or only the contrast when one is given)")
+    chrom_aliases: RunAliases = _aliases_field("the regions")
     contrast: list[str] = Field(default_factory=list, description="A,B: also attribute track A minus track B "
                                                                   "(identifiers or label-column values)")
     method: Literal["grad-input", "ism", "deepliftshap"] = Field(
@@ -450,6 +462,7 @@ class CallDarsConfig(_Section):
     tracks_where: str | None = Field(None, description="which tracks form the level, e.g. \"level == 'Subclass'\"")
     splits: list[str] = Field(default_factory=list, description="splits (default: all; predicted: the evaluated)")
     peaks: Path | None = _path_field("BED of candidate regions (default: fixed-size regions centred on local maxima)")
+    chrom_aliases: RunAliases = _aliases_field("the peaks")
     region_bins: int = Field(4, gt=0, description="bins per fixed-size candidate region")
     min_log2_fold_change: float = Field(1.0, ge=0, description="log2((top + pseudocount) / (versus + pseudocount)) "
                                                                "at least this")
@@ -473,6 +486,7 @@ class VariantsConfig(_Section):
     head: Name = Field("default", description="the head (frozen-trunk or fine-tuned) to score with")
     vcf: Path | None = _path_field("variants: VCF (plain or bgzip) or a TSV with chrom, pos, ref, alt[, id]")
     out: Path | None = _path_field("output folder (default: RUN_DIR/variants/HEAD)")
+    chrom_aliases: RunAliases = _aliases_field("the variants' chromosomes")
     stats: list[Literal[VARIANT_STATS]] = Field(
         default_factory=lambda: ["SUM", "logSUM", "logSED", "SAX", "D1", "D2"],
         description="scores per variant and track (ref_sum and alt_sum always): SUM, logSUM, logSED, SAX, D1, D2, JS")

@@ -86,6 +86,11 @@ def shipped_demo_backbone() -> Path:
     return Path(str(files("enformer_transfer") / "demo_backbone"))
 
 
+def demo_run_dir(out: Path | str) -> Path:
+    """The demo's run directory inside its ``--out`` folder (where its log goes too)."""
+    return Path(out).absolute() / "run"
+
+
 def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: int = 0,
              pretrain: bool = False) -> Path:
     """The demo: synthetic cell types at three levels learned through a small pretrained backbone.
@@ -135,7 +140,7 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     random.evaluate.head = "default"
     evaluate_head(random, force=force, progress=progress)
 
-    config = config_for(out / "run", backbone)
+    config = config_for(demo_run_dir(out), backbone)
     config.embed.store_backbone_outputs = True
     run_pipeline(config, force=force, progress=progress, evaluate=False)
     ridge = config.model_copy(deep=True)

@@ -44,6 +44,12 @@ class Run:
         if not self.path.is_dir():
             raise InputError(f"{self.path}: run directory not found")
         self.layout = RunLayout(self.path)
+        nested = self._runs_one_level_down()
+        if nested:
+            # the demo's --out folder holds its run in run/: say where the run is, not what to build here
+            raise InputError(f"{self.path} is not a run directory; it holds "
+                             + (f"a run one level down: give {nested[0]}" if len(nested) == 1 else
+                                f"runs one level down: give one of {', '.join(map(str, nested))}"))
         self._records: dict[str, StageRecord] = {}  # run-relative folder -> verified record
         self._verifying: set[str] = set()
         self._locks: SharedLocks | None = None
@@ -62,10 +68,29 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
 
+    def _runs_one_level_down(self) -> list[Path]:
+        """Runs in subfolders of a folder that is none itself (no config.toml, no dataset)."""
+        if self.layout.config.exists() or self.layout.dataset.path.exists():
+            return []
+        return sorted(sub for sub in self.path.iterdir() if sub.is_dir() and (
+            RunLayout(sub).config.is_file() or finished(RunLayout(sub).dataset.path)))
+
     def _record(self, folder: Path, hint: str) -> StageRecord:
         if not finished(folder):
-            raise InputError(f"{self.path} has no finished {self._relative(folder)} stage yet; {hint}")
+            stage = self._relative(folder)
+            raise InputError(self._missing_upstream(stage) or f"{self.path} has no finished {stage} stage yet; {hint}")
         return self.verified_record(folder)
+
+    def _missing_upstream(self, stage: str) -> str | None:
+        """When a stage is asked for before a stage it needs, the advice to build the first one
+        missing: the dataset, then (for heads) the embeddings; None when they are there."""
+        if stage != "dataset" and not finished(self.layout.dataset.path):
+            upstream, hint = "dataset", f"run 'enformer-transfer dataset ... --out {self.path}' first"
+        elif stage.startswith("heads/") and not finished(self.layout.embeddings.path):
+            upstream, hint = "embeddings", f"run 'enformer-transfer embed {self.path} --backbone DIR' first"
+        else:
+            return None
+        return f"{self.path} has no finished {upstream} stage yet; {hint}"
 
     def _relative(self, folder: Path) -> str:
         folder = Path(folder)
@@ -194,7 +219,7 @@ class Run:
 
     @cached_property
     def dataset_record(self) -> StageRecord:
-        return self._record(self.layout.dataset.path, "run 'enformer-transfer dataset ... --out RUN_DIR' first")
+        return self._record(self.layout.dataset.path, f"run 'enformer-transfer dataset ... --out {self.path}' first")
 
     @cached_property
     def dataset_config(self) -> DatasetConfig:
@@ -260,14 +285,15 @@ class Run:
         path = self.layout.dataset.track_stats
         return pd.read_csv(path, sep="\t") if path.is_file() else None
 
-    def genome(self):
-        """The dataset's genome, refused when its content differs from what the dataset recorded."""
+    def genome(self, chrom_aliases: str | None = None):
+        """The dataset's genome, refused when its content differs from what the dataset recorded.
+        Chromosome names resolve by ``chrom_aliases`` (a stage's own rule), else the dataset's."""
         from .genome.sequence import Genome
 
         recorded = self.dataset_record.key["inputs"]["genome"]
         path = verify_fingerprint(recorded, "the genome of the dataset",
                                   f"rebuild the dataset ('enformer-transfer dataset --out {self.path} --force')")
-        return Genome(path, self.dataset_config.chrom_aliases)
+        return Genome(path, chrom_aliases or self.dataset_config.chrom_aliases)
 
     def _check_split(self, split: str) -> None:
         if split not in self.splits:
@@ -277,7 +303,8 @@ class Run:
 
     @cached_property
     def embeddings_record(self) -> StageRecord:
-        return self._record(self.layout.embeddings.path, "run 'enformer-transfer embed RUN_DIR --backbone DIR' first")
+        return self._record(self.layout.embeddings.path,
+                            f"run 'enformer-transfer embed {self.path} --backbone DIR' first")
 
     @cached_property
     def embed_config(self) -> EmbedConfig:
@@ -355,11 +382,14 @@ class Run:
 
         folder = self.layout.head(name)
         if not finished(folder.path):
-            raise InputError(
-                f"{self.path} has no trained head {name!r}{did_you_mean(name, self.heads())} "
-                f"(has: {', '.join(self.heads()) or 'none'}); "
-                f"run 'enformer-transfer train {self.path} --head {name}'"
-            )
+            heads = self.heads()
+            upstream = None if heads else self._missing_upstream(f"heads/{name}")
+            if upstream:
+                raise InputError(upstream)
+            close = did_you_mean(name, heads)  # a slip of the name: that is the one piece of advice
+            fix = "" if close else f"; run 'enformer-transfer train {self.path} --head {name}'"
+            raise InputError(f"{self.path} has no trained head {name!r}{close} "
+                             f"(has: {', '.join(heads) or 'none'}){fix}")
         head = load_head(folder)
         head.check_compatible(self)
         return head

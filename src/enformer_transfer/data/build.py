@@ -319,8 +319,11 @@ def build_dataset(config: RunConfig | Path | str, force: bool = False, progress:
     config = as_config(config)
     plan = plan_dataset(config)
     folder = RunLayout(config.run_dir).dataset.path
-    return run_stage(folder, dataset_key(plan), lambda work, state: _build(plan, DatasetFolder(work), state, progress),
+    done = run_stage(folder, dataset_key(plan), lambda work, state: _build(plan, DatasetFolder(work), state, progress),
                      config, ("geometry", "dataset"), force=force, what="dataset")
+    print(f"dataset: {len(plan.windows)} windows x {config.geometry.n_bins} bins x {len(plan.tracks)} tracks "
+          f"({', '.join(f'{s} {len(plan.windows.split(s))}' for s in plan.windows.splits)}) -> {done}")
+    return done
 
 
 def write_windows_table(windows: Windows, folder: DatasetFolder) -> None:
@@ -421,7 +424,6 @@ def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool)
     stats["tracks"] = n_tracks
     _report_uncovered(stats, ds.uncovered)
     _report_odd_tracks(stats, ds.negative)
-    log.info("dataset: %d windows x %d bins x %d tracks", len(windows), geometry.n_bins, n_tracks)
     return stats
 
 

@@ -68,8 +68,38 @@ def select_tracks(tracks: pd.DataFrame, where: str | None) -> np.ndarray:
             f"({type(err).__name__}: {err}); columns: {', '.join(tracks.columns)}"
         ) from None
     if chosen.empty:
-        raise InputError(f"--tracks-where {where!r} matches no track")
+        raise InputError(f"--tracks-where {where!r} matches no track{_values_hint(tracks, where)}")
     return chosen.index.to_numpy()
+
+
+def _values_hint(tracks: pd.DataFrame, where: str, shown: int = 12) -> str:
+    """'; level has: Class, Subclass, cluster (did you mean 'Subclass'?)' for each column the query
+    names, with the closest value to each text it compares the column with."""
+    import ast
+
+    try:
+        tree = ast.parse(where, mode="eval")
+    except SyntaxError:
+        return ""
+    columns = {str(c) for c in tracks.columns}
+    compared: dict[str, list[str]] = {}  # column -> the texts it is compared with
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in columns:
+            compared.setdefault(node.id, [])
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            names = [n.id for n in sides if isinstance(n, ast.Name) and n.id in columns]
+            texts = [t.value for n in sides for t in ast.walk(n)
+                     if isinstance(t, ast.Constant) and isinstance(t.value, str)]
+            for name in names:
+                compared.setdefault(name, []).extend(texts)
+    parts = []
+    for column, texts in compared.items():
+        values = [str(v) for v in dict.fromkeys(tracks[column].dropna()) if str(v) != ""]
+        listed = ", ".join(values[:shown]) + (f", ... ({len(values)} values)" if len(values) > shown else "")
+        close = next((hint for text in texts if text not in values and (hint := did_you_mean(text, values))), "")
+        parts.append(f"{column} has: {listed}{close}")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def cell_type_tracks(tracks: pd.DataFrame, label_column: str, where: str | None, minimum: int, why: str) -> pd.DataFrame:

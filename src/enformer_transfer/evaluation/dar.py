@@ -33,6 +33,7 @@ from ..config import RunConfig, as_config
 from ..data.targets_table import cell_type_tracks
 from ..errors import InputError, did_you_mean
 from ..fs import write_json_atomic
+from ..genome.chroms import resolve_chroms
 from ..genome.intervals import region_columns
 from ..layout import DarFolder
 from ..plots import figures as draw
@@ -121,6 +122,11 @@ def plan_dar(config: RunConfig) -> DarPlan:
     cell_types = list(labels)
     columns = chosen.index.to_numpy()
     regions = read_dar_table(d.regions, d.label_column)
+    window_chroms = dict.fromkeys(c for split in run.splits for c in run.windows(split)["chrom"])
+    aliases = d.chrom_aliases or run.dataset_config.chrom_aliases
+    names = resolve_chroms(regions["chrom"], window_chroms, aliases, str(d.regions), "the run's dataset",
+                           unknown="keep")
+    regions["chrom"] = [names[c] or c for c in regions["chrom"]]  # no windows there: matches none
     unknown = sorted(set(regions["label"]) - set(cell_types))
     regions = regions[regions["label"].isin(cell_types)]
     splits = d.splits or evaluation.splits
@@ -134,7 +140,7 @@ def plan_dar(config: RunConfig) -> DarPlan:
 def dar_key(plan: DarPlan) -> dict:
     d = plan.config.dar
     return {"evaluation": plan.run.evaluation(d.head).record.digest, "regions": file_fingerprint(d.regions),
-            "dar": d.model_dump(mode="json", exclude={"regions", "head"}), "splits": plan.splits}
+            "dar": d.model_dump(mode="json", exclude={"regions", "head", "chrom_aliases"}), "splits": plan.splits}
 
 
 def dar_analysis(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

@@ -10,7 +10,7 @@ import pandas as pd
 from ..data.targets_table import grouping_columns, hierarchy_order
 from ..errors import InputError
 from ..fs import safe_filename
-from ..genome.intervals import parse_region
+from ..genome.intervals import bed_rows, parse_region
 from ..layout import EvaluationFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
@@ -22,10 +22,12 @@ def parse_regions(regions: list[str] | None) -> list[tuple[str, int, int]]:
     out = []
     for item in regions or []:
         if Path(item).is_file():
-            for line in Path(item).read_text().splitlines():
-                fields = line.split()
-                if len(fields) >= 3 and not line.startswith(("#", "track", "browser")):
+            for lineno, line, fields in bed_rows(Path(item).read_text().splitlines()):
+                try:
                     out.append((fields[0], int(fields[1]), int(fields[2])))
+                except (IndexError, ValueError):
+                    raise InputError(f"--plot-regions {item} row {lineno}: expected 'chrom<TAB>start<TAB>end', got "
+                                     f"{line.strip()[:60]!r}") from None
             continue
         try:
             out.append(parse_region(item))

@@ -8,7 +8,6 @@ window edges, where accuracy drops, are not used when a more central prediction 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +18,13 @@ from ..backbone.model import load_sequence_model
 from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..fs import atomic_path, safe_filename
+from ..genome.chroms import resolve_chroms
 from ..genome.intervals import IntervalSet
 from ..genome.sequence import Genome
 from ..layout import PredictionsFolder
 from ..provenance import file_fingerprint
 from ..run import Run
 from ..stage import run_stage
-
-log = logging.getLogger("enformer_transfer")
 
 
 def tile_region(start: int, end: int, target_bp: int, bin_size: int, stride: int, chrom_size: int) -> list[int]:
@@ -47,11 +45,11 @@ def predict(config: RunConfig | Path | str, force: bool = False, progress: bool 
     config = as_config(config)
     p = config.predict
     run = Run.of(config, "predict")
-    run.head(p.head)
     if p.fasta is None and p.regions is None and not p.chroms:
         raise InputError("predict: give --regions BED, --chroms NAME or --fasta FASTA")
-    genome = run.genome()
-    regions = None if p.fasta is not None else read_regions(p.regions, p.chroms, genome.sizes)
+    genome = run.genome(p.chrom_aliases)
+    regions = None if p.fasta is not None else read_regions(p.regions, p.chroms, genome)
+    n_tracks = len(run.head(p.head).metadata["tracks"])
     if p.stride is not None:
         tile_region(0, 1, run.geometry.target_interval_bp, run.geometry.bin_size, p.stride, 1)  # checks the stride
     key = {"head": run.head_record(p.head).digest, "embeddings": run.embeddings_record.digest,
@@ -63,19 +61,25 @@ def predict(config: RunConfig | Path | str, force: bool = False, progress: bool 
         out = PredictionsFolder(work)
         if p.fasta is not None:
             return predict_fasta(run, p.head, p.fasta, out.table, p.batch_size, p.device)
-        paths = predict_regions(run, p.head, out, regions, p.stride, p.batch_size, p.device)
+        paths = predict_regions(run, p.head, out, regions, p.stride, p.batch_size, p.device, p.chrom_aliases)
         return {"bigwigs": len(paths), "regions": len(regions)}
 
-    return run_stage(folder, key, build, config, ("predict",), force=force, what=f"predict {p.head!r}", run=run)
+    done = run_stage(folder, key, build, config, ("predict",), force=force, what=f"predict {p.head!r}", run=run)
+    what = f"{n_tracks} tracks of each sequence in one table" if p.fasta is not None else (
+        f"{n_tracks} BigWigs ({len(regions)} regions, {run.geometry.bin_size}-bp bins)")
+    print(f"predict: head {p.head!r}, {what} -> {done}")
+    return done
 
 
 def predict_regions(run: Run, head_name: str, out: PredictionsFolder, regions: pd.DataFrame,
-                    stride: int | None = None, batch_size: int = 4, device: str = "auto") -> list[Path]:
-    """One bin-resolution BigWig per track over the (merged) regions; returns the paths."""
+                    stride: int | None = None, batch_size: int = 4, device: str = "auto",
+                    chrom_aliases: str | None = None) -> list[Path]:
+    """One bin-resolution BigWig per track over the (merged) regions (chromosomes named as the
+    genome names them); returns the paths."""
     import pybigtools
 
     model, head = load_sequence_model(run, head_name, device)
-    genome, g = run.genome(), run.geometry
+    genome, g = run.genome(chrom_aliases), run.geometry
     pad_value = run.embed_config.pad_value
     stride = stride or g.target_interval_bp // 2
     merged = merge_regions(regions)
@@ -118,7 +122,6 @@ def predict_regions(run: Run, head_name: str, out: PredictionsFolder, regions: p
             except Exception as err:
                 raise InputError(f"predict: writing {path} failed ({err})") from None
         paths.append(path)
-    log.info("predict: %d BigWigs (%s, bin %d bp) in %s", len(paths), head_name, g.bin_size, out.path)
     return paths
 
 
@@ -150,18 +153,19 @@ def predict_fasta(run: Run, head_name: str, fasta: Path | str, out: Path, batch_
     return {"sequences": len(names)}
 
 
-def read_regions(bed: Path | str | None, chroms: list[str] | None, genome_sizes: dict[str, int]) -> pd.DataFrame:
+def read_regions(bed: Path | str | None, chroms: list[str] | None, genome: Genome) -> pd.DataFrame:
+    """chrom, start, end of a BED's regions and whole chromosomes, named as the genome names them
+    (its alias rule); a chromosome the genome lacks is refused with the genome's names and the fix."""
+    mode = genome.names.mode
     rows = []
     if bed is not None:
         regions = IntervalSet.from_bed(bed)
+        names = resolve_chroms(regions.regions, genome.sizes, mode, str(bed))
         for chrom, array in regions.regions.items():
-            if chrom not in genome_sizes:
-                raise InputError(f"{bed}: chromosome {chrom!r} is not in the genome")
-            rows += [(chrom, int(a), int(b)) for a, b in array]
+            rows += [(names[chrom], int(a), int(b)) for a, b in array]
+    names = resolve_chroms(chroms or [], genome.sizes, mode, "predict --chroms")
     for chrom in chroms or []:
-        if chrom not in genome_sizes:
-            raise InputError(f"predict: chromosome {chrom!r} is not in the genome")
-        rows.append((chrom, 0, genome_sizes[chrom]))
+        rows.append((names[chrom], 0, genome.sizes[names[chrom]]))
     if not rows:
         raise InputError("predict: give --regions BED, --chroms NAME or --fasta FASTA")
     return pd.DataFrame(rows, columns=["chrom", "start", "end"])

@@ -59,7 +59,11 @@ def weight_similarity(config: RunConfig | Path | str, force: bool = False, progr
         index.write()
         return {"tracks": len(new), "assays": assays}
 
-    return run_stage(run.layout.weights(w.head).path, key, build, config, ("weights",), force=force, what=f"weights {w.head!r}", run=run)
+    done = run_stage(run.layout.weights(w.head).path, key, build, config, ("weights",), force=force,
+                     what=f"weights {w.head!r}", run=run)
+    print(f"weights: head {w.head!r}, {len(head.metadata['tracks'])} tracks vs {theirs.shape[0]} backbone tracks, "
+          f"top {w.top} each -> {done}")
+    return done
 
 
 def _backbone_tracks(path, n: int) -> pd.DataFrame:

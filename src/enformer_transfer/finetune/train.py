@@ -301,6 +301,7 @@ def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool
         print(f"finetune: {f.head!r} ({f.trainable}, from {f.from_head!r}, {len(track_index)} tracks): test mean "
               f"Pearson {_mean([r['frozen'] for r in change]):.3f} -> {_mean([r['finetuned'] for r in change]):.3f} "
               f"after {info['steps']} steps -> {run.layout.head(f.head).path}")
+        print("\n".join(track_change_lines(change, run.layout.head(f.head).path / "track_change.json")))
         if worse:
             log.warning("finetune %r: %d track(s) more than 0.01 below the frozen head on test: %s", f.head,
                         len(worse), ", ".join(f"{r['identifier']} {r['change']:+.3f}" for r in worse[:5]))
@@ -313,6 +314,25 @@ def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool
 def _mean(values) -> float:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else float("nan")
+
+
+def track_change_lines(change: list[dict], listed_in: Path, shown: int = 12) -> list[str]:
+    """The per-track test Pearson change as a small table: every track when there are at most
+    ``shown``, else the lowest and highest changes (all are in ``listed_in``)."""
+    rows = [r for r in change if r["change"] is not None]
+    if not rows:
+        return ["finetune: no per-track change (the run has no test split, or the frozen head no test Pearson)"]
+    if len(rows) > shown:
+        ordered = sorted(rows, key=lambda r: r["change"])
+        rows = ordered[: shown // 2] + ordered[-(shown - shown // 2):]
+    width = max(5, *(len(str(r["identifier"])) for r in rows))
+    lines = [f"finetune:   {'track':<{width}}  frozen  fine-tuned  change"]
+    lines += [f"finetune:   {str(r['identifier']):<{width}}  {r['frozen']:6.3f}  {r['finetuned']:10.3f}  "
+              f"{r['change']:+6.3f}" for r in rows]
+    if len(change) > len(rows):
+        lines.append(f"finetune:   (the {shown // 2} lowest and {shown - shown // 2} highest changes of "
+                     f"{len(change)} tracks; all in {listed_in})")
+    return lines
 
 
 def _track_changes(run: Run, model: SequenceModel, frozen, track_index, seed: int) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,36 @@ import pandas as pd
 
 from ..errors import InputError
 from .chroms import ChromNames
+
+SKIPPED_LINES = ("#", "track", "browser")  # BED comments and UCSC browser lines
+_COLUMN_NAME = re.compile(r"^#?[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+HEADER_FIX = " (a header line: one is allowed only before the first row; remove this one)"
+
+
+def is_header(fields: list[str]) -> bool:
+    """A line of column names (``chrom start end``, ``chr chromStart chromEnd``): its second and
+    third fields are names, not positions."""
+    return len(fields) >= 3 and all(_COLUMN_NAME.match(f.strip()) for f in fields[1:3])
+
+
+def bed_rows(lines: Iterable[str]) -> Iterator[tuple[int, str, list[str]]]:
+    """(line number, line, fields) of each data line of a BED-like file: empty lines, comments,
+    ``track`` / ``browser`` lines and a header line of column names before the first row are
+    skipped. Fields split on tabs, or on any white space when the line has fewer than 3 tabs' worth."""
+    first = True
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith(SKIPPED_LINES):
+            continue
+        fields = line.rstrip("\r\n").split("\t")
+        if len(fields) < 3:
+            fields = line.split()
+        if first and is_header(fields):
+            first = False
+            continue
+        first = False
+        yield lineno, line, fields
 
 
 def parse_region(text: str) -> tuple[str, int, int]:
@@ -63,17 +95,13 @@ class IntervalSet:
             raise InputError(f"{path}: BED file not found")
         per_chrom: dict[str, list[tuple[int, int]]] = {}
         with open(path) as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip() or line.startswith(("#", "track", "browser")):
-                    continue
-                fields = line.rstrip("\n").split("\t")
-                if len(fields) < 3:
-                    fields = line.split()
+            for lineno, line, fields in bed_rows(handle):
                 try:
                     start, end = int(fields[1]), int(fields[2])
                 except (IndexError, ValueError):
                     raise InputError(
                         f"{path} row {lineno}: expected 'chrom<TAB>start<TAB>end', got {line.strip()[:60]!r}"
+                        f"{HEADER_FIX if is_header(fields) else ''}"
                     ) from None
                 if start < 0 or end < start:
                     raise InputError(f"{path} row {lineno}: invalid interval {start}-{end}")

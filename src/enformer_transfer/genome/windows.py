@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..config import Geometry
 from ..errors import InputError
+from .intervals import HEADER_FIX, bed_rows, is_header
 
 log = logging.getLogger("enformer_transfer")
 
@@ -57,10 +58,7 @@ def read_windows_bed(path: Path | str, geometry: Geometry) -> Windows:
     rows = []
     target_bp = geometry.target_interval_bp
     with open(path) as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.rstrip("\n").split("\t")
+        for lineno, line, fields in bed_rows(handle):
             if len(fields) < 4:
                 fields = line.split()
             if len(fields) < 4:
@@ -71,7 +69,8 @@ def read_windows_bed(path: Path | str, geometry: Geometry) -> Windows:
             try:
                 start, end = int(fields[1]), int(fields[2])
             except ValueError:
-                raise InputError(f"{path} row {lineno}: start/end are not integers: {line.strip()[:60]!r}") from None
+                raise InputError(f"{path} row {lineno}: start/end are not integers: {line.strip()[:60]!r}"
+                                 f"{HEADER_FIX if is_header(fields) else ''}") from None
             split = fields[3]
             if split not in KNOWN_SPLITS and len(fields) >= 5 and fields[4] in KNOWN_SPLITS:
                 split = fields[4]  # chrom start end name split

@@ -37,6 +37,7 @@ from ..data.targets_table import select_tracks
 from ..devices import resolve_device
 from ..errors import EnformerTransferError, InputError
 from ..fs import atomic_path, check_free_space, safe_filename, write_json_atomic
+from ..genome.chroms import mismatch_message
 from ..layout import ContributionsFolder
 from ..progress import Progress
 from ..provenance import file_fingerprint
@@ -85,7 +86,7 @@ def plan_contributions(config: RunConfig) -> ContributionsPlan:
     head_tracks = run.tracks.iloc[head.check_compatible(run)].reset_index(drop=True)
     targets, weights = _targets(head_tracks, c.tracks_where, c.contrast, c.label_column)
     regions = read_regions(c.regions, c.label_column if c.label_column and has_header(c.regions) else None)
-    genome, g = run.genome(), run.geometry
+    genome, g = run.genome(c.chrom_aliases), run.geometry
     length = (regions["end"] - regions["start"]).to_numpy()
     too_long = np.flatnonzero(length > g.target_interval_bp)
     if len(too_long):
@@ -159,9 +160,11 @@ def _place(regions: pd.DataFrame, genome, geometry, width: int, target_bins: int
     """Input, window and attributed bins of each region; refuses regions the model cannot centre."""
     regions = regions.copy()
     resolved = {chrom: genome.names.resolve(chrom) for chrom in dict.fromkeys(regions["chrom"])}
-    for row, chrom in enumerate(regions["chrom"]):
-        if resolved[chrom] is None:
-            raise InputError(f"{source} row {row + 1}: chromosome {chrom!r} is not in the genome")
+    missing = [chrom for chrom, name in resolved.items() if name is None]
+    if missing:
+        row = int(np.flatnonzero(regions["chrom"].isin(missing).to_numpy())[0])
+        raise InputError(f"{source} row {row + 1}: "
+                         + mismatch_message("the genome", missing, genome.sizes, genome.names.mode))
     regions["chrom"] = regions["chrom"].map(resolved)
     centre = (regions["start"] + regions["end"]) // 2
     regions["centre"] = centre
@@ -199,7 +202,7 @@ def contributions_key(plan: ContributionsPlan) -> dict:
     return {"head": plan.run.head_record(c.head).digest, "embeddings": plan.run.embeddings_record.digest,
             "regions": file_fingerprint(c.regions), "precision": plan.precision, "seed": plan.config.seed,
             "settings": c.model_dump(mode="json", exclude={"regions", "name", "batch_size", "ism_batch_size",
-                                                           "device", "precision"})}
+                                                           "device", "precision", "chrom_aliases"})}
 
 
 def contributions(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

@@ -33,6 +33,7 @@ from ..config import RunConfig, as_config
 from ..data.targets_table import cell_type_tracks
 from ..errors import InputError
 from ..fs import atomic_path, safe_filename, write_json_atomic
+from ..genome.chroms import resolve_chroms
 from ..layout import CalledDarsFolder
 from ..plots.figures import FigureIndex
 from ..provenance import file_fingerprint
@@ -82,6 +83,12 @@ def plan_call_dars(config: RunConfig) -> CallPlan:
     if d.region_bins > run.geometry.n_bins:
         raise InputError(f"--region-bins {d.region_bins} exceeds the {run.geometry.n_bins} bins of a target interval")
     peaks = read_regions(d.peaks) if d.peaks is not None else None
+    if peaks is not None:
+        window_chroms = dict.fromkeys(c for split in run.splits for c in run.windows(split)["chrom"])
+        aliases = d.chrom_aliases or run.dataset_config.chrom_aliases
+        names = resolve_chroms(peaks["chrom"], window_chroms, aliases, str(d.peaks), "the run's dataset",
+                               unknown="keep")
+        peaks["chrom"] = [names[c] or c for c in peaks["chrom"]]  # no windows there: matches none
     name = d.name or ("observed" if d.source == "observed" else d.head)
     if safe_filename(name) != name:
         raise InputError(f"call-dars name {name!r}: use letters, digits, '-', '_' and '.' only")
@@ -92,7 +99,7 @@ def call_dars_key(plan: CallPlan) -> dict:
     d, run = plan.settings, plan.run
     source = (run.evaluation(d.head).record.digest if d.source == "predicted" else run.dataset_record.digest)
     return {"source": source, "peaks": file_fingerprint(d.peaks) if d.peaks else None, "splits": plan.splits,
-            "seed": plan.config.seed, "settings": d.model_dump(mode="json", exclude={"name", "peaks"})}
+            "seed": plan.config.seed, "settings": d.model_dump(mode="json", exclude={"name", "peaks", "chrom_aliases"})}
 
 
 def call_dars(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
-from ..genome.intervals import parse_region, region_columns
+from ..genome.intervals import SKIPPED_LINES, bed_rows, parse_region, region_columns
 
 
 def read_regions(path: Path | str, label_column: str | None = None) -> pd.DataFrame:
@@ -36,10 +36,11 @@ def _open(path: Path):
 
 
 def has_header(path: Path) -> bool:
-    """A table (first line a header) rather than a BED (second field of the first line a number)."""
+    """A table (first line a header) rather than a BED (second field of the first line a number).
+    A BED with a header line naming its columns (chrom, start, end) is read as such a table."""
     with _open(path) as handle:
         for line in handle:
-            if line.strip() and not line.startswith(("#", "track", "browser")):
+            if line.strip() and not line.startswith(SKIPPED_LINES):
                 fields = line.rstrip("\n").split("\t") if "\t" in line else line.replace(",", " ").split()
                 return len(fields) < 2 or not fields[1].strip().lstrip("-").isdigit()
     return False
@@ -48,10 +49,8 @@ def has_header(path: Path) -> bool:
 def _read_bed(path: Path) -> pd.DataFrame:
     rows = []
     with _open(path) as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+        for lineno, line, fields in bed_rows(handle):
+            fields = fields if "\t" in line else line.split()
             try:
                 chrom, start, end = fields[0], int(fields[1]), int(fields[2])
             except (IndexError, ValueError):
@@ -63,9 +62,13 @@ def _read_bed(path: Path) -> pd.DataFrame:
 
 
 def _read_table(path: Path, label_column: str | None) -> pd.DataFrame:
+    skipped = 0  # comments and track / browser lines above the header
     with _open(path) as handle:
-        first = handle.readline()
-    table = pd.read_csv(path, sep="\t" if "\t" in first else ",")
+        for first in handle:
+            if first.strip() and not first.startswith(SKIPPED_LINES):
+                break
+            skipped += 1
+    table = pd.read_csv(path, sep="\t" if "\t" in first else ",", skiprows=skipped)
     regions = region_columns(table, path)
     if "name" in table.columns:
         names = table["name"].astype(str)

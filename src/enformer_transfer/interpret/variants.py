@@ -103,7 +103,7 @@ def plan_variants(config: RunConfig) -> VariantsPlan:
     if p.summary_stat not in p.stats:
         raise InputError(f"variants --summary-stat {p.summary_stat} is not among --stats ({','.join(p.stats)})")
     level_column, groups = _levels(tracks, p.level_column)
-    genome = run.genome()
+    genome = run.genome(p.chrom_aliases)
     read = read_variants(p.vcf)
     variants, mismatches = match_genome(read.variants, genome, p.vcf, p.ref_mismatch)
     skipped = read.skipped
@@ -150,7 +150,7 @@ def variants_key(plan: VariantsPlan) -> dict:
         "embeddings": run.embeddings_record.digest,
         "vcf": file_fingerprint(p.vcf),
         "settings": p.model_dump(mode="json", exclude={"head", "vcf", "out", "chunk_variants", "batch_size",
-                                                       "precision", "compile", "device"}),
+                                                       "precision", "compile", "device", "chrom_aliases"}),
         "precision": plan.precision,
         "seed": plan.config.seed,
     }
@@ -220,7 +220,8 @@ def make_scorer(plan: VariantsPlan):
     # each track's transform as the head records it; the order is the dataset's (the head's targets)
     untransform = untransform_for(p.scale, TrackParams.from_table(plan.head.tracks),
                                   plan.run.dataset_config.transform_order)
-    return VariantScorer(model, plan.run.genome(), plan.run.geometry, plan.run.embed_config.pad_value, p.stats,
+    genome = plan.run.genome(p.chrom_aliases)
+    return VariantScorer(model, genome, plan.run.geometry, plan.run.embed_config.pad_value, p.stats,
                          p.shifts, p.rc, strand_partners(plan.head_tracks), p.batch_size, p.null_shuffles,
                          plan.config.seed, offset=PLACEMENT_SHIFT[p.placement], untransform=untransform,
                          merge=plan.merge)
