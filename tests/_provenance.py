@@ -5,7 +5,7 @@ rows, a store left out to save disk) use it; a hand edit is otherwise refused (t
 import json
 from pathlib import Path
 
-from enformer_transfer.provenance import digest_of, output_digests
+from enformer_transfer.provenance import output_digests, record_digest
 
 
 def reseal(folder: Path) -> None:
@@ -19,5 +19,5 @@ def reseal(folder: Path) -> None:
         sums_path.write_text(json.dumps(kept))
     record = json.loads((folder / "stage.json").read_text())
     record["outputs"] = output_digests(folder)
-    record["digest"] = digest_of({"key": record["key_digest"], "outputs": record["outputs"]})
+    record["digest"] = record_digest(record)
     (folder / "stage.json").write_text(json.dumps(record))

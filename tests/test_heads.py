@@ -11,10 +11,12 @@ import pytest
 import torch
 import zarr
 from _kill import kill_when, without_quiet, written_twice
+from _provenance import reseal
 
 from enformer_transfer import InputError, Run
 from enformer_transfer.config import TrainConfig
 from enformer_transfer.data.targets_table import select_tracks
+from enformer_transfer.heads.checkpoint import load_head
 from enformer_transfer.heads.data import WindowSource
 from enformer_transfer.heads.losses import LOSSES
 from enformer_transfer.heads.ridge import fit_ridge
@@ -150,8 +152,9 @@ def test_head_refused_on_a_run_with_other_tracks(demo_run, tmp_path):
     tracks = pd.read_csv(other / "dataset" / "tracks.tsv", sep="\t")
     tracks["identifier"] = tracks["identifier"] + "_x"
     tracks.to_csv(other / "dataset" / "tracks.tsv", sep="\t", index=False)
+    reseal(other / "dataset")  # another run's dataset: a head checks it is compatible, whatever its provenance
     with pytest.raises(InputError, match="does not have"):
-        Run(other).head("default")
+        load_head(other / "heads" / "default").check_compatible(Run(other))
 
 
 def test_head_refused_on_a_run_with_other_geometry(demo_run, tmp_path):
@@ -160,8 +163,9 @@ def test_head_refused_on_a_run_with_other_geometry(demo_run, tmp_path):
     record = json.loads((other / "dataset" / "stage.json").read_text())
     record["config"]["geometry"]["n_bins"] = 32
     (other / "dataset" / "stage.json").write_text(json.dumps(record))
+    reseal(other / "dataset")
     with pytest.raises(InputError, match="trained on geometry"):
-        Run(other).head("default")
+        load_head(other / "heads" / "default").check_compatible(Run(other))
 
 
 def test_subset_heads_mlp_and_losses(demo_run, tmp_path):

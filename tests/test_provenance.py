@@ -37,6 +37,7 @@ def _check_problems(run_dir, capsys) -> str:
 
 # --- 1. stale upstream ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_head_trained_on_other_embeddings_is_refused_not_evaluated(demo_run, tmp_path, capsys):
     """embed --force with another backbone, then evaluate --force (as the refusal suggests) once
     gave exit 0 and test Pearson 0.005: the head was trained on the old embeddings."""
@@ -60,6 +61,7 @@ def test_a_head_trained_on_other_embeddings_is_refused_not_evaluated(demo_run, t
         Run(run_dir).head_record("default").digest
 
 
+@pytest.mark.slow
 def test_a_dataset_rebuilt_with_reordered_windows_stales_the_embeddings(demo_run, tmp_path, capsys):
     """dataset --force with the train windows reordered (same count), then train: once exit 0 with
     valid Pearson -0.049; only embed noticed."""
@@ -80,6 +82,7 @@ def test_a_dataset_rebuilt_with_reordered_windows_stales_the_embeddings(demo_run
     assert "embeddings: stale" in err and "heads/default: stale" in err
 
 
+@pytest.mark.slow
 def test_the_report_leaves_out_an_evaluation_of_a_head_retrained_since(demo_run, tmp_path, capsys):
     """train --head ridge --force with another lambda, then report --force once showed the old
     head's number under the new head."""

@@ -154,9 +154,15 @@ class StageRecord:
             if path.stat().st_size != recorded["size"] or sha256_of(path) != recorded["sha256"]:
                 raise IntegrityError(f"{path}: changed since the {self.stage!r} stage wrote it (content "
                                      f"differs from its {STAGE_RECORD}); {fix}")
-        if digest_of({"key": self.key_digest, "outputs": self.outputs}) != self.digest:
+        if record_digest(self.__dict__) != self.digest:
             raise IntegrityError(f"{folder / STAGE_RECORD}: edited by hand (its digest does not match its "
                                  f"contents); {fix}")
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """The digest of a stage record: its key, settings, facts, outputs and upstream (not its
+    times), so no part of ``stage.json`` can be edited unnoticed."""
+    return digest_of({k: record.get(k) for k in ("key_digest", "config", "stats", "outputs", "upstream")})
 
 
 def output_digests(folder: Path) -> dict[str, dict[str, Any]]:
@@ -292,8 +298,8 @@ class StageDir:
             "seconds": round(time.time() - started, 3),
             "outputs": outputs,
             "upstream": dict(sorted((upstream or {}).items())),
-            "digest": digest_of({"key": self.key_digest, "outputs": outputs}),
         }
+        record["digest"] = record_digest(record)
         write_json_atomic(self.partial / STAGE_RECORD, record)
         (self.partial / KEY_MARKER).unlink(missing_ok=True)
         os.replace(self.partial, self.final)
