@@ -314,12 +314,21 @@ def motifs_sections(ctx: ReportContext) -> list[Section]:
                 "best_qvalue", "consensus"]
         patterns = motifs.patterns[[c for c in keep if c in motifs.patterns.columns]].rename(
             columns={"display": "target"})
+        # a target without a pattern says why (its numbers, what to change), never a bare "none"
+        reasons = {target: entry["reason"] for target, entry in motifs.summary.get("targets", {}).items()
+                   if entry.get("reason")}
+        left_out = motifs.summary.get("left_out") or {}
+        reasons.update(left_out if isinstance(left_out, dict) else dict.fromkeys(left_out, "too few regions"))
+        without = ("<p>Without a positive pattern:</p><ul>" + "".join(
+            f"<li><b>{html.escape(target)}</b>: {html.escape(reason)}</li>" for target, reason in reasons.items())
+            + "</ul>") if reasons else ""
         key = anchor("motifs", name)
-        children = [Section(f"{key}-patterns", "Patterns", table(patterns))]
+        empty = "TF-MoDISco found no pattern in any target" + ("; why, per target, above" if reasons else "")
+        children = [Section(f"{key}-patterns", "Patterns", table(patterns, empty=empty))]
         logos = figure_grid([(f["path"], f["caption"]) for f in figures if f["kind"] == "pattern"])
         if logos:
             children.append(Section(f"{key}-logos", "Pattern logos", logos))
-        body = text + figure_grid([(f["path"], f["caption"]) for f in figures if f["kind"] == "summary"])
+        body = text + without + figure_grid([(f["path"], f["caption"]) for f in figures if f["kind"] == "summary"])
         out.append(Section(key, f"Motifs {name}", body, children))
     return out
 
