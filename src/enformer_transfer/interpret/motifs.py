@@ -168,8 +168,8 @@ def count_seqlets(onehot: np.ndarray, hypothetical: np.ndarray, settings) -> Seq
     sign rule), so a target without patterns can be explained with its numbers."""
     from modiscolite.extract_seqlets import extract_seqlets
 
-    actual = (onehot * hypothetical).sum(axis=2).astype(np.float64)
-    mean_abs = float(np.abs(actual).mean()) if actual.size else 0.0
+    actual = np.multiply(onehot, hypothetical).sum(axis=2)  # in TF-MoDISco's precision: the same threshold
+    mean_abs = float(np.abs(actual, dtype=np.float64).mean()) if actual.size else 0.0
     if actual.shape[1] < settings.sliding_window + 2 * settings.flank or not np.any(actual):
         return SeqletCount(0, 0, float("nan"), mean_abs)
     seqlets, threshold = extract_seqlets(attribution_scores=actual.copy(), window_size=settings.sliding_window,
@@ -211,7 +211,8 @@ def why_no_pattern(result: ModiscoResult, n_regions: int, settings) -> str | Non
     seqlets, needed = result.seqlets, result.min_seqlets
     explicit = settings.min_seqlets is not None
     threshold = f", |contribution| > {seqlets.threshold:.3g}" if np.isfinite(seqlets.threshold) else ""
-    numbers = (f"{n_regions} regions, {seqlets.positive} positive seqlets (of {seqlets.positive + seqlets.negative}; "
+    numbers = (f"{n_regions} regions, {seqlets.positive} positive seqlet{'' if seqlets.positive == 1 else 's'} "
+               f"(of {seqlets.positive + seqlets.negative}; "
                f"windows of {settings.sliding_window} bp passing TF-MoDISco's threshold at FDR {settings.seqlet_fdr}"
                f"{threshold}), mean |contribution| {seqlets.mean_abs_contribution:.3g}/bp")
     if seqlets.positive == 0:
