@@ -5,6 +5,7 @@ showing the logos and the motif table, and DeepLIFT/SHAP through the stage."""
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -12,8 +13,16 @@ import pytest
 
 from enformer_transfer import Run
 from enformer_transfer.cli import main
+from enformer_transfer.config import MotifsConfig
 from enformer_transfer.interpret.motif_db import benjamini_hochberg, meme_motifs, write_meme
-from enformer_transfer.interpret.motifs import trim
+from enformer_transfer.interpret.motifs import (
+    ModiscoResult,
+    SeqletCount,
+    count_seqlets,
+    min_seqlets_for,
+    trim,
+    why_no_pattern,
+)
 from enformer_transfer.synthetic import MOTIFS, SUBCLASSES
 
 LEVEL = ["--label-column", "subclass", "--tracks-where", "level == 'Subclass'"]
@@ -46,6 +55,29 @@ def test_benjamini_hochberg_and_meme_round_trip(tmp_path):
         meme_motifs(tmp_path / "bad.meme")
 
 
+def test_min_seqlets_scales_with_the_regions_and_a_target_without_pattern_says_why():
+    defaults = MotifsConfig()
+    assert [min_seqlets_for(n, defaults) for n in (3, 71, 150, 5000)] == [5, 7, 15, 20]
+    assert min_seqlets_for(71, MotifsConfig(min_seqlets=12)) == 12
+    few = ModiscoResult([], [], SeqletCount(4, 1, 0.52, 0.03), 5)
+    reason = why_no_pattern(few, 6, defaults)
+    assert reason.startswith("too few seqlets: 6 regions, 4 positive seqlets")
+    assert "|contribution| > 0.52" in reason and "min_seqlets 5 for 6 regions" in reason
+    assert "attribute more regions (about 9 at this rate)" in reason and "--min-seqlets 2" in reason
+    diffuse = ModiscoResult([], [], SeqletCount(60, 30, 0.8, 0.6), 7)
+    assert why_no_pattern(diffuse, 70, defaults).startswith("no cluster: 70 regions, 60 positive seqlets")
+    assert "weak or flat" in why_no_pattern(ModiscoResult([], [], SeqletCount(0, 0, float("nan"), 0.0), 5), 6,
+                                            defaults)
+    assert why_no_pattern(ModiscoResult([object()], [], SeqletCount(60, 0, 0.8, 0.1), 7), 70, defaults) is None
+    # seqlets counted as TF-MoDISco calls them: one strong planted site per region stands out
+    rng = np.random.default_rng(0)
+    onehot = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (12, 200))]
+    hypothetical = rng.normal(0, 0.01, (12, 200, 4)).astype(np.float32)
+    hypothetical[:, 90:100] += 1.0
+    counted = count_seqlets(onehot, hypothetical, SimpleNamespace(sliding_window=21, flank=10, seqlet_fdr=0.2))
+    assert counted.positive == 12 and counted.negative <= 2 and counted.threshold > 0
+
+
 def test_motifs_refuse_bad_input(demo_run, tmp_path, capsys):
     run_dir = shutil.copytree(demo_run, tmp_path / "run", ignore=shutil.ignore_patterns("report"))
     assert main(["motifs", str(run_dir), "--quiet"]) == 2
@@ -64,6 +96,20 @@ def test_motifs_refuse_bad_input(demo_run, tmp_path, capsys):
     assert main(["motifs", str(run_dir), "--contributions", "c", "--no-jaspar", "--min-regions", "1",
                  "--quiet"]) == 2
     assert "--motif-file" in capsys.readouterr().err
+    # too few regions for TF-MoDISco: no pattern, and the console, summary.json and report say why
+    meme = planted_meme(tmp_path / "planted.meme")
+    assert main(["motifs", str(run_dir), "--contributions", "c", "--targets", "Astro", "--min-regions", "1",
+                 "--no-jaspar", "--motif-file", str(meme), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "motifs: Astro: 0 patterns" in out and "no positive pattern: too few seqlets: 3 regions" in out
+    entry = Run(run_dir).motifs("c").summary["targets"]["Astro"]
+    assert entry["patterns"] == 0 and entry["min_seqlets"] == 5 and entry["reason"].startswith("too few seqlets")
+    assert "attribute more regions" in entry["reason"]
+    assert entry["seqlets_called"]["positive"] <= 5
+    assert main(["report", str(run_dir), "--quiet"]) == 0
+    html = (run_dir / "report" / "report.html").read_text()
+    section = html[html.index("Motifs c"):]
+    assert "Without a positive pattern" in section and "too few seqlets: 3 regions" in section
 
 
 @pytest.mark.slow
@@ -79,8 +125,9 @@ def test_demo_motifs_recover_the_motif_planted_for_each_subclass(demo_run, tmp_p
     dars = Run(run_dir).called_dars("observed").folder.table
     assert main(["contributions", str(run_dir), "--regions", str(dars), *LEVEL, "--name", "dars", "--quiet"]) == 0
     meme = planted_meme(tmp_path / "planted.meme")
+    # the commands of docs/interpretation.md, with the default settings (min_seqlets scaled to the regions)
     assert main(["motifs", str(run_dir), "--contributions", "dars", "--motif-file", str(meme), "--no-jaspar",
-                 "--min-seqlets", "10", "--name", "planted", "--quiet"]) == 0
+                 "--name", "planted", "--quiet"]) == 0
     patterns = Run(run_dir).motifs("planted").patterns
     recovered = {}
     for subclass, (_, weights) in SUBCLASSES.items():
@@ -99,7 +146,11 @@ def test_demo_motifs_recover_the_motif_planted_for_each_subclass(demo_run, tmp_p
     for subclass, (found, planted, qvalue) in recovered.items():
         assert found == planted and qvalue < 1e-6, subclass
     # JASPAR (the default database): the families of the planted motifs
-    assert main(["motifs", str(run_dir), "--contributions", "dars", "--min-seqlets", "10", "--quiet"]) == 0
+    # a subclass without a positive pattern (L23_IT, if any) says why, with its numbers
+    summary = Run(run_dir).motifs("planted").summary
+    for subclass, entry in summary["targets"].items():
+        assert (subclass in recovered) or ("seqlets" in entry["reason"] and "regions" in entry["reason"]), subclass
+    assert main(["motifs", str(run_dir), "--contributions", "dars", "--quiet"]) == 0
     jaspar = Run(run_dir).motifs("dars")
     named = jaspar.patterns[jaspar.patterns["sign"] == "pos"].sort_values("importance", ascending=False)
     top = named.groupby("label")[["best_motif_name", "best_qvalue"]].first()

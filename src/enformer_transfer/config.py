@@ -434,7 +434,9 @@ class MotifsConfig(_Section):
                                                  "the regions labelled with its cell type")
     min_regions: int = Field(5, gt=0, description="refuse a target with fewer regions")
     max_seqlets: int = Field(2000, gt=0, description="seqlets per metacluster (modisco)")
-    min_seqlets: int = Field(20, gt=0, description="smallest pattern, in seqlets (modisco final_min_cluster_size)")
+    min_seqlets: int | None = Field(None, gt=0, description="smallest pattern, in seqlets (modisco "
+                                                          "final_min_cluster_size; default: scaled to each target's "
+                                                          "regions, a tenth of them, from 5 to 20)")
     sliding_window: int = Field(21, gt=0, description="bp of the windows seqlets are called in (modisco)")
     flank: int = Field(10, ge=0, description="bp added on each side of a seqlet (modisco)")
     seqlet_fdr: float = Field(0.2, gt=0, lt=1, description="target false discovery rate of seqlets (modisco)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ class MotifsPlan:
     name: str
     contributions: Contributions
     targets: pd.DataFrame  # rows of the contributions' targets table, with 'position' (its index) and 'regions'
-    skipped: list[str]  # targets left out for want of regions
+    skipped: dict[str, str]  # targets left out for want of regions: why
 
     @property
     def settings(self):
@@ -71,9 +72,12 @@ def plan_motifs(config: RunConfig) -> MotifsPlan:
     labelled = (regions["label"].astype(str) != "").any()
     table["regions"] = [_target_regions(regions, str(label), labelled and m.match_labels) for label in table["label"]]
     too_few = table[table["regions"].map(len) < m.min_regions]
-    skipped = []
+    skipped = {}
     if len(too_few) and not m.targets and len(too_few) < len(table):  # by default, analyse those that can be
-        skipped = list(too_few["display"])
+        of_type = " of its cell type" if labelled and m.match_labels else ""
+        skipped = {row.display: f"{len(row.regions)} region(s){of_type}, fewer than --min-regions {m.min_regions}; "
+                                "attribute more regions of it"
+                   for row in too_few.itertuples(index=False)}
         table = table[table["regions"].map(len) >= m.min_regions].reset_index(drop=True)
         log.warning("motifs: %s left out: fewer than %d regions%s", ", ".join(skipped), m.min_regions,
                     " of their cell type" if labelled and m.match_labels else "")
@@ -134,16 +138,100 @@ def trim(cwm: np.ndarray, fraction: float = 0.3, pad: int = 4) -> slice:
     return slice(max(int(passing.min()) - pad, 0), min(int(passing.max()) + pad + 1, len(cwm)))
 
 
-def run_modisco(onehot: np.ndarray, hypothetical: np.ndarray, settings) -> dict[str, list]:
-    """modisco-lite on (regions, width, 4) inputs: {'pos': patterns, 'neg': patterns}."""
+def min_seqlets_for(n_regions: int, settings) -> int:
+    """The smallest pattern, in seqlets: ``min_seqlets`` when set, else a tenth of the regions
+    from 5 to 20 (modisco's own 20 is sized for thousands of regions; a motif in every region of
+    a 70-region cell type gives about 70 seqlets, which 20 splits among too few clusters)."""
+    if settings.min_seqlets is not None:
+        return settings.min_seqlets
+    return int(np.clip(n_regions // 10, 5, 20))
+
+
+class SeqletCount(NamedTuple):
+    """What TF-MoDISco's seqlet calling finds before clustering (its own ``extract_seqlets``)."""
+
+    positive: int
+    negative: int
+    threshold: float  # |summed contribution| over a seqlet's core above which its sign counts
+    mean_abs_contribution: float  # mean |actual contribution| per bp over the target's regions
+
+
+class ModiscoResult(NamedTuple):
+    pos: list
+    neg: list
+    seqlets: SeqletCount
+    min_seqlets: int
+
+
+def count_seqlets(onehot: np.ndarray, hypothetical: np.ndarray, settings) -> SeqletCount:
+    """Positive and negative seqlets as TF-MoDISco calls them (same function, same arguments, same
+    sign rule), so a target without patterns can be explained with its numbers."""
+    from modiscolite.extract_seqlets import extract_seqlets
+
+    actual = np.multiply(onehot, hypothetical).sum(axis=2)  # in TF-MoDISco's precision: the same threshold
+    mean_abs = float(np.abs(actual, dtype=np.float64).mean()) if actual.size else 0.0
+    if actual.shape[1] < settings.sliding_window + 2 * settings.flank or not np.any(actual):
+        return SeqletCount(0, 0, float("nan"), mean_abs)
+    seqlets, threshold = extract_seqlets(attribution_scores=actual.copy(), window_size=settings.sliding_window,
+                                         flank=settings.flank,
+                                         suppress=int(0.5 * settings.sliding_window) + settings.flank,
+                                         target_fdr=settings.seqlet_fdr, min_passing_windows_frac=0.03,
+                                         max_passing_windows_frac=0.2, weak_threshold_for_counting_sign=0.8)
+    positive = negative = 0
+    for seqlet in seqlets:
+        flank = int(0.5 * (seqlet.end - seqlet.start - settings.sliding_window))
+        core = float(actual[seqlet.example_idx, seqlet.start:seqlet.end][flank:-flank].sum())
+        positive += core > threshold
+        negative += core < -threshold
+    return SeqletCount(int(positive), int(negative), float(threshold), mean_abs)
+
+
+def run_modisco(onehot: np.ndarray, hypothetical: np.ndarray, settings) -> ModiscoResult:
+    """modisco-lite on (regions, width, 4) inputs: its patterns of each sign, with the seqlets it
+    had to cluster and the smallest pattern it was allowed (``min_seqlets_for``)."""
     from modiscolite.tfmodisco import TFMoDISco
 
-    pos, neg = TFMoDISco(one_hot=onehot.astype(np.float32), hypothetical_contribs=hypothetical.astype(np.float32),
+    onehot, hypothetical = onehot.astype(np.float32), hypothetical.astype(np.float32)
+    min_seqlets = min_seqlets_for(len(onehot), settings)
+    seqlets = count_seqlets(onehot, hypothetical, settings)
+    if max(seqlets.positive, seqlets.negative) <= min_seqlets:  # TF-MoDISco would cluster neither sign
+        return ModiscoResult([], [], seqlets, min_seqlets)
+    pos, neg = TFMoDISco(one_hot=onehot, hypothetical_contribs=hypothetical,
                          sliding_window_size=settings.sliding_window, flank_size=settings.flank,
-                         min_metacluster_size=settings.min_seqlets, max_seqlets_per_metacluster=settings.max_seqlets,
-                         target_seqlet_fdr=settings.seqlet_fdr, final_min_cluster_size=settings.min_seqlets,
+                         min_metacluster_size=min_seqlets, max_seqlets_per_metacluster=settings.max_seqlets,
+                         target_seqlet_fdr=settings.seqlet_fdr, final_min_cluster_size=min_seqlets,
                          n_leiden_runs=settings.leiden_runs, verbose=False)
-    return {"pos": pos or [], "neg": neg or []}
+    return ModiscoResult(pos or [], neg or [], seqlets, min_seqlets)
+
+
+def why_no_pattern(result: ModiscoResult, n_regions: int, settings) -> str | None:
+    """Why a target has no positive pattern, with its numbers and what to change; None when it has one."""
+    if result.pos:
+        return None
+    seqlets, needed = result.seqlets, result.min_seqlets
+    explicit = settings.min_seqlets is not None
+    threshold = f", |contribution| > {seqlets.threshold:.3g}" if np.isfinite(seqlets.threshold) else ""
+    numbers = (f"{n_regions} regions, {seqlets.positive} positive seqlet{'' if seqlets.positive == 1 else 's'} "
+               f"(of {seqlets.positive + seqlets.negative}; "
+               f"windows of {settings.sliding_window} bp passing TF-MoDISco's threshold at FDR {settings.seqlet_fdr}"
+               f"{threshold}), mean |contribution| {seqlets.mean_abs_contribution:.3g}/bp")
+    if seqlets.positive == 0:
+        return (f"no seqlets: {numbers}; the contributions of these regions have no window that stands out from "
+                "the rest (weak or flat contributions): attribute regions where the track is high, or more of "
+                "them")
+    per_region = seqlets.positive / max(n_regions, 1)
+    more = int(np.ceil((needed + 1) / per_region)) if per_region else None
+    lower = (f"--min-seqlets {max(seqlets.positive // 2, 2)}" if seqlets.positive >= 4 else None)
+    if seqlets.positive <= needed:
+        advice = [f"attribute more regions (about {more} at this rate)" if more else "attribute more regions"]
+        if lower:
+            advice.append(f"or lower {lower} (patterns from so few seqlets are tentative)")
+        setting = f"--min-seqlets {needed}" if explicit else f"the default min_seqlets {needed} for {n_regions} regions"
+        return (f"too few seqlets: {numbers}; a pattern needs more than {setting}: " + " ".join(advice))
+    advice = f"lower --min-seqlets {max(needed // 2, 2)}" if needed > 2 else "attribute more regions"
+    return (f"no cluster: {numbers}, but no {needed} of them alike enough to form a pattern (TF-MoDISco's "
+            f"clustering, min_seqlets {needed}): the contributions are diffuse or heterogeneous; {advice}, "
+            "or attribute more regions")
 
 
 def _build(plan: MotifsPlan, out: MotifsFolder, progress: bool) -> dict:
@@ -152,7 +240,7 @@ def _build(plan: MotifsPlan, out: MotifsFolder, progress: bool) -> dict:
     m, contributions = plan.settings, plan.contributions
     known = known_motifs(plan)
     hypothetical, onehot = contributions.array("hypothetical"), contributions.array("onehot")
-    rows, queries, trimmed_ppms = [], [], {}
+    rows, queries, trimmed_ppms, runs = [], [], {}, {}
     out.modisco.mkdir(parents=True, exist_ok=True)
     index = FigureIndex(out.figures)
     for target in plan.targets.itertuples(index=False):
@@ -160,12 +248,14 @@ def _build(plan: MotifsPlan, out: MotifsFolder, progress: bool) -> dict:
         x = np.asarray(onehot.get_orthogonal_selection((regions,))).astype(np.float32)
         hyp = np.asarray(hypothetical.get_orthogonal_selection((regions, [target.position])))[:, 0]
         found = run_modisco(x, hyp, m)
+        runs[target.name] = found
         stem = safe_filename(target.display)
-        save_hdf5(str(out.modisco_results(stem)), found["pos"] or None, found["neg"] or None, m.sliding_window)
+        save_hdf5(str(out.modisco_results(stem)), found.pos or None, found.neg or None, m.sliding_window)
         if progress:
-            print(f"motifs: {target.display}: {len(found['pos'])} positive, {len(found['neg'])} negative patterns "
-                  f"from {len(regions)} regions", flush=True)
-        for sign, patterns in (("pos", found["pos"]), ("neg", found["neg"])):
+            print(f"motifs: {target.display}: {len(found.pos)} positive, {len(found.neg)} negative patterns "
+                  f"from {len(regions)} regions ({found.seqlets.positive} positive, {found.seqlets.negative} "
+                  f"negative seqlets; min_seqlets {found.min_seqlets})", flush=True)
+        for sign, patterns in (("pos", found.pos), ("neg", found.neg)):
             for i, pattern in enumerate(patterns):
                 cwm = np.asarray(pattern.contrib_scores)
                 kept = trim(cwm)
@@ -204,11 +294,14 @@ def _build(plan: MotifsPlan, out: MotifsFolder, progress: bool) -> dict:
     importance.to_csv(out.importance)
     _draw_heatmap(importance, out, index)
     index.write()
-    summary = _summary(plan, patterns, len(known))
+    summary = _summary(plan, patterns, runs, len(known))
     write_json_atomic(out.summary, summary)
     for display, entry in summary["targets"].items():
         print(f"motifs: {display}: {entry['patterns']} patterns ({entry['seqlets']} seqlets, {entry['regions']} "
-              f"regions); top: {', '.join(entry['top_motifs']) or '-'}")
+              f"regions); top: {', '.join(entry['top_motifs']) or '-'}"
+              + (f"; no positive pattern: {entry['reason']}" if entry["reason"] else ""))
+    for display, reason in summary["left_out"].items():
+        print(f"motifs: {display}: left out: {reason}")
     return summary
 
 
@@ -252,15 +345,23 @@ def _draw_heatmap(importance: pd.DataFrame, out: MotifsFolder, index: FigureInde
     index.entries.insert(0, index.entries.pop())  # the summary first
 
 
-def _summary(plan: MotifsPlan, patterns: pd.DataFrame, n_known: int) -> dict:
+def _summary(plan: MotifsPlan, patterns: pd.DataFrame, runs: dict[str, ModiscoResult], n_known: int) -> dict:
     m = plan.settings
     targets = {}
     for target in plan.targets.itertuples(index=False):
         mine = patterns[patterns["target"] == target.name]
         positive = mine[mine["sign"] == "pos"].sort_values("importance", ascending=False)
+        found = runs[target.name]
         targets[target.display] = {"regions": len(target.regions), "patterns": len(mine),
                                    "seqlets": int(mine["n_seqlets"].sum()),
-                                   "top_motifs": list(dict.fromkeys(positive["motif"]))[:5]}
+                                   "top_motifs": list(dict.fromkeys(positive["motif"]))[:5],
+                                   "min_seqlets": found.min_seqlets,
+                                   "seqlets_called": {"positive": found.seqlets.positive,
+                                                      "negative": found.seqlets.negative},
+                                   "seqlet_threshold": (found.seqlets.threshold
+                                                        if np.isfinite(found.seqlets.threshold) else None),
+                                   "mean_abs_contribution": found.seqlets.mean_abs_contribution,
+                                   "reason": why_no_pattern(found, len(target.regions), m)}
     return {"contributions": m.contributions, "method": plan.contributions.summary["method"],
             "known_motifs": n_known, "database": ([f"JASPAR {m.jaspar_release} {m.jaspar_collection} "
                                                    f"{m.jaspar_tax_group}"] if m.jaspar else [])

@@ -481,11 +481,20 @@ def motifs_sections(ctx: ReportContext) -> list[Section]:
         text = (f"<p>TF-MoDISco patterns of contributions <code>{html.escape(motifs.summary['contributions'])}</code>, "
                 f"matched (TOMTOM) against {html.escape(', '.join(motifs.summary['database']))}</p>")
         config = motifs.record.config if isinstance(motifs.record.config, dict) else {}
-        text += _no_patterns(motifs.summary, name, (config.get("motifs") or config).get("min_seqlets"))
+        if not any(entry.get("reason") for entry in motifs.summary.get("targets", {}).values()):
+            text += _no_patterns(motifs.summary, name, (config.get("motifs") or config).get("min_seqlets"))
         keep = ["display", "pattern", "n_seqlets", "n_regions", "importance", "motif", "best_motif_id",
                 "best_qvalue", "consensus"]
         patterns = motifs.patterns[[c for c in keep if c in motifs.patterns.columns]].rename(
             columns={"display": "target"})
+        # a target without a pattern says why (its numbers, what to change), never a bare "none"
+        reasons = {target: entry["reason"] for target, entry in motifs.summary.get("targets", {}).items()
+                   if entry.get("reason")}
+        left_out = motifs.summary.get("left_out") or {}
+        reasons.update(left_out if isinstance(left_out, dict) else dict.fromkeys(left_out, "too few regions"))
+        without = ("<p>Without a positive pattern:</p><ul>" + "".join(
+            f"<li><b>{html.escape(target)}</b>: {html.escape(reason)}</li>" for target, reason in reasons.items())
+            + "</ul>") if reasons else ""
         key = anchor("motifs", name)
         children = []
         if len(patterns):  # none found: said above, with what to change
@@ -498,7 +507,7 @@ def motifs_sections(ctx: ReportContext) -> list[Section]:
             text += (f"<p class='small'>motif names longer than {draw.MOTIF_LABEL_WIDTH} characters (unmatched "
                      "patterns go by their consensus) are shortened on the heatmap's axis; the full names are in the "
                      "Patterns table.</p>")
-        out.append(Section(key, f"Motifs {name}", text + figure_grid(summary_figures), children))
+        out.append(Section(key, f"Motifs {name}", text + without + figure_grid(summary_figures), children))
     return out
 
 
