@@ -173,7 +173,7 @@ def test_finetune_resumes_after_kill_with_the_same_weights(demo_run, tmp_path):
     assert "resuming from" in result.stderr
     subprocess.run([sys.executable, "-m", "enformer_transfer.cli", "finetune", str(reference), *args], check=True,
                    capture_output=True)
-    resumed = torch.load(run_dir / "heads" / "ft" / "trunk" / "pytorch_model.bin", weights_only=False)
-    fresh = torch.load(reference / "heads" / "ft" / "trunk" / "pytorch_model.bin", weights_only=False)
+    resumed = torch.load(run_dir / "heads" / "ft" / "trunk" / "pytorch_model.bin", weights_only=True)
+    fresh = torch.load(reference / "heads" / "ft" / "trunk" / "pytorch_model.bin", weights_only=True)
     for key in fresh:
         assert torch.equal(resumed[key], fresh[key]), key

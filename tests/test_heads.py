@@ -200,8 +200,10 @@ def test_resume_after_kill_gives_the_same_weights(demo_run, tmp_path):
                    check=True, capture_output=True)
     epochs = pd.read_csv(run_dir / "heads" / "resume" / "logs" / "metrics.csv")["epoch"]
     assert list(epochs) == list(range(8))  # the epochs before the kill are kept, none twice
-    resumed = torch.load(run_dir / "heads" / "resume" / "head.pt", weights_only=False)["state_dict"]
-    fresh = torch.load(reference / "heads" / "resume" / "head.pt", weights_only=False)["state_dict"]
+    from safetensors.torch import load_file
+
+    resumed = load_file(run_dir / "heads" / "resume" / "head.safetensors")
+    fresh = load_file(reference / "heads" / "resume" / "head.safetensors")
     for key in fresh:
         assert torch.equal(resumed[key], fresh[key]), key
 

@@ -95,14 +95,15 @@ class EmbeddingsFolder(StageFolder):
 
 
 class HeadFolder(StageFolder):
-    """A trained head; a fine-tuned model also holds its adapted trunk (``trunk/``, the
-    enformer-pytorch format) and, for LoRA, the adapters alone."""
+    """A trained head: its weights (``head.safetensors``) and what they are (``head.json``), never
+    a pickle; a fine-tuned model also holds its adapted trunk (``trunk/``, the enformer-pytorch
+    format) and, for LoRA, the adapters alone."""
 
-    model = property(lambda self: self.path / "head.pt")
+    safetensors = property(lambda self: self.path / "head.safetensors")
+    model = safetensors  # the file a head's weights load from (head.pt of older versions is never read)
     trunk = property(lambda self: self.path / "trunk")
     adapters = property(lambda self: self.path / "adapters.safetensors")
     metadata = property(lambda self: self.path / "head.json")
-    safetensors = property(lambda self: self.path / "head.safetensors")
     checkpoints = property(lambda self: self.path / "checkpoints")
     metrics = property(lambda self: self.path / "logs" / "metrics.csv")
 

@@ -2,7 +2,8 @@
 
 A backbone directory has ``config.json`` + ``pytorch_model.bin`` (or ``model.safetensors``),
 the format of ``EleutherAI/enformer-official-rough``. Weights never come from the network
-unless ``allow_download`` is set.
+unless ``allow_download`` is set, and never run code: safetensors, or a ``.bin`` read with
+``weights_only=True`` (a pickle payload is refused).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Geometry
-from ..errors import InputError
+from ..errors import InputError, IntegrityError
 from ..fs import atomic_folder
 from ..provenance import file_fingerprint
 
@@ -75,13 +76,9 @@ def load_backbone(
     kind, path = resolve_backbone(name_or_dir, allow_download)
     if path is not None:
         check_geometry(json.loads((path / "config.json").read_text()), geometry, str(path))
-    from enformer_pytorch import Enformer
     from enformer_pytorch.modeling_enformer import Attention
 
-    try:
-        model = Enformer.from_pretrained(str(path) if path is not None else str(name_or_dir))
-    except Exception as err:
-        raise InputError(f"{name_or_dir}: cannot load Enformer weights ({type(err).__name__}: {err})") from None
+    model = load_enformer(str(path) if path is not None else str(name_or_dir))
     config = model.config.to_dict()
     check_geometry(config, geometry, str(name_or_dir))
     if tf_gamma and geometry.seq_length // geometry.bin_size != 1536:
@@ -97,6 +94,36 @@ def load_backbone(
     else:
         fingerprint = {"source": str(name_or_dir), "hub": True}
     return Backbone(model, str(name_or_dir), tf_gamma, 2 * int(config["dim"]), fingerprint)
+
+
+def load_enformer(source: str, fix: str = "use the backbone's original weights"):
+    """``Enformer.from_pretrained`` of a folder (or a hub name) with ``weights_only=True``:
+    transformers reads safetensors directly and a ``pytorch_model.bin`` with
+    ``torch.load(weights_only=True)``; weights that would run code on load are refused."""
+    from enformer_pytorch import Enformer
+
+    try:
+        return Enformer.from_pretrained(source, weights_only=True)
+    except Exception as err:
+        if _needs_code(err):
+            raise IntegrityError(f"{source}: refused, loading its weights would run code (a pickle payload, not "
+                                 f"plain tensors); {fix}") from None
+        reason = str(err).splitlines()[0] if str(err) else ""
+        raise InputError(f"{source}: cannot load Enformer weights ({type(err).__name__}: {reason})") from None
+
+
+def _needs_code(err: BaseException | None) -> bool:
+    """True when ``err`` (or what caused it: transformers re-raises torch's error as an OSError)
+    is torch refusing a pickle that weights_only loading does not allow."""
+    import pickle
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def check_geometry(config: dict, geometry: Geometry, source: str) -> None:

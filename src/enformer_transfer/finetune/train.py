@@ -7,7 +7,7 @@ shift augmentation. Validation mean Pearson picks the kept checkpoint, and the m
 started (the frozen head) is kept when fine-tuning does not beat it on valid. The result is a
 self-describing model in RUN_DIR/heads/NAME: the fine-tuned trunk in the enformer-pytorch format
 (``trunk/``, loadable with ``Enformer.from_pretrained``), the LoRA adapters alone, the head
-(``head.pt``, ``head.safetensors``) and its provenance.
+(``head.safetensors``, ``head.json``) and its provenance.
 
 ``backbone pretrain`` trains a randomly initialised small Enformer on a run's tracks with the
 same machinery (everything trains, BatchNorm included) and writes it as a backbone folder.
@@ -31,7 +31,7 @@ from ..data.targets_table import select_tracks
 from ..devices import resolve_device
 from ..errors import InputError
 from ..fs import write_text_atomic
-from ..heads.checkpoint import save_head
+from ..heads.checkpoint import load_training_checkpoint, save_head
 from ..heads.schedule import Schedule
 from ..layout import HeadFolder
 from ..metrics import PearsonPerTrack
@@ -184,13 +184,14 @@ def fit_sequence_model(model: SequenceModel, loss: str, schedule: Schedule, lrs:
     resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.checkpoints / "last.ckpt"
     if resume is not None:
         log.info("%s: resuming from %s", folder.path.name, resume)
-    trainer.fit(module, ckpt_path=str(resume) if resume is not None and resume.exists() else None)
+    trainer.fit(module, ckpt_path=str(resume) if resume is not None and resume.exists() else None,
+                weights_only=True)
     if not checkpoints.best_model_path:  # no validation ran: nothing to choose from
         kept = {"epoch": int(trainer.current_epoch), "step": int(trainer.global_step), "val_pearson": None}
         return {"schedule": schedule.as_dict(), "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
                 "stopped_early": False, "precision": precision, "world_size": trainer.world_size,
                 "rank": trainer.global_rank, "kept": kept}
-    best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=False)
+    best = load_training_checkpoint(checkpoints.best_model_path)
     module.load_state_dict(best["state_dict"])
     score = float(checkpoints.best_model_score) if checkpoints.best_model_score is not None else None
     return {"schedule": schedule.as_dict(), "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
@@ -332,7 +333,7 @@ def _track_changes(run: Run, model: SequenceModel, frozen, track_index, seed: in
 
 def _save_model(folder: HeadFolder, enformer, head, frozen, f, info: dict, change: list[dict], mode: str,
                 run: Run) -> None:
-    """trunk/ (enformer-pytorch format), head.pt + head.safetensors + head.json with provenance."""
+    """trunk/ (enformer-pytorch format), head.safetensors + head.json with provenance."""
     from ..fs import atomic_folder
 
     for p in enformer.parameters():

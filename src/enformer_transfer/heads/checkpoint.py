@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .._version import __version__
-from ..errors import InputError
+from ..errors import InputError, IntegrityError
 from ..fs import atomic_path, write_text_atomic
 from ..layout import HeadFolder
 from .models import make_head
@@ -45,10 +45,11 @@ class Head:
         for recorded in self.metadata["finetune"]["trunk_files"]:
             verify_fingerprint({**recorded, "path": str(self.folder.trunk / recorded["path"])},
                                "a fine-tuned trunk file", f"fine-tune head {self.name!r} again")
-        from enformer_pytorch import Enformer
         from enformer_pytorch.modeling_enformer import Attention
 
-        model = Enformer.from_pretrained(str(self.folder.trunk))
+        from ..backbone.load import load_enformer
+
+        model = load_enformer(str(self.folder.trunk), f"fine-tune head {self.name!r} again (--force)")
         for module in model.modules():
             if isinstance(module, Attention):
                 module.use_tf_gamma = self.metadata["backbone"].get("tf_gamma", False)
@@ -102,34 +103,84 @@ class Head:
 
 
 def save_head(folder: HeadFolder | Path, module: torch.nn.Module, metadata: dict) -> None:
-    """head.pt (weights + metadata), head.json (metadata), head.safetensors (plain weights)."""
+    """head.safetensors (the weights) and head.json (what they are: tracks, backbone, geometry,
+    loss, config, metrics). Nothing pickled: loading a head never runs code from the run directory."""
     from safetensors.torch import save_file
 
     folder = folder if isinstance(folder, HeadFolder) else HeadFolder(Path(folder))
     folder.path.mkdir(parents=True, exist_ok=True)
     metadata = {**metadata, "tool_version": __version__}
+    text = json.dumps(metadata, indent=2, default=_plain)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(folder.model) as tmp:
-        torch.save({"state_dict": state, "metadata": metadata}, tmp)
-    if metadata["model"] in ("linear", "ridge"):
-        plain = {"weight": state["linear.weight"], "bias": state["linear.bias"]}
-    else:
-        plain = state
     with atomic_path(folder.safetensors) as tmp:
-        save_file(plain, str(tmp),
+        save_file(_plain_weights(metadata["model"], state), str(tmp),
                   metadata={"tracks": json.dumps([t["identifier"] for t in metadata["tracks"]]),
                             "model": metadata["model"],
                             "output": "softplus" if metadata["model"] != "ridge" else "identity"})
-    write_text_atomic(folder.metadata, json.dumps(metadata, indent=2, default=str))
+    write_text_atomic(folder.metadata, text)
 
 
 def load_head(folder: HeadFolder | Path | str, device: str = "cpu") -> Head:
+    """A head from head.json + head.safetensors (never from a pickle: a head.pt of older
+    versions is ignored)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     folder = folder if isinstance(folder, HeadFolder) else HeadFolder(Path(folder))
-    path = folder.model
-    if not path.is_file():
-        raise InputError(f"{folder.path}: no trained head here ({path.name} missing)")
-    saved = torch.load(path, map_location=device, weights_only=False)
-    meta = saved["metadata"]
-    module = make_head(meta["model"], meta["dim"], meta["n_tracks"], meta.get("hidden", 256))
-    module.load_state_dict(saved["state_dict"])
+    fix = f"retrain it: enformer-transfer train RUN_DIR --head {folder.path.name} --force"
+    for path in (folder.metadata, folder.safetensors):
+        if not path.is_file():
+            raise InputError(f"{folder.path}: no trained head here ({path.name} missing)")
+    try:
+        meta = json.loads(folder.metadata.read_text())
+        module = make_head(meta["model"], meta["dim"], meta["n_tracks"], meta.get("hidden", 256))
+    except (ValueError, KeyError, TypeError) as err:
+        raise IntegrityError(f"{folder.metadata}: not a head's metadata ({type(err).__name__}: {err}); {fix}") from None
+    if meta.get("finetune"):
+        fix = f"fine-tune it again: enformer-transfer finetune RUN_DIR --head {folder.path.name} --force"
+    try:
+        plain = load_file(str(folder.safetensors))
+        module.load_state_dict(_module_weights(meta["model"], plain))
+    except (SafetensorError, RuntimeError, OSError, KeyError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise IntegrityError(f"{folder.safetensors}: weights unreadable or not those head.json describes "
+                             f"({reason}); {fix}") from None
     return Head(module.to(device).eval(), meta, folder)
+
+
+def _plain_weights(model: str, state: dict) -> dict:
+    """The head's state dict as head.safetensors stores it: a linear head as plain weight / bias."""
+    if model in ("linear", "ridge"):
+        return {"weight": state["linear.weight"], "bias": state["linear.bias"]}
+    return state
+
+
+def _module_weights(model: str, plain: dict) -> dict:
+    if model in ("linear", "ridge"):
+        return {"linear.weight": plain["weight"], "linear.bias": plain["bias"]}
+    return plain
+
+
+def _plain(value):
+    """JSON for what metadata may hold besides JSON types: NumPy numbers and arrays, paths."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def load_training_checkpoint(path: Path | str) -> dict:
+    """A Lightning checkpoint of ours, loaded with ``weights_only=True``: tensors and plain data
+    only. One that needs arbitrary code to load (a pickle payload) is refused, never run."""
+    import pickle
+    import re
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        raise IntegrityError(f"{path}: refused, loading it would run code ({found.group(1) if found else 'a pickle'}"
+                             ", not a checkpoint this tool wrote); delete it, or rerun the command with --force") from None

@@ -180,16 +180,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def resume_checkpoint(folder: HeadFolder) -> Path | None:
     """The checkpoint to resume from: last.ckpt when it loads, else best.ckpt (an earlier epoch),
-    else none; a damaged checkpoint is named in a warning and set aside."""
+    else none; a damaged checkpoint is named in a warning and set aside. Checkpoints load with
+    ``weights_only=True``: one that would run code is refused (IntegrityError), never run."""
+    from ..errors import IntegrityError
+    from .checkpoint import load_training_checkpoint
+
     for name in ("last.ckpt", "best.ckpt"):
         path = folder.checkpoints / name
         if not path.is_file():
             continue
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = load_training_checkpoint(path)
             if "state_dict" in state and "epoch" in state:
                 return path
             raise ValueError("not a training checkpoint")
+        except IntegrityError:
+            raise
         except Exception as err:  # torch raises many types for damaged zip/pickle data
             damaged = path.with_name(path.name + ".damaged")
             path.replace(damaged)

@@ -19,7 +19,7 @@ from ..errors import EnformerTransferError, InputError, IntegrityError
 from ..layout import HeadFolder
 from ..metrics import PearsonPerTrack
 from ..stage import run_stage
-from .checkpoint import save_head
+from .checkpoint import load_training_checkpoint, save_head
 from .data import WindowSource, run_source
 from .models import make_head
 from .ridge import fit_ridge
@@ -94,12 +94,13 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
     resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.checkpoints / "last.ckpt"
     if resume is not None:
         log.info("train: resuming from %s", resume)
-    trainer.fit(module, ckpt_path=str(resume) if resume is not None and resume.exists() else None)
+    trainer.fit(module, ckpt_path=str(resume) if resume is not None and resume.exists() else None,
+                weights_only=True)
     info.update({"world_size": trainer.world_size, "rank": trainer.global_rank, "precision": precision,
                  "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
                  "stopped_early": bool(stopper.stopped_epoch)})
     check_finite(module.model, None)  # training that diverged is an error, whatever checkpoint was kept
-    best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=False)
+    best = load_training_checkpoint(checkpoints.best_model_path)
     score = float(checkpoints.best_model_score) if checkpoints.best_model_score is not None else None
     kept = {"epoch": int(best["epoch"]), "step": int(best["global_step"]), monitor: score}
     module.load_state_dict(best["state_dict"])
