@@ -165,6 +165,7 @@ def test_weights_find_the_backbone_track_a_head_copies(demo_run, tmp_path):
     with torch.no_grad():
         head.module.linear.weight.copy_(human[[3, 7] * 6])  # tracks copy backbone rows 3 and 7
     save_head(run_dir / "heads" / "default", head.module, head.metadata)
+    _reseal(run_dir / "heads" / "default")  # as if trained so: a hand edit is otherwise refused (test_provenance)
     assert main(["weights", str(run_dir), "--head", "default"]) == 0
     top = pd.read_csv(run_dir / "weights" / "default" / "top_matches.csv")
     first = top[top["rank"] == 1].reset_index(drop=True)
@@ -225,3 +226,13 @@ def test_compare_run_and_whole_chromosome_prediction(demo_run, tmp_path):
     assert reader.chroms() == {"chr3": 200_000}
     values = reader.values("chr3", 0, 200_000, fillna=np.nan)
     assert np.isfinite(values).mean() > 0.95  # the whole chromosome but its last partial bin
+
+
+def _reseal(folder) -> None:
+    """Record a stage folder's current files in its stage.json, as the stage does when it finishes."""
+    from enformer_transfer.provenance import digest_of, output_digests
+
+    record = json.loads((folder / "stage.json").read_text())
+    record["outputs"] = output_digests(folder)
+    record["digest"] = digest_of({"key": record["key_digest"], "outputs": record["outputs"]})
+    (folder / "stage.json").write_text(json.dumps(record))
