@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..fs import safe_filename, write_json_atomic
 from ..layout import MotifsFolder
 from ..plots.figures import FigureIndex
+from ..progress import Progress
 from ..provenance import file_fingerprint
 from ..run import Contributions, Run
 from ..stage import run_stage
@@ -155,6 +156,7 @@ def _build(plan: MotifsPlan, out: MotifsFolder, progress: bool) -> dict:
     rows, queries, trimmed_ppms = [], [], {}
     out.modisco.mkdir(parents=True, exist_ok=True)
     index = FigureIndex(out.figures)
+    bar = Progress(len(plan.targets), "motifs", "targets", enabled=progress, first_is_startup=False)
     for target in plan.targets.itertuples(index=False):
         regions = np.asarray(target.regions)
         x = np.asarray(onehot.get_orthogonal_selection((regions,))).astype(np.float32)
@@ -165,6 +167,7 @@ def _build(plan: MotifsPlan, out: MotifsFolder, progress: bool) -> dict:
         if progress:
             print(f"motifs: {target.display}: {len(found['pos'])} positive, {len(found['neg'])} negative patterns "
                   f"from {len(regions)} regions", flush=True)
+        bar.update(1)
         for sign, patterns in (("pos", found["pos"]), ("neg", found["neg"])):
             for i, pattern in enumerate(patterns):
                 cwm = np.asarray(pattern.contrib_scores)
