@@ -64,6 +64,7 @@ def test_the_finetuned_model_describes_itself_and_loads_without_the_tool(finetun
         emb = trunk(x[None], return_only_embeddings=True)
         direct = torch.nn.functional.softplus(emb @ weights["weight"].T + weights["bias"])[0].numpy()
     stored = np.asarray(run.predictions("ft", "test")[3])
+    # float32 both ways, batched differently (one window here, several in evaluate): summation order only
     np.testing.assert_allclose(stored, direct, rtol=1e-4, atol=1e-5)
 
 
@@ -81,6 +82,7 @@ def test_evaluation_from_sequence_equals_embeddings_of_the_finetuned_trunk(finet
     emb = torch.from_numpy(np.asarray(Run(other).embeddings("test")))
     with torch.no_grad():
         from_embeddings = run.head("ft").module(emb).numpy()
+    # float32 embeddings stored and read back vs computed in one pass: summation order only
     np.testing.assert_allclose(np.asarray(run.predictions("ft", "test")), from_embeddings, rtol=1e-4, atol=1e-5)
     summary = run.evaluation("ft").summary["splits"]["test"]
     assert summary["pearson_mean"] == pytest.approx(np.nanmean(run.head("ft").metadata["metrics"]["pearson"]["test"]),
