@@ -28,6 +28,7 @@ INTERVAL_ENV = "ENFORMER_TRANSFER_PROGRESS_SECONDS"
 DEFAULT_INTERVAL = 30.0
 WARMUP_SECONDS = 5.0  # measured before the plan's estimate (after the first, start-up, update)
 WARMUP_SHARE = 0.05  # ... or this share of the work, whichever comes first
+_clock = time.monotonic  # rates and intervals (tests set their own clock)
 
 
 def _terminal() -> bool:
@@ -66,7 +67,7 @@ class Progress:
                  first_is_startup: bool = True):
         self.total, self.what, self.unit = int(total), what, unit
         self.done = 0
-        self.start = time.time()
+        self.start = _clock()
         self._closed = False
         self._bar = None
         self._lines = enabled and self.total > 0 and not _terminal()
@@ -84,7 +85,7 @@ class Progress:
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        now = time.time()
+        now = _clock()
         if self._bar is not None:
             self._bar.update(n)
         if not self._planned:
@@ -132,12 +133,12 @@ class Progress:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif self._lines and time.time() - self.start >= self._interval:  # a long stage's last line
+        elif self._lines and _clock() - self.start >= self._interval:  # a long stage's last line
             self._print(self.summary())
         log.debug("%s", self.summary())
 
     def summary(self) -> str:
-        seconds = max(time.time() - self.start, 1e-9)
+        seconds = max(_clock() - self.start, 1e-9)
         return (f"{self.what}: {self.done}/{self.total} {self.unit} in {seconds:.1f} s "
                 f"({self.done / seconds:.1f} {self.unit}/s)")
 
