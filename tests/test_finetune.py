@@ -2,6 +2,7 @@
 itself, loads without the tool, and evaluates from sequence as from embeddings of its own
 trunk; backbones pretrained with the same machinery; resume after kill."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -152,10 +153,11 @@ def test_pretrained_backbone_is_a_backbone(synthetic, tmp_path):
     config = RunConfig(run_dir=tmp_path / "pre", geometry=synthetic.geometry)
     config.dataset.genome, config.dataset.targets, config.dataset.windows = data.genome, data.pretrain_targets, data.windows
     build_dataset(config, progress=False)
-    assert main(["backbone", "pretrain", str(tmp_path / "pre"), "--out", str(tmp_path / "bb"), "--steps", "60",
+    assert main(["backbone", "pretrain", str(tmp_path / "pre"), "--out", str(tmp_path / "bb"), "--steps", "50",
                  "--loader-workers", "0", "--quiet"]) == 0
     info = (tmp_path / "bb" / "pretrain.json").read_text()
     assert '"valid_pearson"' in info and (tmp_path / "bb" / "stage.json").is_file()
+    assert json.loads(info)["steps"] == 50  # exactly --steps: 46 windows / batch 4 = 12 an epoch, 50 is not whole epochs
     config.embed.backbone, config.embed.loader_workers, config.embed.splits = str(tmp_path / "bb"), 0, ["valid"]
     embed_run(config, progress=False)
     assert Run(tmp_path / "pre").embeddings("valid").shape == (23, 64, 96)

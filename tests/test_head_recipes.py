@@ -14,7 +14,8 @@ from enformer_transfer.cli import main
 from enformer_transfer.config import TrainConfig
 from enformer_transfer.heads.data import WindowSource
 from enformer_transfer.heads.lightning import read_epoch_log
-from enformer_transfer.heads.ridge import fit_ridge
+from enformer_transfer.heads.models import make_head
+from enformer_transfer.heads.ridge import fit_ridge, linear_regime_start
 from enformer_transfer.heads.schedule import MIN_STEPS, resolve_schedule
 from enformer_transfer.heads.train import fit_head, ridge_starts, source_pearson, training_summary
 from enformer_transfer.metrics import PearsonPerTrack
@@ -128,9 +129,17 @@ def test_default_head_is_never_below_the_ridge_head_on_valid_and_runs_exactly_it
     ridge, ridge_info = fit_head(TrainConfig(model="ridge"), train, valid, tmp_path / "ridge", progress=False)
     ridge_valid = float(np.nanmean(source_pearson(ridge, valid)))
     assert starts["ridge"]["lambda"] == ridge_info["ridge"]["lambda"]  # the ridge head's own choice of strength
-    # the plain-ridge start is the ridge head in the softplus's linear regime: the same valid Pearson, up to the
-    # float32 rounding of its offset (~20 added to predictions of spread ~1: ~1e-6 relative, squared in r)
-    assert starts["ridge"]["valid_pearson"] == pytest.approx(ridge_valid, abs=1e-6)
+    # the ridge head in the softplus's linear regime: the same valid Pearson, up to the float32 rounding of
+    # its offset (~20 added to predictions of spread ~1: ~1e-6 relative, and r moves by its square)
+    linear = linear_regime_start(fit_ridge(train, valid, config.ridge_lambdas))
+    head = make_head("linear", 24, 4)
+    with torch.no_grad():
+        head.linear.weight.copy_(linear["weight"])
+        head.linear.bias.copy_(linear["bias"])
+    assert float(np.nanmean(source_pearson(head, valid))) == pytest.approx(ridge_valid, abs=1e-6)
+    # the plain-ridge start lowers each track's offset only where that keeps its valid Pearson
+    assert starts["ridge"]["valid_pearson"] >= ridge_valid - 1e-6
+    assert min(starts["ridge"]["offset"]) < max(linear["offset"])  # a level nearer the targets somewhere
     head, info = fit_head(config, train, valid, tmp_path / "default", progress=False)
     default_valid = float(np.nanmean(source_pearson(head, valid)))
     assert info["trained_from"] == "ridge"

@@ -172,6 +172,31 @@ def linear_regime_start(fit: dict, margin: float = LINEAR_REGIME) -> dict:
             "offset": offset.float()}
 
 
+OFFSET_FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
+
+
+def lowest_offsets(start: dict, valid: WindowSource, device: str = "cpu") -> torch.Tensor:
+    """Per track, the smallest offset (a fraction of the linear-regime start's) at which the softplus
+    head's valid Pearson is at least the linear regime's: a start whose level is as near the targets
+    as the ridge head's valid Pearson allows (the softplus's bend costs it nothing, or gains)."""
+    weight, base = start["weight"].to(device), (start["bias"] - start["offset"]).to(device)
+    offsets = [f * start["offset"].to(device) for f in OFFSET_FRACTIONS]
+    metrics = [PearsonPerTrack(len(base)) for _ in offsets]
+    for i in range(len(valid)):
+        x, y = _rows(valid, i, device)
+        t = x @ weight.T + base  # float32, as the head computes it
+        for metric, offset in zip(metrics, offsets, strict=True):
+            metric.update(torch.nn.functional.softplus(t + offset, beta=1, threshold=20).cpu().numpy(),
+                          y.cpu().numpy())
+    scores = np.stack([m.pearson() for m in metrics])  # (fractions, tracks)
+    chosen = []
+    for track in range(scores.shape[1]):
+        linear = scores[-1, track]
+        ok = [k for k in range(len(offsets)) if not np.isfinite(linear) or scores[k, track] >= linear]
+        chosen.append(float(offsets[ok[0]][track]))
+    return torch.tensor(chosen, dtype=torch.float32)
+
+
 def _calibrated_bias(xw: torch.Tensor, bias: torch.Tensor, target_mean: torch.Tensor) -> torch.Tensor:
     """Per track, the bias b with mean(softplus(xw + b)) = the mean target (Newton's method)."""
     b = bias.clone()

@@ -22,7 +22,7 @@ from ..stage import run_stage
 from .checkpoint import load_training_checkpoint, save_head
 from .data import WindowSource, run_source
 from .models import make_head
-from .ridge import fit_ridge, fit_ridges, linear_regime_start
+from .ridge import fit_ridge, fit_ridges, linear_regime_start, lowest_offsets
 from .schedule import FEW_STEPS, exact_steps, resolve_schedule
 
 log = logging.getLogger("enformer_transfer")
@@ -155,21 +155,24 @@ def ridge_starts(cfg: TrainConfig, train: WindowSource, valid: WindowSource, dev
 
     - ``softplus``: the ridge fit in the softplus's inverse space, bias calibrated to the mean target;
     - ``ridge``: the ridge head's own fit (identity link, the same strength grid and choice as
-      ``--model ridge``) in the softplus's linear regime: its valid Pearson is the ridge head's.
+      ``--model ridge``) with each track's bias raised towards the softplus's linear regime, no further
+      than keeps that track's valid Pearson at or above the ridge head's (where it is the ridge head's
+      exactly, up to float32 rounding): its valid mean Pearson is at least the ridge head's.
 
     Returns {name: weight / bias} and, per start, its facts for the head's metadata."""
     fits = fit_ridges(train, valid, cfg.ridge_lambdas, device, ("identity", "softplus"), seed)
     dim, n_tracks = int(train.embeddings.shape[-1]), len(train.track_index)
     plain = linear_regime_start(fits["identity"])
+    offset = lowest_offsets(plain, valid, device)  # no higher than the ridge head's valid Pearson needs, per track
     starts = {"softplus": {"weight": fits["softplus"]["weight"], "bias": fits["softplus"]["bias"]},
-              "ridge": {"weight": plain["weight"], "bias": plain["bias"]}}
+              "ridge": {"weight": plain["weight"], "bias": fits["identity"]["bias"] + offset}}
     facts = {}
     for name, fit in (("softplus", fits["softplus"]), ("ridge", fits["identity"])):
         head = make_head(cfg.model, dim, n_tracks, cfg.mlp_hidden)
         _load_start(head, starts[name])
         facts[name] = {"link": fit["link"], "lambda": fit["lambda"], "lambda_valid_pearson": fit["valid_pearson"],
                        "valid_pearson": float(np.nanmean(source_pearson(head.eval(), valid)))}
-    facts["ridge"]["offset_mean"] = float(plain["offset"].mean())
+    facts["ridge"]["offset"] = [round(float(v), 4) for v in offset]  # added to the ridge head's predictions
     log.info("train: ridge starts scored on valid: %s",
              ", ".join(f"{name} {f['valid_pearson']:.4f}" for name, f in facts.items()))
     return starts, facts
