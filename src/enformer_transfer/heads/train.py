@@ -222,8 +222,8 @@ def _ridge_valid_pearson(run, info: dict, track_ids: list[str]) -> float | None:
 
 
 START_NAMES = {
-    "ridge": "its plain-ridge start (the ridge head's solution in the softplus's linear regime: the ridge "
-             "head's valid Pearson)",
+    "ridge": "its plain-ridge start (the ridge head's solution, offset towards the softplus's linear regime: at "
+             "least the ridge head's valid Pearson)",
     "softplus": "its softplus ridge start (the ridge fit in the softplus's inverse space)",
     "random": "its random start",
 }
@@ -262,6 +262,11 @@ def training_summary(info: dict, valid_pearson: float | None, ridge: float | Non
         lines.append(f"{info['steps']} optimizer steps ({schedule['recipe']} recipe: batch {schedule['batch_size']}, "
                      f"lr {schedule['lr']:g} {schedule['decay']}, kept on validation {schedule['select']}); "
                      f"kept {where}")
+        offsets = info.get("starts", {}).get("ridge", {}).get("offset", [])
+        if kept.get("start") == "ridge" and any(offsets):
+            lines.append(f"note: on {sum(1 for v in offsets if v)} of {len(offsets)} tracks its predictions are the "
+                         "ridge head's plus a constant (up to ~20, where the softplus is linear): compare it by "
+                         "Pearson, not by level (R2)")
         if "trained_from" in info:
             scored = ", ".join(f"{name} {f['valid_pearson']:.3f}" for name, f in info["starts"].items())
             lines.append(f"trained from the {info['trained_from']} start (ridge starts' valid mean Pearson: {scored})")
