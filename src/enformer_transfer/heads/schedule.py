@@ -6,9 +6,11 @@ Two recipes:
 - ``auto`` (the default): enough optimizer steps at every data size. An epoch has at least 16
   steps (batch = train windows / 16, at most 64 windows); training runs for
   max(2,000 steps, 20 epochs); Adam at a peak learning rate of 1e-3 with a 5 % linear warm-up and
-  a cosine decay to 1 % of the peak; the linear head starts from the closed-form ridge solution
-  fitted in the softplus's inverse space; validation mean Pearson (the metric users read) picks the
-  kept checkpoint and stops training after a fifth of the validations without improvement.
+  a cosine decay to 1 % of the peak; the linear head starts from the better on valid of two
+  closed-form ridge starts (heads/train.py ``ridge_starts``); validation mean Pearson (the metric
+  users read) picks the kept checkpoint, or a start training did not beat, and stops training after
+  a fifth of the validations without improvement. ``steps`` given: exactly that many optimizer
+  steps, the decay ending at the last.
 - ``study``: the reference study's recipe exactly (reference.md section 5): Adam 1e-4 constant,
   64 windows a batch, 20 epochs, random initialisation, early stopping and the kept checkpoint on
   the validation loss (min_delta 0.001, patience 2).
