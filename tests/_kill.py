@@ -1,25 +1,75 @@
-"""Kill or signal a real process at a moment a test chooses (resume and signal tests); find
-the processes it started."""
+"""Run real processes and kill or signal them at a moment a test chooses (resume and signal tests);
+find the processes they started.
+
+Nothing here waits on the wall clock: a test waits for an event (a file written, a lock taken) or
+for the process to end, and gives up only when the process stalls, that is when its CPU time has
+not moved for ``STALL`` seconds. A loaded machine (a CI runner at load 8 on 2 cores) slows a
+process down; it does not stop its CPU clock, so a slow run is waited for and a hung one fails.
+"""
 
 import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+STALL = 300.0  # seconds without a CPU tick of the process (or its reaped children): a hang
 
-def kill_when(cmd: list[str], ready, timeout: float = 120, poll: float = 0.002) -> None:
-    """Run ``cmd``; SIGKILL it as soon as ``ready()`` is true; fail if it ended first."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if ready():
-            os.kill(proc.pid, signal.SIGKILL)
-            break
+
+def cpu_ticks(pid: int) -> int | None:
+    """CPU time of a process and its reaped children in clock ticks (Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def wait_for(proc: subprocess.Popen, ready=None, poll: float = 0.002, stall: float = STALL) -> bool:
+    """Wait until ``ready()`` is true (True) or ``proc`` has ended (False); fail if ``proc`` stalls."""
+    ticks, moved = cpu_ticks(proc.pid), time.monotonic()
+    checked = moved
+    while proc.poll() is None:
+        if ready is not None and ready():
+            return True
+        now = time.monotonic()
+        if now - checked >= 1.0:  # reading /proc once a second is enough to see progress
+            checked = now
+            current = cpu_ticks(proc.pid)
+            if current != ticks or current is None:
+                ticks, moved = current, now
+            elif now - moved > stall:
+                proc.kill()
+                proc.wait()
+                raise AssertionError(f"{' '.join(map(str, proc.args))[:200]}: no CPU progress for {stall:.0f} s")
         time.sleep(poll)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the process finished before it could be killed"
+    return bool(ready is not None and ready())
+
+
+def run_watched(cmd: list[str], stall: float = STALL) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` that fails when the process stalls
+    instead of after a fixed time (output goes to files: a full pipe cannot block the process)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        wait_for(proc, stall=stall)
+        proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+
+
+def kill_when(cmd: list[str], ready, poll: float = 0.002) -> None:
+    """Run ``cmd``; SIGKILL it as soon as ``ready()`` is true; fail if it ended first."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        if wait_for(proc, ready, poll) and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        err.seek(0)
+        assert proc.returncode == -signal.SIGKILL, \
+            f"the process finished (code {proc.returncode}) before it could be killed: {err.read()[-2000:]}"
 
 
 def written_twice(path) -> callable:
@@ -28,8 +78,10 @@ def written_twice(path) -> callable:
     stamps = set()
 
     def ready() -> bool:
-        if path.exists():
+        try:
             stamps.add(path.stat().st_mtime_ns)
+        except FileNotFoundError:  # between a replace's unlink and rename, or not yet written
+            pass
         return len(stamps) >= 2
 
     return ready

@@ -2,6 +2,7 @@
 itself, loads without the tool, and evaluates from sequence as from embeddings of its own
 trunk; backbones pretrained with the same machinery; resume after kill."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def test_the_finetuned_model_describes_itself_and_loads_without_the_tool(finetun
         emb = trunk(x[None], return_only_embeddings=True)
         direct = torch.nn.functional.softplus(emb @ weights["weight"].T + weights["bias"])[0].numpy()
     stored = np.asarray(run.predictions("ft", "test")[3])
+    # float32 both ways, batched differently (one window here, several in evaluate): summation order only
     np.testing.assert_allclose(stored, direct, rtol=1e-4, atol=1e-5)
 
 
@@ -81,6 +83,7 @@ def test_evaluation_from_sequence_equals_embeddings_of_the_finetuned_trunk(finet
     emb = torch.from_numpy(np.asarray(Run(other).embeddings("test")))
     with torch.no_grad():
         from_embeddings = run.head("ft").module(emb).numpy()
+    # float32 embeddings stored and read back vs computed in one pass: summation order only
     np.testing.assert_allclose(np.asarray(run.predictions("ft", "test")), from_embeddings, rtol=1e-4, atol=1e-5)
     summary = run.evaluation("ft").summary["splits"]["test"]
     assert summary["pearson_mean"] == pytest.approx(np.nanmean(run.head("ft").metadata["metrics"]["pearson"]["test"]),
@@ -150,10 +153,11 @@ def test_pretrained_backbone_is_a_backbone(synthetic, tmp_path):
     config = RunConfig(run_dir=tmp_path / "pre", geometry=synthetic.geometry)
     config.dataset.genome, config.dataset.targets, config.dataset.windows = data.genome, data.pretrain_targets, data.windows
     build_dataset(config, progress=False)
-    assert main(["backbone", "pretrain", str(tmp_path / "pre"), "--out", str(tmp_path / "bb"), "--steps", "60",
+    assert main(["backbone", "pretrain", str(tmp_path / "pre"), "--out", str(tmp_path / "bb"), "--steps", "50",
                  "--loader-workers", "0", "--quiet"]) == 0
     info = (tmp_path / "bb" / "pretrain.json").read_text()
     assert '"valid_pearson"' in info and (tmp_path / "bb" / "stage.json").is_file()
+    assert json.loads(info)["steps"] == 50  # exactly --steps: 46 windows / batch 4 = 12 an epoch, 50 is not whole epochs
     config.embed.backbone, config.embed.loader_workers, config.embed.splits = str(tmp_path / "bb"), 0, ["valid"]
     embed_run(config, progress=False)
     assert Run(tmp_path / "pre").embeddings("valid").shape == (23, 64, 96)

@@ -243,8 +243,8 @@ class TrainConfig(_Section):
     lr: float | None = Field(None, gt=0, description="Adam (peak) learning rate (auto: 1e-3; study: 1e-4)")
     batch_size: int | None = Field(None, gt=0, description="windows per batch per device (auto: >= 16 steps an "
                                                            "epoch, at most 64; study: 64)")
-    steps: int | None = Field(None, gt=0, description="optimizer steps (auto: max(2000, 20 epochs))")
-    max_epochs: int | None = Field(None, gt=0, description="maximum epochs (auto: enough for the steps; study: 20)")
+    steps: int | None = Field(None, gt=0, description="optimizer steps, run exactly, the schedule sized to them; wins over max_epochs (auto: max(2000, 20 epochs))")
+    max_epochs: int | None = Field(None, gt=0, description="epochs, when steps is not given (auto: enough for the steps; study: 20)")
     select: Literal["auto", "pearson", "loss"] = Field(
         "auto", description="what picks the kept checkpoint and stops training: validation mean Pearson or loss "
                             "(auto: pearson; study: loss)")
@@ -294,8 +294,8 @@ class FinetuneConfig(_Section):
     lr: float | None = Field(None, gt=0, description="peak learning rate (auto: 1e-3 for lora, 1e-4 otherwise)")
     head_lr: float | None = Field(None, gt=0, description="learning rate of the head (auto: a tenth of --lr)")
     batch_size: int = Field(2, gt=0, description="windows per batch per device")
-    steps: int | None = Field(None, gt=0, description="optimizer steps (auto: max(200, 10 epochs))")
-    max_epochs: int | None = Field(None, gt=0, description="maximum epochs (auto: enough for the steps)")
+    steps: int | None = Field(None, gt=0, description="optimizer steps, run exactly, the schedule sized to them; wins over max_epochs (auto: max(200, 10 epochs))")
+    max_epochs: int | None = Field(None, gt=0, description="epochs, when steps is not given (auto: enough for the steps)")
     patience: int | None = Field(None, ge=0, description="validations without improvement before stopping "
                                                          "(auto: a fifth of them)")
     keep: Literal["best", "finetuned"] = Field(
@@ -325,7 +325,7 @@ class PretrainConfig(_Section):
     attn_dim_key: int = Field(16, gt=0, description="attention key size")
     lr: float = Field(2e-3, gt=0, description="peak learning rate (warm-up, cosine decay)")
     batch_size: int = Field(4, gt=0, description="windows per batch")
-    steps: int = Field(600, gt=0, description="optimizer steps")
+    steps: int = Field(600, gt=0, description="optimizer steps, run exactly (the schedule sized to them)")
     augment: bool = Field(True, description="reverse-complement and shift the inputs")
     accelerator: str = Field("auto", description="lightning accelerator")
     devices: int = Field(1, gt=0, description="devices")

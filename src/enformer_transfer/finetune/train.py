@@ -32,7 +32,7 @@ from ..devices import resolve_device
 from ..errors import InputError
 from ..fs import write_text_atomic
 from ..heads.checkpoint import load_training_checkpoint, save_head
-from ..heads.schedule import Schedule
+from ..heads.schedule import Schedule, exact_steps, steps_and_epochs
 from ..layout import HeadFolder
 from ..metrics import PearsonPerTrack
 from ..provenance import file_fingerprint
@@ -49,12 +49,10 @@ LIGHTNING_PRECISION = {"fp32": "32-true", "fp16": "16-mixed", "bf16": "bf16-mixe
 def finetune_schedule(cfg, n_windows: int, world: int, lora: bool) -> Schedule:
     """Steps, warm-up and cosine decay for fine-tuning: max(200 steps, 10 epochs) by default."""
     per_epoch = max(1, math.ceil(n_windows / (cfg.batch_size * world)))
-    if cfg.max_epochs is not None:
-        epochs = cfg.max_epochs
-        steps = cfg.steps or epochs * per_epoch
+    if cfg.max_epochs is None and cfg.steps is None:
+        steps, epochs = steps_and_epochs(max(200, 10 * per_epoch), None, per_epoch)
     else:
-        steps = cfg.steps or max(200, 10 * per_epoch)
-        epochs = max(1, math.ceil(steps / per_epoch))
+        steps, epochs = steps_and_epochs(cfg.steps, cfg.max_epochs, per_epoch)
     val_every = max(1, epochs // 30)
     patience = cfg.patience if cfg.patience is not None else max(3, (epochs // val_every) // 5)
     lr = cfg.lr or (1e-3 if lora else 1e-4)
@@ -171,11 +169,11 @@ def fit_sequence_model(model: SequenceModel, loss: str, schedule: Schedule, lrs:
     checkpoints = ModelCheckpoint(dirpath=folder.checkpoints, filename="best", monitor="val_score", mode="max",
                                   save_top_k=1, save_last=True)
     stopper = EarlyStopping(monitor="val_score", patience=schedule.patience, mode="max", check_on_train_epoch_end=False)
+    step_settings, step_callbacks = exact_steps(schedule)
     trainer = L.Trainer(
-        max_epochs=schedule.max_epochs, limit_train_batches=min(schedule.steps_per_epoch, schedule.steps),
-        check_val_every_n_epoch=schedule.val_every,
+        **step_settings, check_val_every_n_epoch=schedule.val_every,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=getattr(cfg, "num_nodes", 1), strategy=strategy,
-        precision=LIGHTNING_PRECISION[precision], callbacks=[EpochLog(folder.metrics), checkpoints, stopper,
+        precision=LIGHTNING_PRECISION[precision], callbacks=[EpochLog(folder.metrics), *step_callbacks, checkpoints, stopper,
                                                      *lightning_progress(f"finetune {folder.path.name.removesuffix('.partial')}", progress)],
         plugins=[AtomicCheckpointIO()], logger=TensorBoardLogger(folder.path, name="logs", version=""),
         deterministic=False, enable_progress_bar=False, enable_model_summary=False,

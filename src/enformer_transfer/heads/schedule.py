@@ -6,9 +6,11 @@ Two recipes:
 - ``auto`` (the default): enough optimizer steps at every data size. An epoch has at least 16
   steps (batch = train windows / 16, at most 64 windows); training runs for
   max(2,000 steps, 20 epochs); Adam at a peak learning rate of 1e-3 with a 5 % linear warm-up and
-  a cosine decay to 1 % of the peak; the linear head starts from the closed-form ridge solution
-  fitted in the softplus's inverse space; validation mean Pearson (the metric users read) picks the
-  kept checkpoint and stops training after a fifth of the validations without improvement.
+  a cosine decay to 1 % of the peak; the linear head starts from the better on valid of two
+  closed-form ridge starts (heads/train.py ``ridge_starts``); validation mean Pearson (the metric
+  users read) picks the kept checkpoint, or a start training did not beat, and stops training after
+  a fifth of the validations without improvement. ``steps`` given: exactly that many optimizer
+  steps, the decay ending at the last.
 - ``study``: the reference study's recipe exactly (reference.md section 5): Adam 1e-4 constant,
   64 windows a batch, 20 epochs, random initialisation, early stopping and the kept checkpoint on
   the validation loss (min_delta 0.001, patience 2).
@@ -35,7 +37,7 @@ class Schedule:
     recipe: str
     batch_size: int
     max_epochs: int
-    steps: int  # planned optimizer steps (the last epoch may end early)
+    steps: int  # optimizer steps run, exactly (the last epoch may end early)
     steps_per_epoch: int
     lr: float
     warmup_steps: int
@@ -69,22 +71,46 @@ def resolve_schedule(cfg: TrainConfig, n_windows: int, world: int = 1) -> Schedu
     if cfg.recipe == "study":
         batch = given("batch_size", 64)
         per_epoch = max(1, math.ceil(n_windows / (batch * world)))
-        epochs = given("max_epochs", 20)
+        steps, epochs = steps_and_epochs(cfg.steps, given("max_epochs", 20), per_epoch)
         init = "random" if cfg.init == "auto" else cfg.init
         select = "loss" if cfg.select == "auto" else cfg.select
-        return Schedule("study", batch, epochs, epochs * per_epoch, per_epoch, given("lr", 1e-4), 0, "constant",
+        return Schedule("study", batch, epochs, steps, per_epoch, given("lr", 1e-4), 0, "constant",
                         select, given("patience", 2), given("min_delta", 0.001), init, 1)
     batch = given("batch_size", max(1, min(64, n_windows // (STEPS_PER_EPOCH * world))))
     per_epoch = max(1, math.ceil(n_windows / (batch * world)))
-    if cfg.max_epochs is not None:
-        epochs = cfg.max_epochs
-        steps = given("steps", epochs * per_epoch)
+    if cfg.max_epochs is None and cfg.steps is None:
+        steps, epochs = steps_and_epochs(max(MIN_STEPS, 20 * per_epoch), None, per_epoch)
     else:
-        steps = given("steps", max(MIN_STEPS, 20 * per_epoch))
-        epochs = max(1, math.ceil(steps / per_epoch))
+        steps, epochs = steps_and_epochs(cfg.steps, cfg.max_epochs, per_epoch)
     val_every = max(1, epochs // 50)  # about 50 validations over the run
     patience = given("patience", max(5, (epochs // val_every) // 5))
     init = ("ridge" if linear else "random") if cfg.init == "auto" else cfg.init
     select = "pearson" if cfg.select == "auto" else cfg.select
     return Schedule("auto", batch, epochs, steps, per_epoch, given("lr", 1e-3), max(1, int(WARMUP * steps)),
                     "cosine", select, patience, given("min_delta", 0.0), init, val_every)
+
+
+def steps_and_epochs(steps: int | None, epochs: int | None, per_epoch: int) -> tuple[int, int]:
+    """Optimizer steps and epochs of a run: ``steps`` given wins (exactly that many steps, the last
+    epoch cut short, enough epochs to hold them); else whole epochs."""
+    if steps is not None:
+        return int(steps), max(1, math.ceil(steps / per_epoch))
+    return int(epochs) * per_epoch, int(epochs)
+
+
+def exact_steps(schedule: Schedule) -> tuple[dict, list]:
+    """Trainer settings and callbacks that run exactly ``schedule.steps`` optimizer steps and
+    validate after the last one (Lightning stops at ``max_steps`` mid-epoch without validating, and
+    skips the last epoch's validation when it is not a multiple of ``val_every``): what a checkpoint
+    is chosen from always includes the final weights, the ones the whole schedule trained."""
+    from lightning.pytorch.callbacks import Callback
+
+    class _ValidateLastStep(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if trainer.global_step >= schedule.steps:
+                trainer.check_val_every_n_epoch = 1  # read by the loop right after this hook
+                trainer.should_stop = True  # validation runs when a stop is requested
+
+    settings = {"max_epochs": schedule.max_epochs, "max_steps": schedule.steps,
+                "limit_train_batches": min(schedule.steps_per_epoch, schedule.steps)}
+    return settings, [_ValidateLastStep()]

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..fs import safe_filename, write_json_atomic
 from ..layout import MotifsFolder
 from ..plots.figures import FigureIndex
+from ..progress import Progress
 from ..provenance import file_fingerprint
 from ..run import Contributions, Run
 from ..stage import run_stage
@@ -243,6 +244,7 @@ def _build(plan: MotifsPlan, out: MotifsFolder, progress: bool) -> dict:
     rows, queries, trimmed_ppms, runs = [], [], {}, {}
     out.modisco.mkdir(parents=True, exist_ok=True)
     index = FigureIndex(out.figures)
+    bar = Progress(len(plan.targets), "motifs", "targets", enabled=progress, first_is_startup=False)
     for target in plan.targets.itertuples(index=False):
         regions = np.asarray(target.regions)
         x = np.asarray(onehot.get_orthogonal_selection((regions,))).astype(np.float32)
@@ -255,6 +257,7 @@ def _build(plan: MotifsPlan, out: MotifsFolder, progress: bool) -> dict:
             print(f"motifs: {target.display}: {len(found.pos)} positive, {len(found.neg)} negative patterns "
                   f"from {len(regions)} regions ({found.seqlets.positive} positive, {found.seqlets.negative} "
                   f"negative seqlets; min_seqlets {found.min_seqlets})", flush=True)
+        bar.update(1)
         for sign, patterns in (("pos", found.pos), ("neg", found.neg)):
             for i, pattern in enumerate(patterns):
                 cwm = np.asarray(pattern.contrib_scores)

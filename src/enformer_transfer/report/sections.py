@@ -325,6 +325,10 @@ def head_section(ctx: ReportContext, head: str) -> Section:
         facts.append(f"best val loss {fmt(training['best_val_loss'])}")
     facts.append(f"backbone {meta['backbone'].get('source')}")
     body = f"<p>{html.escape('; '.join(facts))}</p>"
+    from ..heads.train import no_signal  # near-zero valid Pearson, the ridge baseline's too
+
+    if no_signal(meta):
+        body += f"<p class='warning'>head {html.escape(head)}: {html.escape(no_signal(meta))}</p>"
     key = anchor("head", head)
     figures = evaluation.figures
     grid = figure_grid([(f["path"], f["caption"]) for f in figures if f["kind"] in ("summary", "region")])
