@@ -21,3 +21,22 @@ def reseal(folder: Path) -> None:
     record["outputs"] = output_digests(folder)
     record["digest"] = record_digest(record)
     (folder / "stage.json").write_text(json.dumps(record))
+
+
+def reseal_run(run_dir: Path) -> None:
+    """Reseal every stage of a run, upstream first, each consumer recording its upstream's new
+    digest: a run set up by editing one stage's record, as if built so."""
+    run_dir = Path(run_dir)
+    records = {f.parent.relative_to(run_dir).as_posix(): f.parent for f in run_dir.rglob("stage.json")}
+    done: dict[str, str] = {}
+    while len(done) < len(records):
+        ready = [rel for rel, folder in records.items() if rel not in done and all(
+            up in done for up in json.loads((folder / "stage.json").read_text()).get("upstream", {}))]
+        assert ready, "a cycle among the stage records"
+        for rel in ready:
+            path = records[rel] / "stage.json"
+            record = json.loads(path.read_text())
+            record["upstream"] = {up: done[up] for up in record.get("upstream", {})}
+            path.write_text(json.dumps(record))
+            reseal(records[rel])
+            done[rel] = json.loads(path.read_text())["digest"]

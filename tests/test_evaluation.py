@@ -10,7 +10,7 @@ import pandas as pd
 import pybigtools
 import pytest
 import torch
-from _provenance import reseal
+from _provenance import reseal, reseal_run
 
 from enformer_transfer import Run
 from enformer_transfer.cli import main
@@ -186,6 +186,7 @@ def test_weights_by_assay_with_enformer_track_names(tiny_hg38, demo_run, tmp_pat
                               human_tracks=5313, calibrate_batches=0)
     stage["config"]["embed"]["backbone"] = str(full_head)
     (run_dir / "embeddings" / "stage.json").write_text(json.dumps(stage))
+    reseal_run(run_dir)  # as if embedded with that backbone
     assert main(["weights", str(run_dir), "--head", "default", "--enformer-targets", str(names)]) == 0
     by_assay = pd.read_csv(run_dir / "weights" / "default" / "similarity_by_assay.csv", index_col=0)
     assert set(by_assay.columns) == {"DNASE", "CHIP", "CAGE", "ATAC"}

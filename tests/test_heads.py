@@ -11,7 +11,7 @@ import pytest
 import torch
 import zarr
 from _kill import kill_when, run_watched, without_quiet, written_twice
-from _provenance import reseal
+from _provenance import reseal_run
 
 from enformer_transfer import InputError, Run
 from enformer_transfer.config import TrainConfig
@@ -155,7 +155,7 @@ def test_head_refused_on_a_run_with_other_tracks(demo_run, tmp_path):
     tracks = pd.read_csv(other / "dataset" / "tracks.tsv", sep="\t")
     tracks["identifier"] = tracks["identifier"] + "_x"
     tracks.to_csv(other / "dataset" / "tracks.tsv", sep="\t", index=False)
-    reseal(other / "dataset")  # another run's dataset: a head checks it is compatible, whatever its provenance
+    reseal_run(other)  # another run's dataset: a head checks it is compatible, whatever its provenance
     with pytest.raises(InputError, match="does not have"):
         load_head(other / "heads" / "default").check_compatible(Run(other))
 
@@ -166,7 +166,7 @@ def test_head_refused_on_a_run_with_other_geometry(demo_run, tmp_path):
     record = json.loads((other / "dataset" / "stage.json").read_text())
     record["config"]["geometry"]["n_bins"] = 32
     (other / "dataset" / "stage.json").write_text(json.dumps(record))
-    reseal(other / "dataset")
+    reseal_run(other)
     with pytest.raises(InputError, match="trained on geometry"):
         load_head(other / "heads" / "default").check_compatible(Run(other))
 
