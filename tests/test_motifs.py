@@ -101,15 +101,18 @@ def test_motifs_refuse_bad_input(demo_run, tmp_path, capsys):
     assert main(["motifs", str(run_dir), "--contributions", "c", "--targets", "Astro", "--min-regions", "1",
                  "--no-jaspar", "--motif-file", str(meme), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "motifs: Astro: 0 patterns" in out and "no positive pattern: too few seqlets: 3 regions" in out
+    # 3 regions give a seqlet or two, or none at all (TF-MoDISco's null model may not even fit): either
+    # way the reason names the regions and what to change
+    why = next((w for w in ("too few seqlets: 3 regions", "no seqlets: 3 regions") if w in out), None)
+    assert "motifs: Astro: 0 patterns" in out and why is not None, out
     entry = Run(run_dir).motifs("c").summary["targets"]["Astro"]
-    assert entry["patterns"] == 0 and entry["min_seqlets"] == 5 and entry["reason"].startswith("too few seqlets")
-    assert "attribute more regions" in entry["reason"]
+    assert entry["patterns"] == 0 and entry["min_seqlets"] == 5 and entry["reason"].startswith(why)
+    assert "attribute" in entry["reason"] and "regions" in entry["reason"]
     assert entry["seqlets_called"]["positive"] <= 5
     assert main(["report", str(run_dir), "--quiet"]) == 0
     html = (run_dir / "report" / "report.html").read_text()
     section = html[html.index("Motifs c"):]
-    assert "Without a positive pattern" in section and "too few seqlets: 3 regions" in section
+    assert "Without a positive pattern" in section and why in section
 
 
 @pytest.mark.slow

@@ -173,11 +173,14 @@ def count_seqlets(onehot: np.ndarray, hypothetical: np.ndarray, settings) -> Seq
     mean_abs = float(np.abs(actual, dtype=np.float64).mean()) if actual.size else 0.0
     if actual.shape[1] < settings.sliding_window + 2 * settings.flank or not np.any(actual):
         return SeqletCount(0, 0, float("nan"), mean_abs)
-    seqlets, threshold = extract_seqlets(attribution_scores=actual.copy(), window_size=settings.sliding_window,
-                                         flank=settings.flank,
-                                         suppress=int(0.5 * settings.sliding_window) + settings.flank,
-                                         target_fdr=settings.seqlet_fdr, min_passing_windows_frac=0.03,
-                                         max_passing_windows_frac=0.2, weak_threshold_for_counting_sign=0.8)
+    try:
+        seqlets, threshold = extract_seqlets(attribution_scores=actual.copy(), window_size=settings.sliding_window,
+                                             flank=settings.flank,
+                                             suppress=int(0.5 * settings.sliding_window) + settings.flank,
+                                             target_fdr=settings.seqlet_fdr, min_passing_windows_frac=0.03,
+                                             max_passing_windows_frac=0.2, weak_threshold_for_counting_sign=0.8)
+    except ValueError:  # too few windows for its null model (sklearn refuses all-zero weights): no seqlet
+        return SeqletCount(0, 0, float("nan"), mean_abs)
     positive = negative = 0
     for seqlet in seqlets:
         flank = int(0.5 * (seqlet.end - seqlet.start - settings.sliding_window))
