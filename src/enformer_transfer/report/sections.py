@@ -543,7 +543,7 @@ def pseudobulk_section(ctx: ReportContext) -> Section | None:
     figures = [(e["path"], e["caption"]) for e in draw.read_figure_index(folder.figures)]
     body = (f"<p>The tracks were made from single-cell fragments by <code>pseudobulk</code> "
             f"({html.escape(str(folder.path))}): {int(written.sum())} groups written, {int((~written).sum())} left out "
-            f"(too few cells).</p>" + figure_grid(figures) + table(qc))
+            f"(too few cells).</p>" + figure_grid(figures) + table(qc, empty="no group of cells (see the pseudobulk command's output)"))
     return Section("pseudobulk", "Pseudobulk tracks", body)
 
 
