@@ -40,3 +40,18 @@ def reseal_run(run_dir: Path) -> None:
             path.write_text(json.dumps(record))
             reseal(records[rel])
             done[rel] = json.loads(path.read_text())["digest"]
+
+
+def copy_run(demo_run, tmp_path, *skip):
+    """A copy of the demo run to change (folders named in ``skip`` left out)."""
+    import shutil
+
+    return shutil.copytree(demo_run, tmp_path / "run", ignore=shutil.ignore_patterns(*skip))
+
+
+def one_error(capsys) -> str:
+    """What a failed command printed on stderr, checked to hold exactly one 'error:' line."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return err

@@ -16,23 +16,14 @@ import pandas as pd
 import pytest
 import torch
 from _kill import run_watched, wait_for
+from _provenance import copy_run as _copy
+from _provenance import one_error as _error
 from _provenance import reseal
 
 from enformer_transfer import Run
 from enformer_transfer.cli import main
 from enformer_transfer.fs import exclusive_lock
 from enformer_transfer.layout import lock_of
-
-
-def _copy(demo_run, tmp_path, *skip):
-    return shutil.copytree(demo_run, tmp_path / "run", ignore=shutil.ignore_patterns(*skip))
-
-
-def _error(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return err
 
 
 def _chunk(run_dir: Path, split: str, window: int) -> Path:

@@ -13,21 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from _provenance import copy_run as _copy
+from _provenance import one_error as _error
 
 from enformer_transfer import Run
 from enformer_transfer.cli import main
 from enformer_transfer.config import load_config
-
-
-def _copy(demo_run, tmp_path, *skip):
-    return shutil.copytree(demo_run, tmp_path / "run", ignore=shutil.ignore_patterns(*skip))
-
-
-def _error(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return err
 
 
 def _check_problems(run_dir, capsys) -> str:
