@@ -191,8 +191,6 @@ def test_subset_heads_mlp_and_losses(demo_run, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="regression from exact --steps (issue 20): a train killed at its second "
-                   "checkpoint resumes without the killed epoch's log row and stops one epoch early; to fix next")
 def test_resume_after_kill_gives_the_same_weights(demo_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(demo_run, run_dir, ignore=shutil.ignore_patterns("heads"))
@@ -207,8 +205,10 @@ def test_resume_after_kill_gives_the_same_weights(demo_run, tmp_path):
     assert "resuming from" in result.stderr
     subprocess.run([sys.executable, "-m", "enformer_transfer.cli", "train", str(reference), *args],
                    check=True, capture_output=True)
-    epochs = pd.read_csv(run_dir / "heads" / "resume" / "logs" / "metrics.csv")["epoch"]
-    assert list(epochs) == list(range(8))  # the epochs before the kill are kept, none twice
+    metrics = pd.read_csv(run_dir / "heads" / "resume" / "logs" / "metrics.csv")
+    assert list(metrics["epoch"]) == list(range(8))  # the epochs before the kill are kept, none twice
+    training = Run(run_dir).head("resume").metadata["training"]
+    assert metrics["step"].iloc[-1] == training["steps"] == training["schedule"]["steps"]  # all 8 epochs' steps
     from safetensors.torch import load_file
 
     resumed = load_file(run_dir / "heads" / "resume" / "head.safetensors")

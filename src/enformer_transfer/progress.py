@@ -147,9 +147,11 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
-def lightning_progress(what: str, enabled: bool = True) -> list:
+def lightning_progress(what: str, enabled: bool = True, total: int | None = None) -> list:
     """Callbacks that show a Lightning fit through :class:`Progress` (optimizer steps, with the
-    epoch and the latest validation metric); pass them with ``enable_progress_bar=False``."""
+    epoch and the latest validation metric); pass them with ``enable_progress_bar=False``.
+    ``total``: the optimizer steps the fit runs (a schedule's exact steps), else Lightning's
+    estimate."""
     from lightning.pytorch.callbacks import Callback
 
     from .console import route_library_logs
@@ -161,12 +163,14 @@ def lightning_progress(what: str, enabled: bool = True) -> list:
             self.bar: Progress | None = None
 
         def on_train_start(self, trainer, pl_module) -> None:
-            total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.estimated_stepping_batches
+            steps = total
+            if steps is None:
+                steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.estimated_stepping_batches
             try:
-                total = int(total)
+                steps = int(steps)
             except (OverflowError, ValueError, TypeError):
-                total = 0
-            self.bar = Progress(total, what, "steps", enabled=enabled and trainer.is_global_zero)
+                steps = 0
+            self.bar = Progress(steps, what, "steps", enabled=enabled and trainer.is_global_zero)
             if trainer.global_step:  # a resumed fit starts where it was
                 self.bar.update(int(trainer.global_step))
 

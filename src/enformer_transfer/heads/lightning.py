@@ -122,8 +122,8 @@ class HeadModule(L.LightningModule):
 
 class EpochLog(L.Callback):
     """One row per finished epoch in ``logs/metrics.csv``, appended before the epoch's checkpoint
-    is written. A resumed run keeps the rows of the epochs before the resume point (and drops
-    rows of an epoch that is about to be redone)."""
+    is written. A resumed run keeps the rows up to the step it resumes from (and drops rows of
+    steps that are about to be redone)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -132,7 +132,7 @@ class EpochLog(L.Callback):
         if trainer.global_rank != 0:
             return
         rows = read_epoch_log(self.path)
-        kept = [r for r in rows if int(r["epoch"]) < trainer.current_epoch]
+        kept = [r for r in rows if int(float(r["step"])) <= trainer.global_step]
         if len(kept) != len(rows) or not self.path.is_file():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.path, _csv_text(kept), fsync=False)

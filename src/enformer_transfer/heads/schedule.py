@@ -102,15 +102,18 @@ def exact_steps(schedule: Schedule) -> tuple[dict, list]:
     """Trainer settings and callbacks that run exactly ``schedule.steps`` optimizer steps and
     validate after the last one (Lightning stops at ``max_steps`` mid-epoch without validating, and
     skips the last epoch's validation when it is not a multiple of ``val_every``): what a checkpoint
-    is chosen from always includes the final weights, the ones the whole schedule trained."""
+    is chosen from always includes the final weights, the ones the whole schedule trained.
+
+    The stop is a callback's, not Lightning's ``max_steps``: with ``max_steps`` set, Lightning
+    resumes "iteration-based" and treats a checkpoint written at the end of an epoch as one inside
+    it, so a resumed run loses that epoch from the epoch count and stops an epoch early."""
     from lightning.pytorch.callbacks import Callback
 
     class _ValidateLastStep(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             if trainer.global_step >= schedule.steps:
                 trainer.check_val_every_n_epoch = 1  # read by the loop right after this hook
-                trainer.should_stop = True  # validation runs when a stop is requested
+                trainer.should_stop = True  # the epoch ends here; validation runs when a stop is requested
 
-    settings = {"max_epochs": schedule.max_epochs, "max_steps": schedule.steps,
-                "limit_train_batches": min(schedule.steps_per_epoch, schedule.steps)}
+    settings = {"max_epochs": schedule.max_epochs, "limit_train_batches": min(schedule.steps_per_epoch, schedule.steps)}
     return settings, [_ValidateLastStep()]
