@@ -129,7 +129,7 @@ def test_finetuning_learns_a_motif_the_frozen_trunk_does_not_represent(tmp_path)
     build_dataset(config, progress=False)
     embed_run(config, progress=False)
     train_head(config, progress=False)
-    config.finetune.head, config.finetune.steps, config.finetune.lr, config.finetune.loader_workers = "ft", 400, 3e-3, 0
+    config.finetune.head, config.finetune.steps, config.finetune.lr, config.finetune.loader_workers = "ft", 200, 3e-3, 0
     from enformer_transfer.finetune.train import finetune
 
     finetune(config, progress=False)
