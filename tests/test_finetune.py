@@ -168,7 +168,7 @@ def test_finetune_resumes_after_kill_with_the_same_weights(demo_run, tmp_path):
     run_dir = shutil.copytree(demo_run, tmp_path / "run", ignore=shutil.ignore_patterns("dar", "report", "weights",
                                                                                      "evaluation"))
     reference = shutil.copytree(run_dir, tmp_path / "reference")
-    args = ["--head", "ft", "--steps", "92", "--patience", "100", "--lr", "3e-3", "--loader-workers", "0", "--quiet"]
+    args = ["--head", "ft", "--steps", "69", "--patience", "100", "--lr", "3e-3", "--loader-workers", "0", "--quiet"]
     cmd = [sys.executable, "-m", "enformer_transfer.cli", "finetune", str(run_dir), *args]
     last = run_dir / "heads" / "ft.partial" / "checkpoints" / "last.ckpt"
     kill_when(cmd, written_twice(last), poll=0.01)
