@@ -23,15 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import EmbedConfig, Geometry, RunConfig, as_config
+from ..config import EmbedConfig, Geometry, RunConfig
 from ..data import store
 from ..devices import (
     Dist,
     autocast,
-    close_process_group,
     dist_from_env,
     exit_with_this_process,
-    init_process_group,
     resolve_device,
     resolve_precision,
 )
@@ -41,7 +39,6 @@ from ..layout import EmbeddingsFolder, RunLayout
 from ..progress import Progress
 from ..provenance import StageDir
 from ..run import Run
-from ..stage import run_stage
 from .inputs import WindowSequences
 from .load import Backbone, load_backbone, resolve_backbone
 
@@ -109,39 +106,7 @@ def plan_embed(config: RunConfig) -> EmbedPlan:
     return EmbedPlan(config, run, backbone, device, precision, dist, windows, keep, n_outputs)
 
 
-def embed_key(plan: EmbedPlan) -> dict:
-    e = plan.settings
-    return {
-        "dataset": plan.run.dataset_record.digest,
-        "backbone": plan.backbone.fingerprint,
-        "tf_gamma": e.tf_gamma,
-        "precision": plan.precision,
-        "storage_dtype": e.storage_dtype,
-        "train_bin_fraction": e.train_bin_fraction,
-        "store_backbone_outputs": e.store_backbone_outputs,
-        "pad_value": e.pad_value,
-        "splits": e.splits,
-        "seed": plan.config.seed,
-    }
-
-
-def embed_run(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Embed every window of the configured splits into RUN_DIR/embeddings; resume or skip."""
-    config = as_config(config)
-    plan = plan_embed(config)
-    key = embed_key(plan)
-    if plan.dist.primary and not force:
-        check_space(plan, key)
-    init_process_group(plan.dist, plan.device)
-    try:
-        return run_stage(plan.run.layout.embeddings.path, key,
-                         lambda work, state: _build(plan, EmbeddingsFolder(work), state, progress),
-                         config, ("embed",), force=force, what="embed", dist=plan.dist, run=plan.run)
-    finally:
-        close_process_group(plan.dist)
-
-
-def _build(plan: EmbedPlan, folder: EmbeddingsFolder, state: str, progress: bool) -> dict:
+def build_embeddings(plan: EmbedPlan, folder: EmbeddingsFolder, state: str, progress: bool) -> dict:
     from ..devices import barrier
 
     started = time.time()

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig, as_config
+from ..config import RunConfig
 from ..data.targets_table import cell_type_tracks
 from ..errors import InputError, did_you_mean
 from ..fs import write_json_atomic
@@ -38,9 +38,7 @@ from ..genome.intervals import region_columns
 from ..layout import DarFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
-from ..provenance import file_fingerprint
 from ..run import Run
-from ..stage import run_stage
 
 
 def region_bins(a: int, b: int, bin_size: int, rule: str = "contained") -> np.ndarray:
@@ -137,22 +135,7 @@ def plan_dar(config: RunConfig) -> DarPlan:
     return DarPlan(config, run, regions, cell_types, columns, head_index[columns], unknown, splits)
 
 
-def dar_key(plan: DarPlan) -> dict:
-    d = plan.config.dar
-    return {"evaluation": plan.run.evaluation(d.head).record.digest, "regions": file_fingerprint(d.regions),
-            "dar": d.model_dump(mode="json", exclude={"regions", "head", "chrom_aliases"}), "splits": plan.splits}
-
-
-def dar_analysis(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Write RUN_DIR/dar/NAME/: regions.csv, confusion.csv, summary.json and figures."""
-    config = as_config(config)
-    plan = plan_dar(config)
-    folder = plan.run.layout.dar(config.dar.head).path
-    return run_stage(folder, dar_key(plan), lambda work, state: _dar(plan, DarFolder(work)), config, ("dar",),
-                     force=force, what=f"dar {config.dar.head!r}", run=plan.run)
-
-
-def _dar(plan: DarPlan, out: DarFolder) -> dict:
+def build_dar(plan: DarPlan, out: DarFolder) -> dict:
     d, run, cell_types = plan.config.dar, plan.run, plan.cell_types
     geometry = run.geometry
     rows, observed_means, predicted_means = [], [], []
