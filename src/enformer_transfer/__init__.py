@@ -27,14 +27,14 @@ _EXPORTS = {
     "EnformerTransferError": ".errors", "InputError": ".errors", "StaleStageError": ".errors",
     "IntegrityError": ".errors",
     # tracks
-    "fetch": ".data.fetch", "make_targets_table": ".data.targets_table",
-    "build_targets_table": ".data.targets_table", "read_targets_table": ".data.targets_table",
+    "fetch": ".data.fetch", "make_targets_table": ".targets.table",
+    "build_targets_table": ".targets.table", "read_targets_table": ".targets.table",
     "init_backbone": ".backbone.load",
     # stages, by their descriptive and their command names (the registry: stages/__init__.py)
     **public_names(),
     "run_pipeline": ".pipeline", "run_demo": ".pipeline",
     # reading results
-    "Run": ".run", "SequenceModel": ".backbone.model", "load_sequence_model": ".backbone.model",
+    "Run": ".results", "SequenceModel": ".backbone.model", "load_sequence_model": ".backbone.model",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

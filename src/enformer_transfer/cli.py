@@ -239,7 +239,7 @@ def cmd_pseudobulk(args) -> int:
 
 
 def cmd_targets(args) -> int:
-    from .data.targets_table import make_targets_table, read_targets_table
+    from .targets.table import make_targets_table, read_targets_table
 
     if args.validate:
         print(f"{args.validate}: {len(read_targets_table(args.validate))} tracks, valid")
@@ -267,7 +267,7 @@ def cmd_check(args) -> int:
 
 def cmd_tfrecords_export(args) -> int:
     from .data.tfrecords import export_run
-    from .run import Run
+    from .results import Run
 
     print(f"tfrecords: {export_run(Run(args.run_dir), args.out, args.windows_per_file, not args.base_indices, args.force)}")
     return 0

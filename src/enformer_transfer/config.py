@@ -25,18 +25,13 @@ from pydantic import (
 )
 
 from .errors import InputError, did_you_mean
+from .genome.geometry import Geometry
+from .targets import STUDY_CLIP, STUDY_SCALE, STUDY_SUM_STAT, SUM_STATS
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-SUM_STATS = ("mean", "sum", "max", "sum_sqrt", "mean_sqrt", "peak")
-
-# The study's transform of every track (reference.md section 2): the defaults of new targets tables.
-STUDY_CLIP = 32.0
-STUDY_SCALE = 2.0
-STUDY_SUM_STAT = "mean"
 
 # Lightning's spellings of precision, accepted where users may have configs from earlier versions.
 _PRECISION_ALIASES = {"32": "fp32", "32-true": "fp32", "16-mixed": "fp16", "16": "fp16",
@@ -74,34 +69,6 @@ def _aliases_field(what: str):
 
 
 RunAliases = Literal["none", "auto"] | None
-
-
-class Geometry(_Section):
-    """Model input length and output bins; the target interval is the central n_bins x bin_size."""
-
-    seq_length: int = Field(196_608, gt=0, description="model input length in bp")
-    bin_size: int = Field(128, gt=0, description="bp per output bin")
-    n_bins: int = Field(896, gt=0, description="output bins per window")
-
-    @property
-    def target_interval_bp(self) -> int:
-        """Length of the target interval in bp (n_bins x bin_size)."""
-        return self.n_bins * self.bin_size
-
-    @property
-    def context(self) -> int:
-        """bp of input on each side of the target interval."""
-        return (self.seq_length - self.target_interval_bp) // 2
-
-    @model_validator(mode="after")
-    def _check(self) -> Geometry:
-        excess = self.seq_length - self.target_interval_bp
-        if excess < 0 or excess % 2:
-            raise ValueError(
-                f"seq_length {self.seq_length} must exceed n_bins x bin_size "
-                f"({self.target_interval_bp}) by an even number of bp"
-            )
-        return self
 
 
 class FetchConfig(_Section):
@@ -575,9 +542,9 @@ class RunConfig(_Section):
 PER_COMMAND_SECTIONS = ("train", "finetune", "pretrain", "evaluate", "predict", "weights", "dar", "variants",
                         "contributions", "motifs", "call_dars", "report")
 
-SECTIONS: dict[str, type[_Section]] = {
+SECTIONS: dict[str, type[BaseModel]] = {
     name: field.annotation for name, field in RunConfig.model_fields.items()
-    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
 }
 
 

@@ -318,3 +318,16 @@ def finished_names(parent: Path) -> list[str]:
     if not parent.is_dir():
         return []
     return sorted(p.name for p in parent.iterdir() if p.is_dir() and finished(p))
+
+
+FIGURE_INDEX = "index.json"  # in every figures/ folder: the figures in reading order (plots.figures.FigureIndex)
+
+
+def read_figure_index(folder: Path) -> list[dict]:
+    """The entries of a figures folder's index.json, with absolute paths ('path')."""
+    import json
+
+    path = Path(folder) / FIGURE_INDEX
+    if not path.is_file():
+        return []
+    return [{**e, "path": Path(folder) / e["file"]} for e in json.loads(path.read_text())]

@@ -147,7 +147,7 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
 def demo_summary(run_dir: Path | str) -> list[str]:
     """What the demo shows, line by line: the transfer from pretraining per level, the fine-tuned
     model, the DAR analysis; what the demo is, and the commands for real data."""
-    from .run import Run
+    from .results import Run
 
     run = Run(run_dir)
     default = run.evaluation("default").per_track

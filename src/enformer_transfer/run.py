@@ -1,4 +1,5 @@
-"""``Run``: typed read access to a run directory, stage by stage.
+"""``RunDirectory``: typed read access to a run directory, stage by stage (``results.Run`` adds
+the models it holds).
 
 Every stage reads what earlier stages wrote through ``Run`` (never by opening another stage's
 ``stage.json`` or spelling its file names): the dataset's geometry, tracks, windows and
@@ -17,7 +18,6 @@ import pandas as pd
 
 from .config import DatasetConfig, EmbedConfig, Geometry, RunConfig, load_config
 from .data import store
-from .data.targets_table import read_targets_table
 from .errors import InputError, IntegrityError, StaleStageError, did_you_mean
 from .fs import SharedLocks
 from .layout import (
@@ -32,12 +32,15 @@ from .layout import (
     finished,
     finished_names,
     lock_of,
+    read_figure_index,
 )
 from .provenance import StageRecord, verify_fingerprint
+from .targets.table import read_targets_table
 
 
-class Run:
-    """A run directory: ``Run(path).tracks``, ``.windows(split)``, ``.targets(split)``, ..."""
+class RunDirectory:
+    """A run directory: ``RunDirectory(path).tracks``, ``.windows(split)``, ``.targets(split)``, ...
+    Its models (heads, backbone) as torch modules: ``results.Run``, the public ``Run``."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -59,14 +62,14 @@ class Run:
         self.left_out: dict[str, str] = {}
 
     @classmethod
-    def of(cls, config: RunConfig, stage: str) -> Run:
+    def of(cls, config: RunConfig, stage: str):
         """The run a stage's config names; a one-line error naming ``stage`` when it names none."""
         if config.run_dir is None:
             raise InputError(f"{stage}: no run directory given")
         return cls(config.run_dir)
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r})"
+        return f"{type(self).__name__}({str(self.path)!r})"
 
     def _runs_one_level_down(self) -> list[Path]:
         """Runs in subfolders of a folder that is none itself (no config.toml, no dataset)."""
@@ -357,16 +360,6 @@ class Run:
             return None
         return self._stored(folder, folder.backbone_outputs_store, split, self._rebuild_embeddings)
 
-    def backbone(self, device: str = "cpu"):
-        """The backbone that made the embeddings, its weights checked against their fingerprints."""
-        from .backbone.load import load_backbone
-
-        fix = f"re-embed ('enformer-transfer embed {self.path} --force')"
-        for recorded in self.embeddings_record.key["backbone"].get("files", []):
-            verify_fingerprint(recorded, "a backbone weights file", fix)
-        e = self.embed_config
-        return load_backbone(e.backbone, self.geometry, e.tf_gamma, e.allow_download, device)
-
     # --- heads -----------------------------------------------------------------------------
 
     def heads(self) -> list[str]:
@@ -375,24 +368,6 @@ class Run:
 
     def head_record(self, name: str) -> StageRecord:
         return self._record(self.layout.head(name).path, f"run 'enformer-transfer train {self.path} --head {name}'")
-
-    def head(self, name: str):
-        """A trained head (torch module + metadata, ``.predict(embeddings)``), checked against this run."""
-        from .heads.checkpoint import load_head
-
-        folder = self.layout.head(name)
-        if not finished(folder.path):
-            heads = self.heads()
-            upstream = None if heads else self._missing_upstream(f"heads/{name}")
-            if upstream:
-                raise InputError(upstream)
-            close = did_you_mean(name, heads)  # a slip of the name: that is the one piece of advice
-            fix = "" if close else f"; run 'enformer-transfer train {self.path} --head {name}'"
-            raise InputError(f"{self.path} has no trained head {name!r}{close} "
-                             f"(has: {', '.join(heads) or 'none'}){fix}")
-        head = load_head(folder)
-        head.check_compatible(self)
-        return head
 
     # --- evaluations -----------------------------------------------------------------------
 
@@ -499,8 +474,6 @@ class Evaluation:
     @property
     def figures(self) -> list[dict]:
         """The evaluation's figures in reading order: name, caption, kind, path."""
-        from .plots.figures import read_figure_index
-
         return read_figure_index(self.folder.figures)
 
     def correlations(self, split: str) -> dict[str, np.ndarray]:
@@ -531,8 +504,6 @@ class DarResult:
 
     @property
     def figures(self) -> list[dict]:
-        from .plots.figures import read_figure_index
-
         return read_figure_index(self.folder.figures)
 
 
@@ -565,8 +536,6 @@ class VariantEffects:
 
     @property
     def figures(self) -> list[dict]:
-        from .plots.figures import read_figure_index
-
         return read_figure_index(self.folder.figures)
 
 
@@ -605,8 +574,6 @@ class _Figures:
     @property
     def figures(self) -> list[dict]:
         """The stage's figures in reading order: name, caption, kind, path."""
-        from .plots.figures import read_figure_index
-
         return read_figure_index(self.folder.figures)
 
 
@@ -614,7 +581,7 @@ class Contributions(_Figures):
     """A finished contributions stage: regions and attributed scalars as tables, the stored
     contributions (regions, scalars, window, 4) as checked arrays read by region chunk."""
 
-    def __init__(self, run: Run, folder: ContributionsFolder, record: StageRecord):
+    def __init__(self, run: RunDirectory, folder: ContributionsFolder, record: StageRecord):
         self.run, self.folder, self.record = run, folder, record
 
     @property

@@ -36,7 +36,7 @@ from .provenance import StageDir
 
 if TYPE_CHECKING:
     from .config import RunConfig
-    from .run import Run
+    from .run import RunDirectory
 
 log = logging.getLogger("enformer_transfer")
 
@@ -45,7 +45,7 @@ Build = Callable[[Path, str], dict]
 
 def run_stage(folder: Path, key: dict, build: Build, config: RunConfig, sections: tuple[str, ...], *,
               force: bool = False, what: str | None = None, on_stale: str = "refuse",
-              dist: Dist | None = None, run: Run | None = None) -> Path:
+              dist: Dist | None = None, run: RunDirectory | None = None) -> Path:
     """Skip, resume, refuse or build the stage folder ``folder``; return it when finished.
     ``sections``: the config sections the stage's settings come from. ``run``: the ``Run`` the
     stage reads its upstream stages through; they are locked against rebuilding while it runs
@@ -84,7 +84,7 @@ def run_stage(folder: Path, key: dict, build: Build, config: RunConfig, sections
 
 
 @contextmanager
-def _reading(run: Run | None, own: Path, primary: bool) -> Iterator[None]:
+def _reading(run: RunDirectory | None, own: Path, primary: bool) -> Iterator[None]:
     """Hold shared locks on what ``run`` has read (and reads next) while the stage runs."""
     if run is None or not primary:
         yield

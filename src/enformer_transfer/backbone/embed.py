@@ -38,7 +38,7 @@ from ..fs import check_free_space, write_json_atomic
 from ..layout import EmbeddingsFolder, RunLayout
 from ..progress import Progress
 from ..provenance import StageDir
-from ..run import Run
+from ..run import RunDirectory
 from .inputs import WindowSequences
 from .load import Backbone, load_backbone, resolve_backbone
 
@@ -50,7 +50,7 @@ class EmbedPlan:
     """Validated inputs of the embed stage."""
 
     config: RunConfig
-    run: Run
+    run: RunDirectory
     backbone: Backbone
     device: object  # torch.device
     precision: str
@@ -87,7 +87,7 @@ def plan_embed(config: RunConfig) -> EmbedPlan:
         raise InputError("embed: no run directory given")
     if e.backbone is None:
         raise InputError("embed: no backbone given; pass --backbone DIR (config.json + pytorch_model.bin) or a hub name")
-    run = Run(config.run_dir)
+    run = RunDirectory(config.run_dir)
     config.geometry = run.geometry  # the geometry is the dataset's
     missing = [s for s in e.splits if s not in run.splits]
     if missing:

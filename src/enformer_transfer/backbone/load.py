@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Geometry
 from ..errors import InputError, IntegrityError
 from ..fs import atomic_folder
+from ..genome.geometry import Geometry
 from ..provenance import file_fingerprint
 
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")

@@ -27,10 +27,10 @@ from ..genome.windows import Windows, read_windows_bed
 from ..layout import DatasetFolder
 from ..progress import Progress
 from ..provenance import check_once
+from ..targets.table import read_targets_table, write_targets_table
 from . import store
 from ._worker import compute_chunks, init_worker
 from .bigwig import bigwig_chrom_sizes, chrom_maps_for, describe, open_bigwig, validate_bigwig
-from .targets_table import read_targets_table, write_targets_table
 from .transform import ChunkSummary, TopValues, TrackParams, chunk_sums
 
 log = logging.getLogger("enformer_transfer")

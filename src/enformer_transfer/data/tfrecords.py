@@ -187,7 +187,7 @@ def export_run(run, out: Path | str, windows_per_file: int = 256, one_hot: bool 
     ``OUT.partial`` and renamed to ``OUT`` when complete."""
     from ..fs import atomic_folder
     from ..genome.onehot import base_indices_padded
-    from .targets_table import write_targets_table
+    from ..targets.table import write_targets_table
 
     geometry = run.geometry
     genome = run.genome()

@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig
-from ..data.targets_table import cell_type_tracks
 from ..errors import InputError, did_you_mean
 from ..fs import write_json_atomic
 from ..genome.chroms import resolve_chroms
@@ -38,7 +37,8 @@ from ..genome.intervals import region_columns
 from ..layout import DarFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
-from ..run import Run
+from ..results import Run
+from ..targets.table import cell_type_tracks
 
 
 def region_bins(a: int, b: int, bin_size: int, rule: str = "contained") -> np.ndarray:

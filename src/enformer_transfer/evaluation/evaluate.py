@@ -18,13 +18,13 @@ import pandas as pd
 
 from ..config import EvaluateConfig, RunConfig
 from ..data import store
-from ..data.targets_table import grouping_columns
 from ..errors import InputError
 from ..fs import write_json_atomic
 from ..layout import EvaluationFolder, RunLayout, finished
 from ..metrics import AcrossTracksPerBin, PearsonPerTrack, SplitMetrics
 from ..progress import Progress
-from ..run import Run
+from ..results import Run
+from ..targets.table import grouping_columns
 
 log = logging.getLogger("enformer_transfer")
 

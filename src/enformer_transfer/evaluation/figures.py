@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.targets_table import grouping_columns, hierarchy_order
 from ..errors import InputError
 from ..fs import safe_filename
 from ..genome.intervals import bed_rows, parse_region
@@ -15,6 +14,7 @@ from ..layout import EvaluationFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
 from ..plots.labels import track_labels
+from ..targets.table import grouping_columns, hierarchy_order
 
 
 def parse_regions(regions: list[str] | None) -> list[tuple[str, int, int]]:

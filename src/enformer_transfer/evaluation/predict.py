@@ -21,7 +21,7 @@ from ..genome.chroms import resolve_chroms
 from ..genome.intervals import IntervalSet
 from ..genome.sequence import Genome
 from ..layout import PredictionsFolder
-from ..run import Run
+from ..results import Run
 
 
 def tile_region(start: int, end: int, target_bp: int, bin_size: int, stride: int, chrom_size: int) -> list[int]:

@@ -35,9 +35,10 @@ from ..heads.schedule import Schedule, exact_steps, steps_and_epochs
 from ..layout import HeadFolder
 from ..metrics import PearsonPerTrack
 from ..provenance import file_fingerprint
-from ..run import Run
+from ..results import Run
+from ..targets.table import strand_partners
 from .adapt import adapt, adapter_state, merge_adapters
-from .data import SequenceWindows, sequence_loader, strand_partners
+from .data import SequenceWindows, sequence_loader
 
 log = logging.getLogger("enformer_transfer")
 

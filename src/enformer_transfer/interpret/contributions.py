@@ -33,14 +33,14 @@ import pandas as pd
 
 from ..config import RunConfig
 from ..data import store
-from ..data.targets_table import select_tracks
 from ..devices import resolve_device
 from ..errors import EnformerTransferError, InputError
 from ..fs import atomic_path, safe_filename, write_json_atomic
 from ..genome.chroms import mismatch_message
 from ..layout import ContributionsFolder
 from ..progress import Progress
-from ..run import Run
+from ..results import Run
+from ..targets.table import select_tracks
 from .regions import find_region, has_header, read_regions
 
 log = logging.getLogger("enformer_transfer")

@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig
-from ..data.targets_table import cell_type_tracks
 from ..errors import InputError
 from ..fs import atomic_path, safe_filename, write_json_atomic
 from ..genome.chroms import resolve_chroms
 from ..layout import CalledDarsFolder
 from ..plots.figures import FigureIndex
-from ..run import Run
+from ..results import Run
+from ..targets.table import cell_type_tracks
 from .regions import read_regions
 
 MAX_BACKGROUND_VALUES = 2_000_000  # signals kept (seeded sample) for the default percentile and median

@@ -27,7 +27,8 @@ from ..fs import safe_filename, write_json_atomic
 from ..layout import MotifsFolder
 from ..plots.figures import FigureIndex
 from ..progress import Progress
-from ..run import Contributions, Run
+from ..results import Run
+from ..run import Contributions
 from .motif_db import Motif, jaspar_motifs, meme_motifs, tomtom_matches, write_meme
 
 log = logging.getLogger("enformer_transfer")

@@ -36,7 +36,8 @@ from ..errors import EnformerTransferError, InputError
 from ..fs import atomic_path, write_json_atomic
 from ..layout import VariantsFolder
 from ..progress import Progress
-from ..run import Run
+from ..results import Run
+from ..targets.table import strand_partners
 from . import outputs
 from .alleles import PLACEMENT_SHIFT
 from .scores import StrandMerge, specificity
@@ -77,8 +78,6 @@ class VariantsPlan:
 def plan_variants(config: RunConfig) -> VariantsPlan:
     """Check every input of the stage; nothing is computed or written yet."""
     # torch comes with it: imported when the stage runs, not with the CLI
-    from ..finetune.data import strand_partners
-
     p = config.variants
     run = Run.of(config, "variants")
     head = run.head(p.head)  # a head of this run, compatible with its tracks and geometry
@@ -170,7 +169,6 @@ def make_scorer(plan: VariantsPlan):
     import torch
 
     from ..backbone.model import load_sequence_model
-    from ..finetune.data import strand_partners
     from .scorer import VariantScorer
 
     p = plan.settings

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .._version import __version__
-from ..run import Run
+from ..results import Run
 from .elements import SCRIPT, STYLE, Section, toc
 from .sections import REPORT_SECTIONS, ReportContext
 

@@ -17,7 +17,8 @@ from ..errors import EnformerTransferError, IntegrityError, StaleStageError
 from ..layout import RunLayout, StageFolder, finished
 from ..progress import Progress
 from ..provenance import StageRecord, verify_fingerprint
-from ..run import Run, read_checksums
+from ..results import Run
+from ..run import read_checksums
 
 
 @dataclass

@@ -9,7 +9,7 @@ from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..finetune.adapt import parse_trainable
 from ..finetune.train import finetune_and_save
-from ..run import Run
+from ..results import Run
 from ..stage import run_stage
 
 

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..evaluation.predict import predict_fasta, predict_regions, read_regions, tile_region
 from ..layout import PredictionsFolder
 from ..provenance import file_fingerprint
-from ..run import Run
+from ..results import Run
 from ..stage import run_stage
 
 

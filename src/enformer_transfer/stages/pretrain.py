@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 
 from ..config import RunConfig, as_config
-from ..data.targets_table import select_tracks
 from ..errors import InputError
 from ..finetune.train import pretrain_and_save
-from ..run import Run
+from ..results import Run
 from ..stage import run_stage
+from ..targets.table import select_tracks
 
 
 def pretrain_backbone(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

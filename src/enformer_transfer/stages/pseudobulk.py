@@ -40,11 +40,11 @@ from ..data.pseudobulk import (
     scale_factor,
     write_group_bigwig,
 )
-from ..data.targets_table import build_targets_table, save_targets_table
 from ..errors import InputError, StaleStageError
 from ..fs import atomic_path, check_free_space, exclusive_lock, read_json, write_json_atomic
 from ..progress import Progress
 from ..provenance import digest_of, file_fingerprint
+from ..targets.table import build_targets_table, save_targets_table
 
 log = logging.getLogger("enformer_transfer")
 MB = 1 << 20

@@ -10,7 +10,7 @@ from ..errors import InputError, StaleStageError, did_you_mean
 from ..fs import write_text_atomic
 from ..layout import ReportFolder
 from ..report.html import interpretation_digests, render_report
-from ..run import Run
+from ..results import Run
 from ..stage import run_stage
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from ..config import Geometry, RunConfig
 from ..data import store
 from ..data.build import finish_targets, write_windows_table
-from ..data.targets_table import read_targets_table, write_targets_table
 from ..data.tfrecords import read_split, read_statistics
 from ..errors import InputError
 from ..genome.onehot import base_indices_padded
@@ -18,6 +17,7 @@ from ..genome.windows import read_windows_bed
 from ..layout import DatasetFolder, RunLayout
 from ..provenance import file_fingerprint
 from ..stage import run_stage
+from ..targets.table import read_targets_table, write_targets_table
 
 
 def import_tfrecords(folder: Path | str, run_dir: Path | str, genome: Path | str, seq_length: int | None = None,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import RunConfig, as_config
-from ..data.targets_table import select_tracks
 from ..errors import InputError
 from ..heads.data import run_source
 from ..heads.train import train_and_save
 from ..layout import HeadFolder
-from ..run import Run
+from ..results import Run
 from ..stage import run_stage
+from ..targets.table import select_tracks
 
 
 def train_head(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..evaluation.weights import backbone_tracks, write_weight_similarity
 from ..layout import WeightsFolder
 from ..provenance import file_fingerprint
-from ..run import Run
+from ..results import Run
 from ..stage import run_stage
 
 
