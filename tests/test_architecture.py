@@ -11,9 +11,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "enformer_transfer"
 
 # bottom first; a module belongs to the layer of its longest prefix here ("" = the package itself)
 LAYERS = (
-    ("primitives", ("_version", "errors", "devices", "console", "progress", "metrics", "fs", "genome",
-                    "data.store", "targets")),
-    ("run directory", ("layout", "provenance", "config", "stage", "run")),
+    ("primitives", ("_version", "errors", "devices", "console", "progress", "metrics", "fs", "genome", "targets")),
+    ("run directory", ("rundir", "layout", "provenance", "config", "stage", "run")),  # the last five: old names
     ("plots", ("plots",)),
     ("data", ("data",)),
     ("backbone", ("backbone",)),
@@ -61,8 +60,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
 
 
 def _place(name: str) -> tuple[int | None, str]:
-    """(layer, unit) of a module; the unit is its package (a top-level module is its own), or the
-    data primitive it is (data.store)."""
+    """(layer, unit) of a module; the unit is its package (a top-level module is its own)."""
     best, found = None, (None, "")
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
@@ -97,8 +95,7 @@ def test_no_import_runs_up_or_across():
 
 
 def test_no_loop_between_packages():
-    """Package level: no two packages (top-level modules, data primitives) import each other, at
-    any distance."""
+    """Package level: no two packages (or top-level modules) import each other, at any distance."""
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():

@@ -93,7 +93,7 @@ def test_no_private_name_imported_across_modules():
 def test_only_layout_names_run_directory_files():
     """File names of a run directory are spelled in layout.py alone; stage records are read
     through Run, never by hand."""
-    layout = ast.parse((SRC / "layout.py").read_text())
+    layout = ast.parse((SRC / "rundir" / "layout.py").read_text())
     names = {n.value for n in ast.walk(layout) if isinstance(n, ast.Constant) and isinstance(n.value, str)
              and ("." in n.value or n.value in ("heads", "evaluation", "predictions", "weights", "dar", "report",
                                                 "dataset", "embeddings", "progress", "figures", "checkpoints"))

@@ -46,6 +46,11 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(module, __name__), attribute)
         globals()[name] = value
         return value
+    try:  # a submodule, as ``enformer_transfer.run`` after any import of it (the moved names: aliases)
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
     raise AttributeError(f"module 'enformer_transfer' has no attribute {name!r}")
 
 

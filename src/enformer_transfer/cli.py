@@ -22,12 +22,19 @@ import typing
 from pathlib import Path
 
 from ._version import __version__
-from .config import PER_COMMAND_SECTIONS, SECTIONS, RunConfig, load_config, tomllib, validate_config
 from .console import FILE_ONLY, setup_console, teardown_console
 from .devices import is_primary_process
 from .errors import EnformerTransferError, Interrupted, did_you_mean
 from .fs import disk_full_error
-from .layout import RunLayout
+from .rundir.config import (
+    PER_COMMAND_SECTIONS,
+    SECTIONS,
+    RunConfig,
+    load_config,
+    tomllib,
+    validate_config,
+)
+from .rundir.layout import RunLayout
 from .stages import BY_COMMAND, STAGES, Stage
 
 log = logging.getLogger("enformer_transfer")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .config import RunConfig
 from .errors import InputError
+from .rundir.config import RunConfig
 from .stages import entry
 
 log = logging.getLogger("enformer_transfer")

@@ -6,9 +6,9 @@ through it; what is below them reads a ``RunDirectory``."""
 from __future__ import annotations
 
 from .errors import InputError, did_you_mean
-from .layout import finished
-from .provenance import verify_fingerprint
-from .run import RunDirectory
+from .rundir.layout import finished
+from .rundir.provenance import verify_fingerprint
+from .rundir.run import RunDirectory
 
 
 class Run(RunDirectory):

@@ -23,8 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import EmbedConfig, Geometry, RunConfig
-from ..data import store
 from ..devices import (
     Dist,
     autocast,
@@ -35,10 +33,12 @@ from ..devices import (
 )
 from ..errors import EnformerTransferError, InputError
 from ..fs import check_free_space, write_json_atomic
-from ..layout import EmbeddingsFolder, RunLayout
 from ..progress import Progress
-from ..provenance import StageDir
-from ..run import RunDirectory
+from ..rundir import store
+from ..rundir.config import EmbedConfig, Geometry, RunConfig
+from ..rundir.layout import EmbeddingsFolder, RunLayout
+from ..rundir.provenance import StageDir
+from ..rundir.run import RunDirectory
 from .inputs import WindowSequences
 from .load import Backbone, load_backbone, resolve_backbone
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import InputError, IntegrityError
 from ..fs import atomic_folder
 from ..genome.geometry import Geometry
-from ..provenance import file_fingerprint
+from ..rundir.provenance import file_fingerprint
 
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 

@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig
 from ..errors import InputError
 from ..fs import check_free_space, read_json, write_bytes_atomic, write_json_atomic
 from ..genome.chroms import mismatch_message
 from ..genome.intervals import IntervalSet
 from ..genome.sequence import Genome
 from ..genome.windows import Windows, read_windows_bed
-from ..layout import DatasetFolder
 from ..progress import Progress
-from ..provenance import check_once
+from ..rundir import store
+from ..rundir.config import RunConfig
+from ..rundir.layout import DatasetFolder
+from ..rundir.provenance import check_once
 from ..targets.table import read_targets_table, write_targets_table
-from . import store
 from ._worker import compute_chunks, init_worker
 from .bigwig import bigwig_chrom_sizes, chrom_maps_for, describe, open_bigwig, validate_bigwig
 from .transform import ChunkSummary, TopValues, TrackParams, chunk_sums

@@ -43,10 +43,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import TargetsConfig
 from ..errors import InputError, IntegrityError
 from ..fs import disk_errors, read_json, safe_filename, temporary_name, write_json_atomic
-from ..provenance import sha256_of
+from ..rundir.config import TargetsConfig
+from ..rundir.provenance import sha256_of
 from ..targets.table import (
     build_targets_table,
     is_bigwig,

@@ -45,7 +45,7 @@ import pandas as pd
 from ..errors import InputError, did_you_mean
 from ..fs import disk_errors, safe_filename, temporary_name, write_json_atomic
 from ..genome.chroms import ChromNames, mismatch_message
-from ..layout import StageFolder
+from ..rundir.layout import StageFolder
 
 log = logging.getLogger("enformer_transfer")
 

@@ -29,15 +29,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig
 from ..errors import InputError, did_you_mean
 from ..fs import write_json_atomic
 from ..genome.chroms import resolve_chroms
 from ..genome.intervals import region_columns
-from ..layout import DarFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
 from ..results import Run
+from ..rundir.config import RunConfig
+from ..rundir.layout import DarFolder
 from ..targets.table import cell_type_tracks
 
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import EvaluateConfig, RunConfig
-from ..data import store
 from ..errors import InputError
 from ..fs import write_json_atomic
-from ..layout import EvaluationFolder, RunLayout, finished
 from ..metrics import AcrossTracksPerBin, PearsonPerTrack, SplitMetrics
 from ..progress import Progress
 from ..results import Run
+from ..rundir import store
+from ..rundir.config import EvaluateConfig, RunConfig
+from ..rundir.layout import EvaluationFolder, RunLayout, finished
 from ..targets.table import grouping_columns
 
 log = logging.getLogger("enformer_transfer")

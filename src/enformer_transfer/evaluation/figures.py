@@ -10,10 +10,10 @@ import pandas as pd
 from ..errors import InputError
 from ..fs import safe_filename
 from ..genome.intervals import bed_rows, parse_region
-from ..layout import EvaluationFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
 from ..plots.labels import track_labels
+from ..rundir.layout import EvaluationFolder
 from ..targets.table import grouping_columns, hierarchy_order
 
 
@@ -40,7 +40,7 @@ def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.Data
                        track_index: np.ndarray, plot_regions: list[str] | None = None) -> list[dict]:
     """Draw the evaluation's figures into ``out.figures`` and list them in its index (name,
     caption, kind, file), which the report follows."""
-    from ..data import store
+    from ..rundir import store
 
     figures = out.figures
     index = FigureIndex(figures)

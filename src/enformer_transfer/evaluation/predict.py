@@ -20,8 +20,8 @@ from ..fs import atomic_path, safe_filename
 from ..genome.chroms import resolve_chroms
 from ..genome.intervals import IntervalSet
 from ..genome.sequence import Genome
-from ..layout import PredictionsFolder
 from ..results import Run
+from ..rundir.layout import PredictionsFolder
 
 
 def tile_region(start: int, end: int, target_bp: int, bin_size: int, stride: int, chrom_size: int) -> list[int]:

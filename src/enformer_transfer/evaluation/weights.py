@@ -10,9 +10,9 @@ import pandas as pd
 import torch
 
 from ..errors import InputError
-from ..layout import WeightsFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
+from ..rundir.layout import WeightsFolder
 
 
 def write_weight_similarity(out: WeightsFolder, head, theirs: torch.Tensor, names: pd.DataFrame, top: int) -> dict:

@@ -26,16 +26,16 @@ import numpy as np
 import torch
 
 from ..backbone.model import SequenceModel, freeze_batchnorm
-from ..config import RunConfig
 from ..devices import resolve_device
 from ..errors import InputError
 from ..fs import write_text_atomic
 from ..heads.checkpoint import load_training_checkpoint, save_head
 from ..heads.schedule import Schedule, exact_steps, steps_and_epochs
-from ..layout import HeadFolder
 from ..metrics import PearsonPerTrack
-from ..provenance import file_fingerprint
 from ..results import Run
+from ..rundir.config import RunConfig
+from ..rundir.layout import HeadFolder
+from ..rundir.provenance import file_fingerprint
 from ..targets.table import strand_partners
 from .adapt import adapt, adapter_state, merge_adapters
 from .data import SequenceWindows, sequence_loader

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, TrainConfig
 from ..errors import EnformerTransferError, InputError, IntegrityError
-from ..layout import HeadFolder
 from ..metrics import PearsonPerTrack
+from ..rundir.config import RunConfig, TrainConfig
+from ..rundir.layout import HeadFolder
 from .checkpoint import load_training_checkpoint, save_head
 from .data import WindowSource, run_source
 from .models import make_head

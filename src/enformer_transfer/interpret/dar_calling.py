@@ -28,13 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig
 from ..errors import InputError
 from ..fs import atomic_path, safe_filename, write_json_atomic
 from ..genome.chroms import resolve_chroms
-from ..layout import CalledDarsFolder
 from ..plots.figures import FigureIndex
 from ..results import Run
+from ..rundir.config import RunConfig
+from ..rundir.layout import CalledDarsFolder
 from ..targets.table import cell_type_tracks
 from .regions import read_regions
 

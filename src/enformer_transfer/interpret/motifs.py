@@ -21,14 +21,14 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig
 from ..errors import InputError
 from ..fs import safe_filename, write_json_atomic
-from ..layout import MotifsFolder
 from ..plots.figures import FigureIndex
 from ..progress import Progress
 from ..results import Run
-from ..run import Contributions
+from ..rundir.config import RunConfig
+from ..rundir.layout import MotifsFolder
+from ..rundir.run import Contributions
 from .motif_db import Motif, jaspar_motifs, meme_motifs, tomtom_matches, write_meme
 
 log = logging.getLogger("enformer_transfer")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..data.store import FLOAT16_MAX
+from ..rundir.store import FLOAT16_MAX
 
 STATS = ("SUM", "logSUM", "logSED", "SAX", "D1", "D2", "JS")
 SUMS = ("ref_sum", "alt_sum")

@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig, VariantsConfig
-from ..data import store
 from ..data.transform import TrackParams
 from ..devices import (
     Dist,
@@ -34,9 +32,11 @@ from ..devices import (
 )
 from ..errors import EnformerTransferError, InputError
 from ..fs import atomic_path, write_json_atomic
-from ..layout import VariantsFolder
 from ..progress import Progress
 from ..results import Run
+from ..rundir import store
+from ..rundir.config import RunConfig, VariantsConfig
+from ..rundir.layout import VariantsFolder
 from ..targets.table import strand_partners
 from . import outputs
 from .alleles import PLACEMENT_SHIFT

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..layout import FIGURE_INDEX
+from ..rundir.layout import FIGURE_INDEX
 
 
 def _plt():

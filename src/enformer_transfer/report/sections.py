@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..layout import read_figure_index
 from ..plots import figures as draw
 from ..plots.labels import track_label_map
 from ..results import Run
+from ..rundir.layout import read_figure_index
 from .elements import Section, anchor, details, figure, figure_grid, fmt, table
 
 BASELINES = {  # per-track column of an evaluation -> what the reader is told it is

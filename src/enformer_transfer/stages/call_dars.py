@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..interpret.dar_calling import CallPlan, build_called_dars, plan_call_dars
-from ..layout import CalledDarsFolder
-from ..provenance import file_fingerprint
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import CalledDarsFolder
+from ..rundir.provenance import file_fingerprint
+from ..rundir.stage import run_stage
 
 
 def call_dars(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..fs import check_free_space
 from ..interpret.contributions import ContributionsPlan, build_contributions, plan_contributions
-from ..layout import ContributionsFolder
-from ..provenance import file_fingerprint
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import ContributionsFolder
+from ..rundir.provenance import file_fingerprint
+from ..rundir.stage import run_stage
 
 
 def contributions(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..evaluation.dar import DarPlan, build_dar, plan_dar
-from ..layout import DarFolder
-from ..provenance import file_fingerprint
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import DarFolder
+from ..rundir.provenance import file_fingerprint
+from ..rundir.stage import run_stage
 
 
 def dar_analysis(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..data.build import INPUT_FILES, DatasetPlan, build_dataset_folder, plan_dataset
-from ..layout import DatasetFolder, RunLayout
-from ..provenance import file_fingerprint
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import DatasetFolder, RunLayout
+from ..rundir.provenance import file_fingerprint
+from ..rundir.stage import run_stage
 
 
 def build_dataset(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backbone.embed import EmbedPlan, build_embeddings, check_space, plan_embed
-from ..config import RunConfig, as_config
 from ..devices import close_process_group, init_process_group
-from ..layout import EmbeddingsFolder
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import EmbeddingsFolder
+from ..rundir.stage import run_stage
 
 
 def embed_run(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

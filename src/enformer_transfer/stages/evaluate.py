@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..evaluation.evaluate import EvaluationPlan, build_evaluation, plan_evaluation
-from ..layout import EvaluationFolder
-from ..provenance import file_fingerprint
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import EvaluationFolder
+from ..rundir.provenance import file_fingerprint
+from ..rundir.stage import run_stage
 
 
 def evaluate_head(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..finetune.adapt import parse_trainable
 from ..finetune.train import finetune_and_save
 from ..results import Run
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.stage import run_stage
 
 
 def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

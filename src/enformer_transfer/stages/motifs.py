@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..interpret.motifs import MotifsPlan, build_motifs, plan_motifs
-from ..layout import MotifsFolder
-from ..provenance import file_fingerprint
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import MotifsFolder
+from ..rundir.provenance import file_fingerprint
+from ..rundir.stage import run_stage
 
 
 def motifs(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

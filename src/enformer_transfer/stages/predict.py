@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..evaluation.predict import predict_fasta, predict_regions, read_regions, tile_region
-from ..layout import PredictionsFolder
-from ..provenance import file_fingerprint
 from ..results import Run
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import PredictionsFolder
+from ..rundir.provenance import file_fingerprint
+from ..rundir.stage import run_stage
 
 
 def predict(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

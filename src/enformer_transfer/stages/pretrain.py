@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..finetune.train import pretrain_and_save
 from ..results import Run
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.stage import run_stage
 from ..targets.table import select_tracks
 
 

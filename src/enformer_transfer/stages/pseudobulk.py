@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..config import PseudobulkConfig, TargetsConfig
 from ..data.pseudobulk import (
     LEAF_STATS,
     Cells,
@@ -43,7 +42,8 @@ from ..data.pseudobulk import (
 from ..errors import InputError, StaleStageError
 from ..fs import atomic_path, check_free_space, exclusive_lock, read_json, write_json_atomic
 from ..progress import Progress
-from ..provenance import digest_of, file_fingerprint
+from ..rundir.config import PseudobulkConfig, TargetsConfig
+from ..rundir.provenance import digest_of, file_fingerprint
 from ..targets.table import build_targets_table, save_targets_table
 
 log = logging.getLogger("enformer_transfer")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._version import __version__
-from ..config import RunConfig, as_config
 from ..errors import InputError, StaleStageError, did_you_mean
 from ..fs import write_text_atomic
-from ..layout import ReportFolder
 from ..report.html import interpretation_digests, render_report
 from ..results import Run
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import ReportFolder
+from ..rundir.stage import run_stage
 
 
 def write_report(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

@@ -6,17 +6,17 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from ..config import Geometry, RunConfig
-from ..data import store
 from ..data.build import finish_targets, write_windows_table
 from ..data.tfrecords import read_split, read_statistics
 from ..errors import InputError
 from ..genome.onehot import base_indices_padded
 from ..genome.sequence import Genome
 from ..genome.windows import read_windows_bed
-from ..layout import DatasetFolder, RunLayout
-from ..provenance import file_fingerprint
-from ..stage import run_stage
+from ..rundir import store
+from ..rundir.config import Geometry, RunConfig
+from ..rundir.layout import DatasetFolder, RunLayout
+from ..rundir.provenance import file_fingerprint
+from ..rundir.stage import run_stage
 from ..targets.table import read_targets_table, write_targets_table
 
 

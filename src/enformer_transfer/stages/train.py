@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..heads.data import run_source
 from ..heads.train import train_and_save
-from ..layout import HeadFolder
 from ..results import Run
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import HeadFolder
+from ..rundir.stage import run_stage
 from ..targets.table import select_tracks
 
 

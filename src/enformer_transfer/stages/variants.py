@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import RunConfig, as_config
 from ..devices import close_process_group, init_process_group
 from ..interpret.variants import VariantsPlan, build_variants, plan_variants
-from ..layout import VariantsFolder
-from ..provenance import file_fingerprint
-from ..run import VariantEffects
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import VariantsFolder
+from ..rundir.provenance import file_fingerprint
+from ..rundir.run import VariantEffects
+from ..rundir.stage import run_stage
 
 
 def variants(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:

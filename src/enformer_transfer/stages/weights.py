@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..evaluation.weights import backbone_tracks, write_weight_similarity
-from ..layout import WeightsFolder
-from ..provenance import file_fingerprint
 from ..results import Run
-from ..stage import run_stage
+from ..rundir.config import RunConfig, as_config
+from ..rundir.layout import WeightsFolder
+from ..rundir.provenance import file_fingerprint
+from ..rundir.stage import run_stage
 
 
 def weight_similarity(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
