@@ -27,7 +27,6 @@ from .devices import is_primary_process
 from .errors import EnformerTransferError, Interrupted, did_you_mean
 from .fs import disk_full_error
 from .rundir.config import (
-    PER_COMMAND_SECTIONS,
     SECTIONS,
     RunConfig,
     load_config,
@@ -35,7 +34,7 @@ from .rundir.config import (
     validate_config,
 )
 from .rundir.layout import RunLayout
-from .stages import BY_COMMAND, STAGES, Stage
+from .stages import BY_COMMAND, PER_COMMAND_SECTIONS, STAGES, Stage
 
 log = logging.getLogger("enformer_transfer")
 

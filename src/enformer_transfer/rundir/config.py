@@ -536,12 +536,6 @@ class RunConfig(_Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
 
 
-# Sections of stages a run has many of (heads, evaluations, analyses, each by name): a command on a
-# run starts them from their defaults, never from the settings of the previous such command in
-# RUN_DIR/config.toml (train --head b must not inherit --tracks-where of train --head a).
-PER_COMMAND_SECTIONS = ("train", "finetune", "pretrain", "evaluate", "predict", "weights", "dar", "variants",
-                        "contributions", "motifs", "call_dars", "report")
-
 SECTIONS: dict[str, type[BaseModel]] = {
     name: field.annotation for name, field in RunConfig.model_fields.items()
     if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
