@@ -1,4 +1,5 @@
-"""Stage embed: Enformer's trunk over every window -> (windows, bins, dim) store, resumable.
+"""The embed stage's work (``stages/embed.py`` runs it):
+Enformer's trunk over every window -> (windows, bins, dim) store, resumable.
 
 One-hot inputs are prepared in DataLoader workers, the trunk runs in batches (bf16 autocast
 on GPU), and a writer thread stores finished batches while the next one computes. Each

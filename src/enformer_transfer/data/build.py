@@ -1,4 +1,5 @@
-"""Stage dataset: windows x BigWigs -> binned targets in a chunked store, resumable.
+"""The dataset stage's work (``stages/dataset.py`` runs it):
+windows x BigWigs -> binned targets in a chunked store, resumable.
 
 Every input is validated before any coverage is read (``plan_dataset``); the store is built
 in ``RUN_DIR/dataset.partial`` chunk by chunk (an interrupted build resumes) and renamed to
@@ -295,7 +296,7 @@ def _worker_count(requested: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-# --- the stage ---------------------------------------------------------------------------
+# --- the build ---------------------------------------------------------------------------
 
 def write_windows_table(windows: Windows, folder: DatasetFolder) -> None:
     table = windows.table.copy()

@@ -1,4 +1,5 @@
-"""Stage evaluate: a head's predictions for every window of each split, stored and scored.
+"""The evaluate stage's work (``stages/evaluate.py`` runs it):
+a head's predictions for every window of each split, stored and scored.
 
 Writes RUN_DIR/evaluation/NAME/: predictions.zarr (one array per split), per_track.csv,
 per_level.csv, bin_position.csv, correlations_{split}.npz, summary.json, figures/.

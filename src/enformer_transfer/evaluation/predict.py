@@ -1,4 +1,5 @@
-"""Stage predict: a head's predictions for new regions (one BigWig per track) or given
+"""The predict stage's work (``stages/predict.py`` runs it):
+a head's predictions for new regions (one BigWig per track) or given
 sequences (a table), from sequence through the backbone and the head.
 
 Regions are tiled into windows whose target intervals step by ``stride`` (default half the

@@ -1,4 +1,5 @@
-"""Stage weights: head weights vs the backbone's own human head. Which existing Enformer tracks
+"""The weights stage's work (``stages/weights.py`` runs it):
+head weights vs the backbone's own human head. Which existing Enformer tracks
 does each new track look like? (cosine similarity of weight vectors, the study's weight figure)."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Stage finetune, and ``backbone pretrain``: trunk + head trained end to end from sequence.
+"""The work of ``finetune`` and ``backbone pretrain`` (``stages/finetune.py``, ``stages/pretrain.py``
+run it): trunk + head trained end to end from sequence.
 
 ``finetune`` starts from a trained frozen head (the standard two-stage recipe: linear probe,
 then fine-tune) and the run's backbone; what adapts is chosen with ``--trainable`` (adapt.py);

@@ -1,4 +1,5 @@
-"""Stage 4, train: a head on stored embeddings with a real Lightning trainer (or closed-form ridge).
+"""The train stage's work (``stages/train.py`` runs it):
+a head on stored embeddings with a real Lightning trainer (or closed-form ridge).
 
 Defaults are the study's recipe (Adam 1e-4, batch 64, 20 epochs, early stopping on val loss
 with min_delta 0.001 and patience 2, best checkpoint kept) except the loss: Poisson on rates

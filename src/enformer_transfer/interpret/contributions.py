@@ -1,4 +1,5 @@
-"""Stage contributions: which bases of each region drive a head's tracks, per track or contrast.
+"""The contributions stage's work (``stages/contributions.py`` runs it):
+which bases of each region drive a head's tracks, per track or contrast.
 
 For each region the model input (``seq_length`` bp) is centred on the region's centre
 (``(start + end) // 2``). The attributed scalar of a track is the sum of its predictions over

@@ -1,4 +1,5 @@
-"""Stage call-dars: cell-type-specific regions called from a run's own tracks, observed or predicted.
+"""The call-dars stage's work (``stages/call_dars.py`` runs it):
+cell-type-specific regions called from a run's own tracks, observed or predicted.
 
 Candidate regions, then a rule (docs/interpretation.md):
 

@@ -1,4 +1,5 @@
-"""Stage motifs: the transcription-factor motifs of each cell type's (or contrast's) regulatory code.
+"""The motifs stage's work (``stages/motifs.py`` runs it):
+the transcription-factor motifs of each cell type's (or contrast's) regulatory code.
 
 For each attributed scalar of a contributions stage: TF-MoDISco (modisco-lite) on the
 hypothetical contributions and one-hot sequence of its regions (with cell-type-labelled

@@ -1,4 +1,5 @@
-"""Stage variants: which variants change a head's predicted tracks, and in which cell types.
+"""The variants stage's work (``stages/variants.py`` runs it):
+which variants change a head's predicted tracks, and in which cell types.
 
 ``enformer-transfer variants RUN_DIR --head NAME --vcf FILE`` scores every variant of a VCF (or a
 TSV) in every track of a head, frozen-trunk or fine-tuned, from sequence (docs/variants.md):
