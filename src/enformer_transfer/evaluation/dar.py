@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, did_you_mean
+from ..errors import InputError
 from ..fs import write_json_atomic
 from ..genome.chroms import resolve_chroms
-from ..genome.intervals import region_columns
+from ..genome.regions import read_dar_table
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
 from ..results import Run
@@ -50,20 +49,6 @@ def region_bins(a: int, b: int, bin_size: int, rule: str = "contained") -> np.nd
     else:
         raise InputError(f"unknown bin rule {rule!r} (use contained or study)")
     return np.arange(first, last + 1)
-
-
-def read_dar_table(path: Path | str, label_column: str) -> pd.DataFrame:
-    """Regions as 'chr:start-end' in a 'region' column, or chrom/start/end columns, plus a label."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: DAR table not found")
-    table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt", ".bed") else ",")
-    if label_column not in table.columns:
-        raise InputError(f"{path}: no column {label_column!r} with each region's cell type"
-                         f"{did_you_mean(label_column, table.columns)} (has {', '.join(table.columns)})")
-    regions = region_columns(table, path)
-    regions["label"] = table[label_column].astype(str).to_numpy()
-    return regions
 
 
 def permutation_test(observed: np.ndarray, predicted: np.ndarray, permutations: int,

@@ -72,7 +72,7 @@ def plan_evaluation(config: RunConfig) -> EvaluationPlan:
                 f"--store-backbone-outputs; rerun 'enformer-transfer embed {run.path} --store-backbone-outputs "
                 "--force' (or leave out --enformer-targets)")
         _enformer_track_names(e.enformer_targets, int(outputs.shape[-1]))
-    from .figures import parse_regions
+    from ..genome.regions import parse_regions
 
     parse_regions(e.plot_regions)
     ridge = _ridge_baseline(run, e.head, track_index)

@@ -18,8 +18,6 @@ from ..backbone.inputs import window_batch
 from ..backbone.model import load_sequence_model
 from ..errors import InputError
 from ..fs import atomic_path, safe_filename
-from ..genome.chroms import resolve_chroms
-from ..genome.intervals import IntervalSet
 from ..genome.sequence import Genome
 from ..results import Run
 from ..rundir.layout import PredictionsFolder
@@ -117,24 +115,6 @@ def predict_fasta(run: Run, head_name: str, fasta: Path | str, out: Path, batch_
     with atomic_path(out) as tmp:
         pd.concat(rows).to_csv(tmp, sep="\t", index=False)
     return {"sequences": len(names)}
-
-
-def read_regions(bed: Path | str | None, chroms: list[str] | None, genome: Genome) -> pd.DataFrame:
-    """chrom, start, end of a BED's regions and whole chromosomes, named as the genome names them
-    (its alias rule); a chromosome the genome lacks is refused with the genome's names and the fix."""
-    mode = genome.names.mode
-    rows = []
-    if bed is not None:
-        regions = IntervalSet.from_bed(bed)
-        names = resolve_chroms(regions.regions, genome.sizes, mode, str(bed))
-        for chrom, array in regions.regions.items():
-            rows += [(names[chrom], int(a), int(b)) for a, b in array]
-    names = resolve_chroms(chroms or [], genome.sizes, mode, "predict --chroms")
-    for chrom in chroms or []:
-        rows.append((names[chrom], 0, genome.sizes[names[chrom]]))
-    if not rows:
-        raise InputError("predict: give --regions BED, --chroms NAME or --fasta FASTA")
-    return pd.DataFrame(rows, columns=["chrom", "start", "end"])
 
 
 def merge_regions(regions: pd.DataFrame) -> pd.DataFrame:

@@ -36,13 +36,13 @@ from ..devices import resolve_device
 from ..errors import EnformerTransferError, InputError
 from ..fs import atomic_path, safe_filename, write_json_atomic
 from ..genome.chroms import mismatch_message
+from ..genome.regions import find_region, has_header, read_regions
 from ..progress import Progress
 from ..results import Run
 from ..rundir import store
 from ..rundir.config import RunConfig
 from ..rundir.layout import ContributionsFolder
 from ..targets.table import select_tracks
-from .regions import find_region, has_header, read_regions
 
 log = logging.getLogger("enformer_transfer")
 

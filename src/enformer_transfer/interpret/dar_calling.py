@@ -32,12 +32,12 @@ import pandas as pd
 from ..errors import InputError
 from ..fs import atomic_path, safe_filename, write_json_atomic
 from ..genome.chroms import resolve_chroms
+from ..genome.regions import read_regions
 from ..plots.figures import FigureIndex
 from ..results import Run
 from ..rundir.config import RunConfig
 from ..rundir.layout import CalledDarsFolder
 from ..targets.table import cell_type_tracks
-from .regions import read_regions
 
 MAX_BACKGROUND_VALUES = 2_000_000  # signals kept (seeded sample) for the default percentile and median
 

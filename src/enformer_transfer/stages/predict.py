@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
-from ..evaluation.predict import predict_fasta, predict_regions, read_regions, tile_region
+from ..evaluation.predict import predict_fasta, predict_regions, tile_region
+from ..genome.regions import read_bed_and_chroms
 from ..results import Run
 from ..rundir.config import RunConfig, as_config
 from ..rundir.layout import PredictionsFolder
@@ -23,7 +24,7 @@ def predict(config: RunConfig | Path | str, force: bool = False, progress: bool 
     if p.fasta is None and p.regions is None and not p.chroms:
         raise InputError("predict: give --regions BED, --chroms NAME or --fasta FASTA")
     genome = run.genome(p.chrom_aliases)
-    regions = None if p.fasta is not None else read_regions(p.regions, p.chroms, genome)
+    regions = None if p.fasta is not None else read_bed_and_chroms(p.regions, p.chroms, genome)
     n_tracks = len(run.head(p.head).metadata["tracks"])
     if p.stride is not None:
         tile_region(0, 1, run.geometry.target_interval_bp, run.geometry.bin_size, p.stride, 1)  # checks the stride
