@@ -12,7 +12,7 @@ def make_embed_inputs(out: Path, n_windows: int, seq_length: int, n_bins: int, b
     """Genome + targets table + windows BED giving ``n_windows`` windows of the geometry."""
     import pybigtools
 
-    from enformer_transfer.data.targets_table import build_targets_table, write_targets_table
+    from enformer_transfer.targets.table import build_targets_table, write_targets_table
 
     out.mkdir(parents=True, exist_ok=True)
     target = n_bins * bin_size

@@ -27,10 +27,8 @@ def main() -> None:
 
 def measure(chrom_length: int, fraction_kept: float) -> None:
 
-    from enformer_transfer import Run, RunConfig, build_dataset
-    from enformer_transfer.backbone.embed import embed_run
+    from enformer_transfer import Run, RunConfig, build_dataset, embed_run, train_head
     from enformer_transfer.backbone.load import init_backbone
-    from enformer_transfer.heads.train import train_head
     from enformer_transfer.synthetic import DEMO_GEOMETRY, MOTIFS, make_synthetic
 
     results = {}

@@ -31,7 +31,7 @@ TINY = ROOT.parent / "shared" / "data" / "basenji-tiny-hg38"
 
 
 def prepare(tmp: Path, n_tracks: int, repeat: int) -> tuple[Path, Path]:
-    from enformer_transfer.data.targets_table import build_targets_table, write_targets_table
+    from enformer_transfer.targets.table import build_targets_table, write_targets_table
 
     bigwigs = sorted((TINY / "bigwig_contig").glob("*.bw"))[:n_tracks]
     write_targets_table(build_targets_table(bigwigs), tmp / "targets.tsv")  # study: clip 32, scale 2, mean

@@ -105,7 +105,7 @@ def _write_windows(path: Path, n: int) -> None:
 
 def prepare(tmp: Path, n_windows: int) -> tuple[Path, Path, Path]:
     """Genome, targets table and windows BED in ``tmp`` (made once, reused while DATA_VERSION holds)."""
-    from enformer_transfer.data.targets_table import build_targets_table, write_targets_table
+    from enformer_transfer.targets.table import build_targets_table, write_targets_table
 
     tmp.mkdir(parents=True, exist_ok=True)
     stamp = tmp / "data.json"
@@ -129,7 +129,7 @@ def warm(paths: list[Path]) -> float:
     """Read every input once so that both ways start from the page cache, and hash it into the
     command's fingerprint cache (as after any earlier run on the same inputs); return the
     seconds the hashing took (a first run on new inputs pays it once)."""
-    from enformer_transfer.provenance import file_fingerprint
+    from enformer_transfer.rundir.provenance import file_fingerprint
 
     for path in paths:
         with open(path, "rb") as handle:

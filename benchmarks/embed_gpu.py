@@ -51,8 +51,7 @@ def main() -> None:
     import torch
     from _embed_data import build_run
 
-    from enformer_transfer import Run
-    from enformer_transfer.backbone.embed import embed_run
+    from enformer_transfer import Run, embed_run
     from enformer_transfer.backbone.load import init_backbone, load_backbone
     from enformer_transfer.devices import Dist, resolve_device
     from enformer_transfer.genome.onehot import one_hot_padded

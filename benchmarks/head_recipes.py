@@ -68,7 +68,7 @@ def build(name: str, root: Path) -> Path:
     else:
         import pandas as pd
 
-        from enformer_transfer.data.targets_table import build_targets_table, write_targets_table
+        from enformer_transfer.targets.table import build_targets_table, write_targets_table
 
         folder.mkdir(parents=True, exist_ok=True)
         table = build_targets_table(sorted((TINY / "bigwig_contig").glob("*.bw")), clip=None, scale=1.0)

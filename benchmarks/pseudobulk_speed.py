@@ -115,7 +115,7 @@ def reference(fragments: Path, cells: Path, sizes_path: Path, out: Path, levels:
 
 def ours(fragments: Path, cells: Path, sizes: Path, out: Path, levels: list[str], workers: int) -> None:
     from enformer_transfer import pseudobulk
-    from enformer_transfer.config import PseudobulkConfig
+    from enformer_transfer.rundir.config import PseudobulkConfig
 
     pseudobulk(out, [fragments], cells, chrom_sizes=sizes, settings=PseudobulkConfig(levels=levels, min_cells=1,
                                                                                        workers=workers), progress=False)

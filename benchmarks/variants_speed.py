@@ -60,8 +60,8 @@ def main() -> None:
     from enformer_transfer.backbone.load import init_backbone
     from enformer_transfer.devices import resolve_device
     from enformer_transfer.genome.sequence import Genome
-    from enformer_transfer.layout import VariantsFolder
-    from enformer_transfer.run import VariantEffects
+    from enformer_transfer.rundir.layout import VariantsFolder
+    from enformer_transfer.rundir.run import VariantEffects
 
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(dir=args.tmp) as name:

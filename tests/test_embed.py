@@ -17,8 +17,8 @@ from enformer_transfer import (
     RunConfig,
     StaleStageError,
     build_dataset,
+    embed_run,
 )
-from enformer_transfer.backbone.embed import embed_run
 from enformer_transfer.backbone.load import init_backbone
 from enformer_transfer.cli import main
 from enformer_transfer.synthetic import DEMO_GEOMETRY

@@ -130,7 +130,7 @@ def test_finetuning_learns_a_motif_the_frozen_trunk_does_not_represent(tmp_path)
     embed_run(config, progress=False)
     train_head(config, progress=False)
     config.finetune.head, config.finetune.steps, config.finetune.lr, config.finetune.loader_workers = "ft", 200, 3e-3, 0
-    from enformer_transfer.finetune.train import finetune
+    from enformer_transfer.stages.finetune import finetune
 
     finetune(config, progress=False)
     config.evaluate.head = "ft"

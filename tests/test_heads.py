@@ -244,9 +244,9 @@ def test_default_head_keeps_up_with_ridge_on_a_small_real_dataset(tiny_hg38, tmp
         embed_run,
         evaluate_head,
         init_backbone,
+        train_head,
     )
     from enformer_transfer.data.targets_table import build_targets_table, write_targets_table
-    from enformer_transfer.heads.train import train_head
 
     table = build_targets_table(sorted((tiny_hg38 / "bigwig_contig").glob("*.bw")), clip=None, scale=1.0)
     write_targets_table(table, tmp_path / "targets.tsv")

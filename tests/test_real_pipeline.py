@@ -9,13 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from enformer_transfer import Run, RunConfig, build_dataset
-from enformer_transfer.backbone.embed import embed_run
+from enformer_transfer import (
+    Run,
+    RunConfig,
+    build_dataset,
+    embed_run,
+    evaluate_head,
+    train_head,
+    write_report,
+)
 from enformer_transfer.backbone.load import init_backbone
 from enformer_transfer.data.targets_table import build_targets_table, write_targets_table
-from enformer_transfer.evaluation.evaluate import evaluate_head
-from enformer_transfer.heads.train import train_head
-from enformer_transfer.report.html import write_report
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@ The public API follows the workflow and the command line: ``fetch`` and ``make_t
 prepare tracks (``pseudobulk`` makes them from single-cell fragments); each stage of a run is one
 function taking a ``RunConfig`` (or a run directory, whose config.toml it uses): ``dataset``,
 ``embed``, ``train``, ``evaluate``, ``predict``, ``weights``, ``dar``, ``variants``, ``call_dars``,
-``contributions``, ``motifs``, ``report``; ``run_pipeline`` runs them in order and ``run_demo`` on
-synthetic data. ``Run`` reads a run directory. Names are imported on first
+``contributions``, ``motifs``, ``report`` (the list: ``stages.STAGES``); ``run_pipeline`` runs them in
+order and ``run_demo`` on synthetic data. ``Run`` reads a run directory. Names are imported on first
 use, so worker processes and ``--help`` start fast.
 """
 
@@ -15,6 +15,7 @@ import importlib
 
 from . import devices as _devices
 from ._version import __version__
+from .stages import public_names
 
 _devices.exit_with_spawning_parent()  # in a spawned worker, nothing of ours runs earlier
 
@@ -26,25 +27,14 @@ _EXPORTS = {
     "EnformerTransferError": ".errors", "InputError": ".errors", "StaleStageError": ".errors",
     "IntegrityError": ".errors",
     # tracks
-    "fetch": ".data.fetch", "make_targets_table": ".data.targets_table",
-    "pseudobulk": ".data.pseudobulk_stage",
-    "build_targets_table": ".data.targets_table", "read_targets_table": ".data.targets_table",
-    # stages, by their command names and their descriptive names
-    "dataset": (".data.build", "build_dataset"), "build_dataset": ".data.build", "plan_dataset": ".data.build",
-    "embed": (".backbone.embed", "embed_run"), "embed_run": ".backbone.embed",
+    "fetch": ".data.fetch", "make_targets_table": ".targets.table",
+    "build_targets_table": ".targets.table", "read_targets_table": ".targets.table",
     "init_backbone": ".backbone.load",
-    "train": (".heads.train", "train_head"), "train_head": ".heads.train",
-    "evaluate": (".evaluation.evaluate", "evaluate_head"), "evaluate_head": ".evaluation.evaluate",
-    "predict": ".evaluation.predict",
-    "weights": (".evaluation.weights", "weight_similarity"), "weight_similarity": ".evaluation.weights",
-    "dar": (".evaluation.dar", "dar_analysis"), "dar_analysis": ".evaluation.dar",
-    "call_dars": ".interpret.dar_calling", "contributions": ".interpret.contributions",
-    "motifs": ".interpret.motifs",
-    "variants": ".interpret.variants", "score_variants": ".interpret.variants",
-    "report": (".report.html", "write_report"), "write_report": ".report.html",
+    # stages, by their descriptive and their command names (the registry: stages/__init__.py)
+    **public_names(),
     "run_pipeline": ".pipeline", "run_demo": ".pipeline",
     # reading results
-    "Run": ".run", "SequenceModel": ".backbone.model", "load_sequence_model": ".backbone.model",
+    "Run": ".results", "SequenceModel": ".backbone.model", "load_sequence_model": ".backbone.model",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -56,6 +46,11 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(module, __name__), attribute)
         globals()[name] = value
         return value
+    try:  # a submodule, as ``enformer_transfer.run`` after any import of it (the moved names: aliases)
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
     raise AttributeError(f"module 'enformer_transfer' has no attribute {name!r}")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import importlib
 import logging
 import shlex
 import signal
@@ -23,23 +22,44 @@ import typing
 from pathlib import Path
 
 from ._version import __version__
-from .config import PER_COMMAND_SECTIONS, SECTIONS, RunConfig, load_config, tomllib, validate_config
 from .console import FILE_ONLY, setup_console, teardown_console
 from .devices import is_primary_process
 from .errors import EnformerTransferError, Interrupted, did_you_mean
 from .fs import disk_full_error
-from .layout import RunLayout
+from .rundir.config import (
+    SECTIONS,
+    RunConfig,
+    load_config,
+    tomllib,
+    validate_config,
+)
+from .rundir.layout import RunLayout
+from .stages import BY_COMMAND, PER_COMMAND_SECTIONS, STAGES, Stage
 
 log = logging.getLogger("enformer_transfer")
 
 
-COMMAND_GROUPS = (
-    # the commands in pipeline order, as the top-level help lists them
-    ("data", ("fetch", "pseudobulk", "targets", "windows", "dataset", "tfrecords")),
-    ("model", ("backbone", "embed", "train", "finetune")),
-    ("results", ("evaluate", "report", "predict", "weights", "dar", "variants", "contributions", "motifs")),
-    ("all at once", ("run", "demo", "check")),
+TOOL_COMMANDS = (
+    # the commands that are no stage of a run (the stages: stages.STAGES), by group
+    ("data", ("fetch", "targets", "windows")),
+    ("all at once", ("run", "demo")),
 )
+
+
+def _command_groups() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The commands in pipeline order, as the top-level help lists them: per group, its tool
+    commands, then its stages in the registry's order (a command of several words by its first)."""
+    groups = {"data": [], "model": [], "results": [], "all at once": []}
+    for group, names in TOOL_COMMANDS:
+        groups[group] += names
+    for stage in STAGES:
+        name = stage.command.split()[0]
+        if name not in groups[stage.group]:
+            groups[stage.group].append(name)
+    return tuple((group, tuple(names)) for group, names in groups.items())
+
+
+COMMAND_GROUPS = _command_groups()
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -159,45 +179,33 @@ def config_from_args(args: argparse.Namespace, snapshot: Path | None = None) -> 
     return validate_config(data, "invalid settings: ")
 
 
-def _stage_handler(target: str):
-    """A command that calls ``module:function(config, force, progress)``; settings start from the
-    run directory's own config.toml when it has one (so ``dataset --out RUN --force`` rebuilds
+def _stage_handler(stage: Stage):
+    """A command that calls the stage's ``function(config, force, progress)``; settings start from
+    the run directory's own config.toml when it has one (so ``dataset --out RUN --force`` rebuilds
     with the recorded settings, as the rebuild advice says), then the config file, flags, --set."""
 
     def handler(args) -> int:
         snapshot = RunLayout(args.run_dir).config if getattr(args, "run_dir", None) is not None else None
-        module, _, name = target.partition(":")
-        function = getattr(importlib.import_module(module, __package__), name)
-        function(config_from_args(args, snapshot), force=args.force, progress=not args.quiet)
+        stage.load()(config_from_args(args, snapshot), force=args.force, progress=not args.quiet)
         return 0
 
     return handler
 
 
-STAGES = (
-    # command, config sections with flags, library function, help
-    ("embed", ["embed"], ".backbone.embed:embed_run", "Enformer's trunk over every window -> RUN_DIR/embeddings"),
-    ("train", ["train"], ".heads.train:train_head", "train a head on the stored embeddings -> RUN_DIR/heads/NAME"),
-    ("finetune", ["finetune"], ".finetune.train:finetune",
-     "fine-tune trunk + head from sequence, starting from a trained head -> RUN_DIR/heads/NAME"),
-    ("evaluate", ["evaluate"], ".evaluation.evaluate:evaluate_head",
-     "predict every window of each split with a head and score it -> RUN_DIR/evaluation/NAME"),
-    ("predict", ["predict"], ".evaluation.predict:predict",
-     "predictions of a head as BigWigs (regions, chromosomes) or a table (FASTA)"),
-    ("weights", ["weights"], ".evaluation.weights:weight_similarity",
-     "compare a head's weights with the backbone's own output tracks"),
-    ("dar", ["dar"], ".evaluation.dar:dar_analysis",
-     "do predictions recover differentially accessible regions between cell types?"),
-    ("call-dars", ["call_dars"], ".interpret.dar_calling:call_dars",
-     "cell-type-specific regions from the run's own tracks (observed or predicted) -> RUN_DIR/called-dars/NAME"),
-    ("contributions", ["contributions"], ".interpret.contributions:contributions",
-     "which bases drive each track: contributions per region (grad-input, ism, deepliftshap)"),
-    ("motifs", ["motifs"], ".interpret.motifs:motifs",
-     "TF-MoDISco patterns per track or contrast, matched to JASPAR -> RUN_DIR/motifs/NAME"),
-    ("variants", ["variants"], ".interpret.variants:variants",
-     "score variants of a VCF in every track of a head, per cell type -> RUN_DIR/variants/NAME"),
-    ("report", ["report"], ".report.html:write_report", "one self-contained HTML report of the run"),
-)
+def _add_stage(sub, stage: Stage, command) -> argparse.ArgumentParser:
+    """The command of a stage that works on a run directory: RUN_DIR (``dataset``: --out RUN_DIR,
+    which it creates), the common options and a flag per key of its config sections."""
+    p = command(sub, stage.command.split()[-1], stage.help)
+    if stage.args == "out":
+        p.add_argument("--out", dest="run_dir", type=Path, help="run directory to create or resume")
+        _add_common(p, "TOML run config (flags override it)")
+    else:
+        p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=(
+            "a run with a dataset of the pretraining tracks" if stage.name == "pretrain" else "the run directory"))
+        _add_common(p, "TOML run config (default: RUN_DIR/config.toml)")
+    _add_section_flags(p, list(stage.sections))
+    p.set_defaults(func=_stage_handler(stage))
+    return p
 
 
 def cmd_run(args) -> int:
@@ -229,17 +237,15 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_pseudobulk(args) -> int:
-    from .data.pseudobulk_stage import pseudobulk
-
     config = config_from_args(args)
-    path = pseudobulk(args.out, args.fragments, args.cells, args.chrom_sizes, args.genome, args.blacklist,
+    path = BY_COMMAND["pseudobulk"].load()(args.out, args.fragments, args.cells, args.chrom_sizes, args.genome, args.blacklist,
                       config.pseudobulk, config.targets, force=args.force, progress=not args.quiet)
     print(f"pseudobulk: BigWigs in {args.out / 'bigwigs'}, targets table {path}, QC {args.out / 'qc.tsv'}")
     return 0
 
 
 def cmd_targets(args) -> int:
-    from .data.targets_table import make_targets_table, read_targets_table
+    from .targets.table import make_targets_table, read_targets_table
 
     if args.validate:
         print(f"{args.validate}: {len(read_targets_table(args.validate))} tracks, valid")
@@ -261,24 +267,20 @@ def cmd_windows(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .check import check_command
-
-    print("\n".join(check_command(args.run_dir, progress=not args.quiet)))
+    print("\n".join(BY_COMMAND["check"].load()(args.run_dir, progress=not args.quiet)))
     return 0
 
 
 def cmd_tfrecords_export(args) -> int:
     from .data.tfrecords import export_run
-    from .run import Run
+    from .results import Run
 
     print(f"tfrecords: {export_run(Run(args.run_dir), args.out, args.windows_per_file, not args.base_indices, args.force)}")
     return 0
 
 
 def cmd_tfrecords_import(args) -> int:
-    from .data.tfrecords import import_tfrecords
-
-    out = import_tfrecords(args.folder, args.out, args.genome, args.seq_length, args.chrom_aliases, args.force)
+    out = BY_COMMAND["tfrecords import"].load()(args.folder, args.out, args.genome, args.seq_length, args.chrom_aliases, args.force)
     print(f"tfrecords: imported into {out}")
     return 0
 
@@ -320,20 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
         # no help= here: the top-level help lists the commands itself, grouped (_commands_help)
         return group.add_parser(name, description=text, formatter_class=HelpFormatter)
 
-    p = command(sub, "dataset", "BigWigs + genome + windows -> binned targets in RUN_DIR/dataset")
-    p.add_argument("--out", dest="run_dir", type=Path, help="run directory to create or resume")
-    _add_common(p, "TOML run config (flags override it)")
-    _add_section_flags(p, ["geometry", "dataset"])
-    p.set_defaults(func=_stage_handler(".data.build:build_dataset"))
+    for stage in STAGES:
+        if stage.args != "own" and " " not in stage.command:  # the others: their own parsers, below
+            _add_stage(sub, stage, command)
 
-    for name, sections, target, text in STAGES:
-        p = command(sub, name, text)
-        p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory")
-        _add_common(p, "TOML run config (default: RUN_DIR/config.toml)")
-        _add_section_flags(p, sections)
-        p.set_defaults(func=_stage_handler(target))
-
-    p = command(sub, "check", "verify every store and record of a run; report what is damaged")
+    p = command(sub, "check", BY_COMMAND["check"].help)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory")
     _add_console(p)
     p.set_defaults(func=cmd_check)
@@ -366,8 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_section_flags(p, ["fetch", "targets"])
     p.set_defaults(func=cmd_fetch)
 
-    p = command(sub, "pseudobulk", "single-cell fragment files + a cells table -> one BigWig per cell type at each "
-                                   "level and a targets table")
+    p = command(sub, "pseudobulk", BY_COMMAND["pseudobulk"].help)
     p.add_argument("--fragments", nargs="+", required=True, metavar="[SAMPLE=]FILE",
                    help="fragment files (10x fragments.tsv.gz), sorted; SAMPLE=FILE names the sample of a file "
                         "(default: the file name up to its first '.')")
@@ -420,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="replace an existing output folder")
     _add_console(t)
     t.set_defaults(func=cmd_tfrecords_export)
-    t = command(tsub, "import", "a run's dataset from Basenji TFRecords (statistics.json, sequences.bed, targets.txt)")
+    t = command(tsub, "import", BY_COMMAND["tfrecords import"].help)
     t.add_argument("folder", type=Path, metavar="BASENJI_DIR", help="the folder of the records")
     t.add_argument("--genome", type=Path, required=True, help="the genome the records were made from")
     t.add_argument("--out", type=Path, required=True, help="run directory")
@@ -448,11 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batches of random DNA that set the BatchNorm statistics (0: none)")
     _add_console(b)
     b.set_defaults(func=cmd_backbone_init)
-    b = command(bsub, "pretrain", "train a small Enformer from random weights on a run's tracks -> a backbone folder")
-    b.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run with a dataset of the pretraining tracks")
-    _add_common(b, "TOML run config (default: RUN_DIR/config.toml)")
-    _add_section_flags(b, ["pretrain"])
-    b.set_defaults(func=_stage_handler(".finetune.train:pretrain_backbone"))
+    for stage in STAGES:
+        if stage.command.startswith("backbone "):
+            _add_stage(bsub, stage, command)
 
     parser.epilog = _commands_help(sub)
     return parser

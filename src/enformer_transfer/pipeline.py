@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .config import RunConfig
 from .errors import InputError
+from .rundir.config import RunConfig
+from .stages import entry
 
 log = logging.getLogger("enformer_transfer")
 
@@ -16,29 +17,20 @@ def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True, 
 
     Stages after the dataset need ``embed.backbone``; the evaluated head is ``train.head``.
     """
-    from .data.build import build_dataset
-
     if config.run_dir is None:
         raise InputError("the config has no run_dir; set run_dir or pass --out RUN_DIR")
-    build_dataset(config, force=force, progress=progress)
+    entry("dataset")(config, force=force, progress=progress)
     if config.embed.backbone is None:
         log.info("embed: skipped (no embed.backbone in the config)")
         return config.run_dir
-    from .backbone.embed import embed_run
-    from .heads.train import train_head
-
-    embed_run(config, force=force, progress=progress)
-    train_head(config, force=force, progress=progress)
+    entry("embed")(config, force=force, progress=progress)
+    entry("train")(config, force=force, progress=progress)
     if evaluate:
-        from .evaluation.dar import dar_analysis
-        from .evaluation.evaluate import evaluate_head
-        from .report.html import write_report
-
         config.evaluate.head = config.dar.head = config.train.head
-        evaluate_head(config, force=force, progress=progress)
+        entry("evaluate")(config, force=force, progress=progress)
         if config.dar.regions is not None:
-            dar_analysis(config, force=force, progress=progress)
-        write_report(config, force=force, progress=progress)
+            entry("dar")(config, force=force, progress=progress)
+        entry("report")(config, force=force, progress=progress)
     return config.run_dir
 
 
@@ -63,8 +55,6 @@ def make_demo_backbone(out: Path | str, seed: int = 0, steps: int = DEMO_PRETRAI
     stand-in for Enformer's own tracks; never the demo's cell types). Deterministic given ``seed``.
     The weights shipped in ``enformer_transfer/demo_backbone`` were made by this function
     (``python -m enformer_transfer.pipeline --make-demo-backbone DIR``)."""
-    from .data.build import build_dataset
-    from .finetune.train import pretrain_backbone
     from .synthetic import DEMO_GEOMETRY
 
     out = Path(out).absolute()
@@ -72,11 +62,11 @@ def make_demo_backbone(out: Path | str, seed: int = 0, steps: int = DEMO_PRETRAI
     config = RunConfig(run_dir=out.parent / f"{out.name}-run", seed=seed, geometry=DEMO_GEOMETRY)
     config.dataset.genome, config.dataset.targets = data / "genome.fa", data / "pretrain" / "targets.tsv"
     config.dataset.windows = data / "windows.bed"
-    build_dataset(config, progress=progress)
+    entry("dataset")(config, progress=progress)
     config.pretrain.out, config.pretrain.steps, config.pretrain.loader_workers = out, steps, 0
     for key, value in DEMO_BACKBONE.items():
         setattr(config.pretrain, key, value)
-    return pretrain_backbone(config, progress=progress)
+    return entry("pretrain")(config, progress=progress)
 
 
 def shipped_demo_backbone() -> Path:
@@ -105,11 +95,6 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     import shutil
 
     from .backbone.load import init_backbone
-    from .evaluation.dar import dar_analysis
-    from .evaluation.evaluate import evaluate_head
-    from .finetune.train import finetune
-    from .heads.train import train_head
-    from .report.html import write_report
     from .synthetic import DEMO_GEOMETRY
 
     out = Path(out).absolute()
@@ -138,31 +123,31 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     random = config_for(out / "run-random", random_backbone)
     run_pipeline(random, force=force, progress=progress, evaluate=False)
     random.evaluate.head = "default"
-    evaluate_head(random, force=force, progress=progress)
+    entry("evaluate")(random, force=force, progress=progress)
 
     config = config_for(demo_run_dir(out), backbone)
     config.embed.store_backbone_outputs = True
     run_pipeline(config, force=force, progress=progress, evaluate=False)
     ridge = config.model_copy(deep=True)
     ridge.train.head, ridge.train.model = "ridge", "ridge"
-    train_head(ridge, force=force, progress=progress)
+    entry("train")(ridge, force=force, progress=progress)
     config.finetune.head, config.finetune.steps = "finetuned", 23  # one epoch of LoRA on the demo's 46 windows
-    finetune(config, force=force, progress=progress)
+    entry("finetune")(config, force=force, progress=progress)
     for head in ("ridge", "finetuned", config.train.head):  # default last: ridge is its baseline
         config.evaluate.head = head
         config.evaluate.compare_run = random.run_dir if head == config.train.head else None
-        evaluate_head(config, force=force, progress=progress)
+        entry("evaluate")(config, force=force, progress=progress)
     config.dar.head, config.dar.regions = config.train.head, data_dir / "dar_subclass.csv"
     config.dar.label_column, config.dar.tracks_where = "subclass", "level == 'Subclass'"
-    dar_analysis(config, force=force, progress=progress)
-    write_report(config, force=force, progress=progress)
+    entry("dar")(config, force=force, progress=progress)
+    entry("report")(config, force=force, progress=progress)
     return config.run_dir
 
 
 def demo_summary(run_dir: Path | str) -> list[str]:
     """What the demo shows, line by line: the transfer from pretraining per level, the fine-tuned
     model, the DAR analysis; what the demo is, and the commands for real data."""
-    from .run import Run
+    from .results import Run
 
     run = Run(run_dir)
     default = run.evaluation("default").per_track

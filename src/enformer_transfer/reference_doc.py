@@ -11,8 +11,8 @@ import inspect
 import typing
 from pathlib import Path
 
-from . import layout
-from .config import SECTIONS, RunConfig
+from .rundir import layout
+from .rundir.config import SECTIONS, RunConfig
 
 
 def _type(annotation) -> str:

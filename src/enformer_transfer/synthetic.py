@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Geometry
-from .data.targets_table import build_targets_table, write_targets_table
+from .rundir.config import Geometry
+from .targets.table import build_targets_table, write_targets_table
 
 DEMO_GEOMETRY = Geometry(seq_length=16_384, bin_size=128, n_bins=64)
 

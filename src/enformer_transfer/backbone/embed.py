@@ -1,4 +1,5 @@
-"""Stage embed: Enformer's trunk over every window -> (windows, bins, dim) store, resumable.
+"""The embed stage's work (``stages/embed.py`` runs it):
+Enformer's trunk over every window -> (windows, bins, dim) store, resumable.
 
 One-hot inputs are prepared in DataLoader workers, the trunk runs in batches (bf16 autocast
 on GPU), and a writer thread stores finished batches while the next one computes. Each
@@ -23,25 +24,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import EmbedConfig, Geometry, RunConfig, as_config
-from ..data import store
 from ..devices import (
     Dist,
     autocast,
-    close_process_group,
     dist_from_env,
     exit_with_this_process,
-    init_process_group,
     resolve_device,
     resolve_precision,
 )
 from ..errors import EnformerTransferError, InputError
 from ..fs import check_free_space, write_json_atomic
-from ..layout import EmbeddingsFolder, RunLayout
 from ..progress import Progress
-from ..provenance import StageDir
-from ..run import Run
-from ..stage import run_stage
+from ..rundir import store
+from ..rundir.config import EmbedConfig, Geometry, RunConfig
+from ..rundir.layout import EmbeddingsFolder, RunLayout
+from ..rundir.provenance import StageDir
+from ..rundir.run import RunDirectory
 from .inputs import WindowSequences
 from .load import Backbone, load_backbone, resolve_backbone
 
@@ -53,7 +51,7 @@ class EmbedPlan:
     """Validated inputs of the embed stage."""
 
     config: RunConfig
-    run: Run
+    run: RunDirectory
     backbone: Backbone
     device: object  # torch.device
     precision: str
@@ -90,7 +88,7 @@ def plan_embed(config: RunConfig) -> EmbedPlan:
         raise InputError("embed: no run directory given")
     if e.backbone is None:
         raise InputError("embed: no backbone given; pass --backbone DIR (config.json + pytorch_model.bin) or a hub name")
-    run = Run(config.run_dir)
+    run = RunDirectory(config.run_dir)
     config.geometry = run.geometry  # the geometry is the dataset's
     missing = [s for s in e.splits if s not in run.splits]
     if missing:
@@ -109,39 +107,7 @@ def plan_embed(config: RunConfig) -> EmbedPlan:
     return EmbedPlan(config, run, backbone, device, precision, dist, windows, keep, n_outputs)
 
 
-def embed_key(plan: EmbedPlan) -> dict:
-    e = plan.settings
-    return {
-        "dataset": plan.run.dataset_record.digest,
-        "backbone": plan.backbone.fingerprint,
-        "tf_gamma": e.tf_gamma,
-        "precision": plan.precision,
-        "storage_dtype": e.storage_dtype,
-        "train_bin_fraction": e.train_bin_fraction,
-        "store_backbone_outputs": e.store_backbone_outputs,
-        "pad_value": e.pad_value,
-        "splits": e.splits,
-        "seed": plan.config.seed,
-    }
-
-
-def embed_run(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Embed every window of the configured splits into RUN_DIR/embeddings; resume or skip."""
-    config = as_config(config)
-    plan = plan_embed(config)
-    key = embed_key(plan)
-    if plan.dist.primary and not force:
-        check_space(plan, key)
-    init_process_group(plan.dist, plan.device)
-    try:
-        return run_stage(plan.run.layout.embeddings.path, key,
-                         lambda work, state: _build(plan, EmbeddingsFolder(work), state, progress),
-                         config, ("embed",), force=force, what="embed", dist=plan.dist, run=plan.run)
-    finally:
-        close_process_group(plan.dist)
-
-
-def _build(plan: EmbedPlan, folder: EmbeddingsFolder, state: str, progress: bool) -> dict:
+def build_embeddings(plan: EmbedPlan, folder: EmbeddingsFolder, state: str, progress: bool) -> dict:
     from ..devices import barrier
 
     started = time.time()

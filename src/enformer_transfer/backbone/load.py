@@ -12,10 +12,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Geometry
 from ..errors import InputError, IntegrityError
 from ..fs import atomic_folder
-from ..provenance import file_fingerprint
+from ..genome.geometry import Geometry
+from ..rundir.provenance import file_fingerprint
 
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 

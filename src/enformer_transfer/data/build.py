@@ -1,4 +1,5 @@
-"""Stage dataset: windows x BigWigs -> binned targets in a chunked store, resumable.
+"""The dataset stage's work (``stages/dataset.py`` runs it):
+windows x BigWigs -> binned targets in a chunked store, resumable.
 
 Every input is validated before any coverage is read (``plan_dataset``); the store is built
 in ``RUN_DIR/dataset.partial`` chunk by chunk (an interrupted build resumes) and renamed to
@@ -17,21 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..fs import check_free_space, read_json, write_bytes_atomic, write_json_atomic
 from ..genome.chroms import mismatch_message
 from ..genome.intervals import IntervalSet
 from ..genome.sequence import Genome
 from ..genome.windows import Windows, read_windows_bed
-from ..layout import DatasetFolder, RunLayout
 from ..progress import Progress
-from ..provenance import check_once, file_fingerprint
-from ..stage import run_stage
-from . import store
+from ..rundir import store
+from ..rundir.config import RunConfig
+from ..rundir.layout import DatasetFolder
+from ..rundir.provenance import check_once
+from ..targets.table import read_targets_table, write_targets_table
 from ._worker import compute_chunks, init_worker
 from .bigwig import bigwig_chrom_sizes, chrom_maps_for, describe, open_bigwig, validate_bigwig
-from .targets_table import read_targets_table, write_targets_table
 from .transform import ChunkSummary, TopValues, TrackParams, chunk_sums
 
 log = logging.getLogger("enformer_transfer")
@@ -266,22 +266,6 @@ def _unmappable_bin_fraction(unmap: IntervalSet, row, geometry) -> float:
     return float((per_bin >= 0.5).mean())
 
 
-def dataset_key(plan: DatasetPlan) -> dict:
-    """Everything the targets depend on: settings and the content of every input file."""
-    cfg = plan.config
-    ds = cfg.dataset
-    settings = ds.model_dump(mode="json", exclude={"workers", "chunk_windows", "free_space_limit",
-                                                   "allow_chrom_size_mismatch"} | set(INPUT_FILES))
-    inputs = {name: file_fingerprint(getattr(ds, name)) for name in INPUT_FILES if getattr(ds, name) is not None}
-    inputs["bigwigs"] = [file_fingerprint(f) for f in plan.tracks["file"]]
-    return {
-        "geometry": cfg.geometry.model_dump(mode="json"),
-        "dataset": settings,
-        "chunk_windows": ds.chunk_windows,
-        "inputs": inputs,
-    }
-
-
 INPUT_FILES = ("genome", "targets", "windows", "blacklist", "unmappable")
 
 
@@ -312,19 +296,7 @@ def _worker_count(requested: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-# --- the stage ---------------------------------------------------------------------------
-
-def build_dataset(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Build (or resume, or skip) the dataset stage of ``config.run_dir``; return its folder."""
-    config = as_config(config)
-    plan = plan_dataset(config)
-    folder = RunLayout(config.run_dir).dataset.path
-    done = run_stage(folder, dataset_key(plan), lambda work, state: _build(plan, DatasetFolder(work), state, progress),
-                     config, ("geometry", "dataset"), force=force, what="dataset")
-    print(f"dataset: {len(plan.windows)} windows x {config.geometry.n_bins} bins x {len(plan.tracks)} tracks "
-          f"({', '.join(f'{s} {len(plan.windows.split(s))}' for s in plan.windows.splits)}) -> {done}")
-    return done
-
+# --- the build ---------------------------------------------------------------------------
 
 def write_windows_table(windows: Windows, folder: DatasetFolder) -> None:
     table = windows.table.copy()
@@ -332,7 +304,7 @@ def write_windows_table(windows: Windows, folder: DatasetFolder) -> None:
     table.to_csv(folder.windows, sep="\t", index=False)
 
 
-def _build(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool) -> dict:
+def build_dataset_folder(plan: DatasetPlan, folder: DatasetFolder, state: str, progress: bool) -> dict:
     ds, geometry = plan.config.dataset, plan.config.geometry
     tracks, windows = plan.tracks, plan.windows
     n_tracks = len(tracks)

@@ -43,19 +43,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import TargetsConfig
 from ..errors import InputError, IntegrityError
 from ..fs import disk_errors, read_json, safe_filename, temporary_name, write_json_atomic
-from ..provenance import sha256_of
-from ._network import AddressRefused, opener, resolve_public
-from .bigwig import validate_bigwig
-from .targets_table import (
+from ..rundir.config import TargetsConfig
+from ..rundir.provenance import sha256_of
+from ..targets.table import (
     build_targets_table,
     is_bigwig,
     read_metadata_table,
     save_targets_table,
     track_name,
 )
+from ._network import AddressRefused, opener, resolve_public
+from .bigwig import validate_bigwig
 from .trackdb import parse_trackdb
 
 log = logging.getLogger("enformer_transfer")

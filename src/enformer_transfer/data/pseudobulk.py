@@ -1,6 +1,6 @@
 """Single-cell fragments -> pseudobulk coverage per cell-type group   <- where a fragment becomes coverage
 
-The counting library under the ``pseudobulk`` command (``pseudobulk_stage.py``): the cells table
+The counting library under the ``pseudobulk`` command (``stages/pseudobulk.py``): the cells table
 and its groups, a streaming reader of fragment files, the count of one file (``count_fragment_file``,
 phase 1) and the coverage of one group written as a BigWig (``write_group_bigwig``, phase 2).
 
@@ -45,7 +45,7 @@ import pandas as pd
 from ..errors import InputError, did_you_mean
 from ..fs import disk_errors, safe_filename, temporary_name, write_json_atomic
 from ..genome.chroms import ChromNames, mismatch_message
-from ..layout import StageFolder
+from ..rundir.layout import StageFolder
 
 log = logging.getLogger("enformer_transfer")
 

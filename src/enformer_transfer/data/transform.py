@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .store import FLOAT16_MAX
+from ..rundir.store import FLOAT16_MAX
 
 if TYPE_CHECKING:
     import pandas as pd

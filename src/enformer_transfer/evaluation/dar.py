@@ -24,23 +24,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig, as_config
-from ..data.targets_table import cell_type_tracks
-from ..errors import InputError, did_you_mean
+from ..errors import InputError
 from ..fs import write_json_atomic
 from ..genome.chroms import resolve_chroms
-from ..genome.intervals import region_columns
-from ..layout import DarFolder
+from ..genome.regions import read_dar_table
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
-from ..provenance import file_fingerprint
-from ..run import Run
-from ..stage import run_stage
+from ..results import Run
+from ..rundir.config import RunConfig
+from ..rundir.layout import DarFolder
+from ..targets.table import cell_type_tracks
 
 
 def region_bins(a: int, b: int, bin_size: int, rule: str = "contained") -> np.ndarray:
@@ -52,20 +49,6 @@ def region_bins(a: int, b: int, bin_size: int, rule: str = "contained") -> np.nd
     else:
         raise InputError(f"unknown bin rule {rule!r} (use contained or study)")
     return np.arange(first, last + 1)
-
-
-def read_dar_table(path: Path | str, label_column: str) -> pd.DataFrame:
-    """Regions as 'chr:start-end' in a 'region' column, or chrom/start/end columns, plus a label."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: DAR table not found")
-    table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt", ".bed") else ",")
-    if label_column not in table.columns:
-        raise InputError(f"{path}: no column {label_column!r} with each region's cell type"
-                         f"{did_you_mean(label_column, table.columns)} (has {', '.join(table.columns)})")
-    regions = region_columns(table, path)
-    regions["label"] = table[label_column].astype(str).to_numpy()
-    return regions
 
 
 def permutation_test(observed: np.ndarray, predicted: np.ndarray, permutations: int,
@@ -137,22 +120,7 @@ def plan_dar(config: RunConfig) -> DarPlan:
     return DarPlan(config, run, regions, cell_types, columns, head_index[columns], unknown, splits)
 
 
-def dar_key(plan: DarPlan) -> dict:
-    d = plan.config.dar
-    return {"evaluation": plan.run.evaluation(d.head).record.digest, "regions": file_fingerprint(d.regions),
-            "dar": d.model_dump(mode="json", exclude={"regions", "head", "chrom_aliases"}), "splits": plan.splits}
-
-
-def dar_analysis(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Write RUN_DIR/dar/NAME/: regions.csv, confusion.csv, summary.json and figures."""
-    config = as_config(config)
-    plan = plan_dar(config)
-    folder = plan.run.layout.dar(config.dar.head).path
-    return run_stage(folder, dar_key(plan), lambda work, state: _dar(plan, DarFolder(work)), config, ("dar",),
-                     force=force, what=f"dar {config.dar.head!r}", run=plan.run)
-
-
-def _dar(plan: DarPlan, out: DarFolder) -> dict:
+def build_dar(plan: DarPlan, out: DarFolder) -> dict:
     d, run, cell_types = plan.config.dar, plan.run, plan.cell_types
     geometry = run.geometry
     rows, observed_means, predicted_means = [], [], []

@@ -1,4 +1,5 @@
-"""Stage evaluate: a head's predictions for every window of each split, stored and scored.
+"""The evaluate stage's work (``stages/evaluate.py`` runs it):
+a head's predictions for every window of each split, stored and scored.
 
 Writes RUN_DIR/evaluation/NAME/: predictions.zarr (one array per split), per_track.csv,
 per_level.csv, bin_position.csv, correlations_{split}.npz, summary.json, figures/.
@@ -16,17 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import EvaluateConfig, RunConfig, as_config
-from ..data import store
-from ..data.targets_table import grouping_columns
 from ..errors import InputError
 from ..fs import write_json_atomic
-from ..layout import EvaluationFolder, RunLayout, finished
 from ..metrics import AcrossTracksPerBin, PearsonPerTrack, SplitMetrics
 from ..progress import Progress
-from ..provenance import file_fingerprint
-from ..run import Run
-from ..stage import run_stage
+from ..results import Run
+from ..rundir import store
+from ..rundir.config import EvaluateConfig, RunConfig
+from ..rundir.layout import EvaluationFolder, RunLayout, finished
+from ..targets.table import grouping_columns
 
 log = logging.getLogger("enformer_transfer")
 
@@ -73,7 +72,7 @@ def plan_evaluation(config: RunConfig) -> EvaluationPlan:
                 f"--store-backbone-outputs; rerun 'enformer-transfer embed {run.path} --store-backbone-outputs "
                 "--force' (or leave out --enformer-targets)")
         _enformer_track_names(e.enformer_targets, int(outputs.shape[-1]))
-    from .figures import parse_regions
+    from ..genome.regions import parse_regions
 
     parse_regions(e.plot_regions)
     ridge = _ridge_baseline(run, e.head, track_index)
@@ -108,31 +107,6 @@ def _ridge_baseline(run: Run, name: str, track_index) -> str | None:
     return None
 
 
-def evaluation_key(plan: EvaluationPlan) -> dict:
-    """Everything the evaluation reads: the head, the targets, the baselines' inputs."""
-    run, e = plan.run, plan.settings
-    regions = [file_fingerprint(r) if Path(r).is_file() else r for r in e.plot_regions]
-    return {
-        "head": run.head_record(e.head).digest,
-        "dataset": run.dataset_record.digest,
-        "embeddings": run.embeddings_record.digest,
-        "splits": plan.splits,
-        "plot_regions": regions,
-        "ridge": run.head_record(plan.ridge).digest if plan.ridge else None,
-        "compare_run": file_fingerprint(plan.compare) if plan.compare else None,
-        "enformer_targets": file_fingerprint(e.enformer_targets) if e.enformer_targets else None,
-    }
-
-
-def evaluate_head(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Predict and score head ``config.evaluate.head`` on its splits (default: test and valid)."""
-    config = as_config(config)
-    plan = plan_evaluation(config)
-    folder = plan.run.layout.evaluation(plan.settings.head).path
-    return run_stage(folder, evaluation_key(plan), lambda work, state: _evaluate(plan, EvaluationFolder(work), progress),
-                     config, ("evaluate",), force=force, what=f"evaluate {plan.settings.head!r}", run=plan.run)
-
-
 def _windows_of(run: Run, split: str, head, track_index: np.ndarray, model=None):
     """Yield (start, stop, predictions, observed, mask) over a split, a few windows at a time:
     the head on the stored embeddings, or ``model`` (a fine-tuned trunk + head) from sequence."""
@@ -154,7 +128,7 @@ def _windows_of(run: Run, split: str, head, track_index: np.ndarray, model=None)
         yield start, stop, pred, obs, mask
 
 
-def _evaluate(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> dict:
+def build_evaluation(plan: EvaluationPlan, out: EvaluationFolder, progress: bool) -> dict:
     run, name, head, track_index, splits = plan.run, plan.settings.head, plan.head, plan.track_index, plan.splits
     tracks = run.tracks.iloc[track_index].reset_index(drop=True)
     n_tracks, n_bins = len(track_index), run.geometry.n_bins

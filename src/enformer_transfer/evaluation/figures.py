@@ -7,40 +7,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.targets_table import grouping_columns, hierarchy_order
-from ..errors import InputError
 from ..fs import safe_filename
-from ..genome.intervals import bed_rows, parse_region
-from ..layout import EvaluationFolder
+from ..genome.regions import parse_regions
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
 from ..plots.labels import track_labels
-
-
-def parse_regions(regions: list[str] | None) -> list[tuple[str, int, int]]:
-    """'chr1:1000-2000' strings and/or BED files -> (chrom, start, end)."""
-    out = []
-    for item in regions or []:
-        if Path(item).is_file():
-            for lineno, line, fields in bed_rows(Path(item).read_text().splitlines()):
-                try:
-                    out.append((fields[0], int(fields[1]), int(fields[2])))
-                except (IndexError, ValueError):
-                    raise InputError(f"--plot-regions {item} row {lineno}: expected 'chrom<TAB>start<TAB>end', got "
-                                     f"{line.strip()[:60]!r}") from None
-            continue
-        try:
-            out.append(parse_region(item))
-        except ValueError:
-            raise InputError(f"--plot-regions {item!r}: expected chrom:start-end or a BED file") from None
-    return out
+from ..rundir.layout import EvaluationFolder
+from ..targets.table import grouping_columns, hierarchy_order
 
 
 def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.DataFrame, splits: list[str],
                        track_index: np.ndarray, plot_regions: list[str] | None = None) -> list[dict]:
     """Draw the evaluation's figures into ``out.figures`` and list them in its index (name,
     caption, kind, file), which the report follows."""
-    from ..data import store
+    from ..rundir import store
 
     figures = out.figures
     index = FigureIndex(figures)

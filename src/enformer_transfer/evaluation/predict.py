@@ -1,4 +1,5 @@
-"""Stage predict: a head's predictions for new regions (one BigWig per track) or given
+"""The predict stage's work (``stages/predict.py`` runs it):
+a head's predictions for new regions (one BigWig per track) or given
 sequences (a table), from sequence through the backbone and the head.
 
 Regions are tiled into windows whose target intervals step by ``stride`` (default half the
@@ -15,16 +16,11 @@ import pandas as pd
 
 from ..backbone.inputs import window_batch
 from ..backbone.model import load_sequence_model
-from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..fs import atomic_path, safe_filename
-from ..genome.chroms import resolve_chroms
-from ..genome.intervals import IntervalSet
 from ..genome.sequence import Genome
-from ..layout import PredictionsFolder
-from ..provenance import file_fingerprint
-from ..run import Run
-from ..stage import run_stage
+from ..results import Run
+from ..rundir.layout import PredictionsFolder
 
 
 def tile_region(start: int, end: int, target_bp: int, bin_size: int, stride: int, chrom_size: int) -> list[int]:
@@ -37,38 +33,6 @@ def tile_region(start: int, end: int, target_bp: int, bin_size: int, stride: int
     if starts[-1] + target_bp < stop:  # one more window, on the bin grid, reaching the end
         starts.append(start + -(-(stop - target_bp - start) // bin_size) * bin_size)
     return starts
-
-
-def predict(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """BigWigs of ``predict.regions`` / ``predict.chroms``, or a table for ``predict.fasta``,
-    in ``predict.out`` (default RUN_DIR/predictions/HEAD)."""
-    config = as_config(config)
-    p = config.predict
-    run = Run.of(config, "predict")
-    if p.fasta is None and p.regions is None and not p.chroms:
-        raise InputError("predict: give --regions BED, --chroms NAME or --fasta FASTA")
-    genome = run.genome(p.chrom_aliases)
-    regions = None if p.fasta is not None else read_regions(p.regions, p.chroms, genome)
-    n_tracks = len(run.head(p.head).metadata["tracks"])
-    if p.stride is not None:
-        tile_region(0, 1, run.geometry.target_interval_bp, run.geometry.bin_size, p.stride, 1)  # checks the stride
-    key = {"head": run.head_record(p.head).digest, "embeddings": run.embeddings_record.digest,
-           "regions": file_fingerprint(p.regions) if p.regions else None, "chroms": p.chroms,
-           "fasta": file_fingerprint(p.fasta) if p.fasta else None, "stride": p.stride}
-    folder = p.out or run.layout.predictions(p.head).path
-
-    def build(work: Path, state: str) -> dict:
-        out = PredictionsFolder(work)
-        if p.fasta is not None:
-            return predict_fasta(run, p.head, p.fasta, out.table, p.batch_size, p.device)
-        paths = predict_regions(run, p.head, out, regions, p.stride, p.batch_size, p.device, p.chrom_aliases)
-        return {"bigwigs": len(paths), "regions": len(regions)}
-
-    done = run_stage(folder, key, build, config, ("predict",), force=force, what=f"predict {p.head!r}", run=run)
-    what = f"{n_tracks} tracks of each sequence in one table" if p.fasta is not None else (
-        f"{n_tracks} BigWigs ({len(regions)} regions, {run.geometry.bin_size}-bp bins)")
-    print(f"predict: head {p.head!r}, {what} -> {done}")
-    return done
 
 
 def predict_regions(run: Run, head_name: str, out: PredictionsFolder, regions: pd.DataFrame,
@@ -151,24 +115,6 @@ def predict_fasta(run: Run, head_name: str, fasta: Path | str, out: Path, batch_
     with atomic_path(out) as tmp:
         pd.concat(rows).to_csv(tmp, sep="\t", index=False)
     return {"sequences": len(names)}
-
-
-def read_regions(bed: Path | str | None, chroms: list[str] | None, genome: Genome) -> pd.DataFrame:
-    """chrom, start, end of a BED's regions and whole chromosomes, named as the genome names them
-    (its alias rule); a chromosome the genome lacks is refused with the genome's names and the fix."""
-    mode = genome.names.mode
-    rows = []
-    if bed is not None:
-        regions = IntervalSet.from_bed(bed)
-        names = resolve_chroms(regions.regions, genome.sizes, mode, str(bed))
-        for chrom, array in regions.regions.items():
-            rows += [(names[chrom], int(a), int(b)) for a, b in array]
-    names = resolve_chroms(chroms or [], genome.sizes, mode, "predict --chroms")
-    for chrom in chroms or []:
-        rows.append((names[chrom], 0, genome.sizes[names[chrom]]))
-    if not rows:
-        raise InputError("predict: give --regions BED, --chroms NAME or --fasta FASTA")
-    return pd.DataFrame(rows, columns=["chrom", "start", "end"])
 
 
 def merge_regions(regions: pd.DataFrame) -> pd.DataFrame:

@@ -15,18 +15,6 @@ import torch
 from ..devices import exit_with_this_process
 
 
-def strand_partners(tracks: pd.DataFrame) -> np.ndarray | None:
-    """For each track (position in ``tracks``), the position of its other strand, or None when
-    the table has no (non-trivial) ``strand_pair`` column."""
-    if "strand_pair" not in tracks.columns:
-        return None
-    index = pd.to_numeric(tracks["index"], errors="coerce").to_numpy()
-    pairs = pd.to_numeric(tracks["strand_pair"], errors="coerce").to_numpy()
-    position = {int(v): i for i, v in enumerate(index) if np.isfinite(v)}
-    partners = np.array([position.get(int(p), i) if np.isfinite(p) else i for i, p in enumerate(pairs)])
-    return None if (partners == np.arange(len(tracks))).all() else partners
-
-
 class SequenceWindows(torch.utils.data.Dataset):
     """Window i of a split -> {'x': one-hot (seq_length, 4), 'y': targets (bins, tracks), 'mask'}.
 

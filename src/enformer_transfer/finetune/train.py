@@ -1,4 +1,5 @@
-"""Stage finetune, and ``backbone pretrain``: trunk + head trained end to end from sequence.
+"""The work of ``finetune`` and ``backbone pretrain`` (``stages/finetune.py``, ``stages/pretrain.py``
+run it): trunk + head trained end to end from sequence.
 
 ``finetune`` starts from a trained frozen head (the standard two-stage recipe: linear probe,
 then fine-tune) and the run's backbone; what adapts is chosen with ``--trainable`` (adapt.py);
@@ -26,20 +27,19 @@ import numpy as np
 import torch
 
 from ..backbone.model import SequenceModel, freeze_batchnorm
-from ..config import RunConfig, as_config
-from ..data.targets_table import select_tracks
 from ..devices import resolve_device
 from ..errors import InputError
 from ..fs import write_text_atomic
 from ..heads.checkpoint import load_training_checkpoint, save_head
 from ..heads.schedule import Schedule, exact_steps, steps_and_epochs
-from ..layout import HeadFolder
 from ..metrics import PearsonPerTrack
-from ..provenance import file_fingerprint
-from ..run import Run
-from ..stage import run_stage
-from .adapt import adapt, adapter_state, merge_adapters, parse_trainable
-from .data import SequenceWindows, sequence_loader, strand_partners
+from ..results import Run
+from ..rundir.config import RunConfig
+from ..rundir.layout import HeadFolder
+from ..rundir.provenance import file_fingerprint
+from ..targets.table import strand_partners
+from .adapt import adapt, adapter_state, merge_adapters
+from .data import SequenceWindows, sequence_loader
 
 log = logging.getLogger("enformer_transfer")
 
@@ -229,85 +229,63 @@ def _has_embeddings(run: Run) -> bool:
         return False
 
 
-def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Fine-tune ``finetune.from_head`` with its trunk into RUN_DIR/heads/``finetune.head``."""
-    config = as_config(config)
+def finetune_and_save(work: Path, config: RunConfig, run: Run, frozen, track_index: np.ndarray, mode: str,
+                      progress: bool) -> dict:
+    """The finetune stage's build: trunk + ``frozen`` head trained end to end from sequence, the
+    better of it and the frozen head saved in ``work`` (a head folder); the stats."""
     f = config.finetune
-    if config.run_dir is None:
-        raise InputError("finetune: no run directory given")
-    if not f.head.replace("-", "").replace("_", "").isalnum():
-        raise InputError(f"finetune: model name {f.head!r} must be letters, digits, '-' or '_'")
-    mode, _ = parse_trainable(f.trainable)
-    run = Run(config.run_dir)
-    frozen = run.head(f.from_head)
-    if frozen.finetuned or frozen.metadata["model"] != "linear":
-        raise InputError(f"finetune: start from a trained linear head (the linear probe); {f.from_head!r} is "
-                         f"{'a fine-tuned model' if frozen.finetuned else 'a ' + frozen.metadata['model'] + ' head'}")
-    for split in ("train", "valid"):
-        if split not in run.splits:
-            raise InputError(f"finetune: the dataset has no {split} split")
-    track_index = frozen.check_compatible(run)
-    settings = f.model_dump(mode="json", exclude={"head", "loader_workers", "accelerator", "devices", "num_nodes",
-                                                  "strategy", "checkpointing"})
-    key = {"from_head": run.head_record(f.from_head).digest, "dataset": run.dataset_record.digest,
-           "backbone": run.embeddings_record.key["backbone"], "finetune": settings, "seed": config.seed}
+    folder = HeadFolder(work)
+    device = resolve_device("auto")
+    torch.manual_seed(config.seed)  # the adapters' initial values
+    enformer = adapt(run.backbone("cpu").model, f.trainable, f.lora_rank, f.lora_alpha)
+    checkpointing = f.checkpointing == "on" or (f.checkpointing == "auto" and device.type == "cuda")
+    precision = f.precision if f.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    head = copy.deepcopy(frozen.module).train()
+    model = SequenceModel(enformer.trunk, head, precision, checkpointing)
+    data = {"train": _windows(run, "train", track_index, f.augment, f, config.seed),
+            "valid": _windows(run, "valid", track_index, False, f, config.seed)}
+    world = f.devices * f.num_nodes
+    schedule = finetune_schedule(f, len(data["train"]), world, mode == "lora")
+    start = sequence_pearson(model, data["valid"])
+    model.train()
+    info = fit_sequence_model(model, frozen.metadata["loss"], schedule, (schedule.lr, f.head_lr or schedule.lr / 10),
+                              data, folder, f, config.seed, progress, start=start)
+    if info.pop("rank", 0) != 0:
+        return {}
+    info["start_valid_pearson"] = float(np.nanmean(start))
+    no_gain = info["kept"]["val_score"] is None or info["start_valid_pearson"] >= info["kept"]["val_score"]
+    keep_frozen = no_gain and (f.keep == "best" or info["kept"]["val_score"] is None)
+    if no_gain and not keep_frozen:
+        log.warning("finetune %r: no validation improvement over the frozen head %r; the fine-tuned weights are "
+                    "kept anyway (--keep finetuned)", f.head, f.from_head)
+    if keep_frozen:
+        log.warning("finetune %r: no validation improvement over the frozen head %r; the frozen head's weights "
+                    "are kept", f.head, f.from_head)
+        enformer = run.backbone("cpu").model
+        model = SequenceModel(enformer.trunk, copy.deepcopy(frozen.module), precision)
+        mode_kept = "frozen"
+    else:
+        mode_kept = mode
+        if mode == "lora":
+            adapters = adapter_state(enformer)
+            from safetensors.torch import save_file
 
-    def build(work: Path, state: str) -> dict:
-        folder = HeadFolder(work)
-        device = resolve_device("auto")
-        torch.manual_seed(config.seed)  # the adapters' initial values
-        enformer = adapt(run.backbone("cpu").model, f.trainable, f.lora_rank, f.lora_alpha)
-        checkpointing = f.checkpointing == "on" or (f.checkpointing == "auto" and device.type == "cuda")
-        precision = f.precision if f.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-        head = copy.deepcopy(frozen.module).train()
-        model = SequenceModel(enformer.trunk, head, precision, checkpointing)
-        data = {"train": _windows(run, "train", track_index, f.augment, f, config.seed),
-                "valid": _windows(run, "valid", track_index, False, f, config.seed)}
-        world = f.devices * f.num_nodes
-        schedule = finetune_schedule(f, len(data["train"]), world, mode == "lora")
-        start = sequence_pearson(model, data["valid"])
-        model.train()
-        info = fit_sequence_model(model, frozen.metadata["loss"], schedule, (schedule.lr, f.head_lr or schedule.lr / 10),
-                                  data, folder, f, config.seed, progress, start=start)
-        if info.pop("rank", 0) != 0:
-            return {}
-        info["start_valid_pearson"] = float(np.nanmean(start))
-        no_gain = info["kept"]["val_score"] is None or info["start_valid_pearson"] >= info["kept"]["val_score"]
-        keep_frozen = no_gain and (f.keep == "best" or info["kept"]["val_score"] is None)
-        if no_gain and not keep_frozen:
-            log.warning("finetune %r: no validation improvement over the frozen head %r; the fine-tuned weights are "
-                        "kept anyway (--keep finetuned)", f.head, f.from_head)
-        if keep_frozen:
-            log.warning("finetune %r: no validation improvement over the frozen head %r; the frozen head's weights "
-                        "are kept", f.head, f.from_head)
-            enformer = run.backbone("cpu").model
-            model = SequenceModel(enformer.trunk, copy.deepcopy(frozen.module), precision)
-            mode_kept = "frozen"
-        else:
-            mode_kept = mode
-            if mode == "lora":
-                adapters = adapter_state(enformer)
-                from safetensors.torch import save_file
+            from ..fs import atomic_path
 
-                from ..fs import atomic_path
-
-                with atomic_path(folder.adapters) as tmp:
-                    save_file(adapters, str(tmp))
-                enformer = merge_adapters(enformer)
-        change = _track_changes(run, model, frozen, track_index, config.seed)
-        _save_model(folder, enformer, model.head, frozen, f, info, change, mode_kept, run)
-        worse = [row for row in change if row["change"] is not None and row["change"] < -0.01]
-        print(f"finetune: {f.head!r} ({f.trainable}, from {f.from_head!r}, {len(track_index)} tracks): test mean "
-              f"Pearson {_mean([r['frozen'] for r in change]):.3f} -> {_mean([r['finetuned'] for r in change]):.3f} "
-              f"after {info['steps']} steps -> {run.layout.head(f.head).path}")
-        print("\n".join(track_change_lines(change, run.layout.head(f.head).path / "track_change.json")))
-        if worse:
-            log.warning("finetune %r: %d track(s) more than 0.01 below the frozen head on test: %s", f.head,
-                        len(worse), ", ".join(f"{r['identifier']} {r['change']:+.3f}" for r in worse[:5]))
-        return {"training": info, "tracks_worse_than_frozen": len(worse)}
-
-    return run_stage(run.layout.head(f.head).path, key, build, config, ("finetune",), force=force,
-                     what=f"finetune {f.head!r}", run=run)
+            with atomic_path(folder.adapters) as tmp:
+                save_file(adapters, str(tmp))
+            enformer = merge_adapters(enformer)
+    change = _track_changes(run, model, frozen, track_index, config.seed)
+    _save_model(folder, enformer, model.head, frozen, f, info, change, mode_kept, run)
+    worse = [row for row in change if row["change"] is not None and row["change"] < -0.01]
+    print(f"finetune: {f.head!r} ({f.trainable}, from {f.from_head!r}, {len(track_index)} tracks): test mean "
+          f"Pearson {_mean([r['frozen'] for r in change]):.3f} -> {_mean([r['finetuned'] for r in change]):.3f} "
+          f"after {info['steps']} steps -> {run.layout.head(f.head).path}")
+    print("\n".join(track_change_lines(change, run.layout.head(f.head).path / "track_change.json")))
+    if worse:
+        log.warning("finetune %r: %d track(s) more than 0.01 below the frozen head on test: %s", f.head,
+                    len(worse), ", ".join(f"{r['identifier']} {r['change']:+.3f}" for r in worse[:5]))
+    return {"training": info, "tracks_worse_than_frozen": len(worse)}
 
 
 def _mean(values) -> float:
@@ -371,61 +349,45 @@ def _save_model(folder: HeadFolder, enformer, head, frozen, f, info: dict, chang
     write_text_atomic(folder.path / "track_change.json", json.dumps(change, indent=2))
 
 
-def pretrain_backbone(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """``backbone pretrain``: a small Enformer trained from random weights on a run's tracks,
-    written as a backbone folder (default RUN_DIR/pretrained-backbone) whose human head predicts them."""
+def pretrain_and_save(work: Path, config: RunConfig, run: Run, track_index: np.ndarray, folder: Path,
+                      progress: bool) -> dict:
+    """The ``backbone pretrain`` stage's build: a small Enformer from random weights trained on
+    the run's tracks ``track_index``, written in ``work`` as a backbone folder; the stats."""
     from enformer_pytorch import Enformer, EnformerConfig
 
     from ..backbone.load import calibrate_batchnorm
 
-    config = as_config(config)
     p = config.pretrain
-    if config.run_dir is None:
-        raise InputError("backbone pretrain: no run directory given (--run RUN_DIR)")
-    run = Run(config.run_dir)
-    track_index = select_tracks(run.tracks, p.tracks_where)
     g = run.geometry
     pool = int(round(math.log2(g.bin_size)))
-    if 2**pool != g.bin_size:
-        raise InputError(f"backbone pretrain: bin_size {g.bin_size} is not a power of two")
-    if (p.dim // p.heads) % 6 or p.dim % p.heads or p.dim % 4:
-        raise InputError(f"backbone pretrain: dim / heads must be a whole multiple of 6 (dim {p.dim}, heads {p.heads})")
-    folder = p.out or run.path / "pretrained-backbone"
-    key = {"dataset": run.dataset_record.digest, "tracks": list(run.tracks["identifier"].iloc[track_index]),
-           "pretrain": p.model_dump(mode="json", exclude={"out", "loader_workers", "accelerator", "devices"}),
-           "seed": config.seed}
-
-    def build(work: Path, state: str) -> dict:
-        out = HeadFolder(work)
-        torch.manual_seed(config.seed)
-        enformer = Enformer(EnformerConfig(
-            dim=p.dim, depth=p.depth, heads=p.heads, attn_dim_key=p.attn_dim_key, num_downsamples=pool,
-            target_length=g.n_bins, dim_divisible_by=128 if p.dim % 128 == 0 else p.dim // 4,
-            output_heads={"human": len(track_index)}))
-        calibrate_batchnorm(enformer, g.n_bins, pool, 2)
-        model = SequenceModel(enformer.trunk, enformer.heads["human"], "fp32")
-        data = {"train": _windows(run, "train", track_index, p.augment, p, config.seed),
-                "valid": _windows(run, "valid", track_index, False, p, config.seed)}
-        per_epoch = max(1, math.ceil(len(data["train"]) / p.batch_size))
-        epochs = max(1, math.ceil(p.steps / per_epoch))
-        schedule = Schedule("pretrain", p.batch_size, epochs, p.steps, per_epoch, p.lr, max(1, p.steps // 20),
-                            "cosine", "pearson", epochs, 0.0, "random", max(1, epochs // 20))
-        info = fit_sequence_model(model, "poisson", schedule, (p.lr, p.lr), data, out, _PretrainRuntime(p),
-                                  config.seed, progress, freeze_bn=False)
-        info.pop("rank", None)
-        model.eval()
-        if out.checkpoints.exists():  # only needed to resume; the backbone folder holds the weights
-            shutil.rmtree(out.checkpoints)
-        enformer.save_pretrained(str(work), safe_serialization=False)
-        tracks = run.tracks.iloc[track_index]
-        write_text_atomic(work / "pretrain.json", json.dumps({
-            "tracks": list(tracks["identifier"]), "dataset": str(run.path), "valid_pearson": info["kept"]["val_score"],
-            "steps": info["steps"], "settings": p.model_dump(mode="json"), "seed": config.seed}, indent=2, default=str))
-        print(f"backbone pretrain: dim {p.dim}, {len(track_index)} tracks, {info['steps']} steps, valid mean Pearson "
-              f"{info['kept']['val_score']:.3f} -> {folder}")
-        return {"training": info, "tracks": len(track_index)}
-
-    return run_stage(folder, key, build, config, ("pretrain",), force=force, what="backbone pretrain", run=run)
+    out = HeadFolder(work)
+    torch.manual_seed(config.seed)
+    enformer = Enformer(EnformerConfig(
+        dim=p.dim, depth=p.depth, heads=p.heads, attn_dim_key=p.attn_dim_key, num_downsamples=pool,
+        target_length=g.n_bins, dim_divisible_by=128 if p.dim % 128 == 0 else p.dim // 4,
+        output_heads={"human": len(track_index)}))
+    calibrate_batchnorm(enformer, g.n_bins, pool, 2)
+    model = SequenceModel(enformer.trunk, enformer.heads["human"], "fp32")
+    data = {"train": _windows(run, "train", track_index, p.augment, p, config.seed),
+            "valid": _windows(run, "valid", track_index, False, p, config.seed)}
+    per_epoch = max(1, math.ceil(len(data["train"]) / p.batch_size))
+    epochs = max(1, math.ceil(p.steps / per_epoch))
+    schedule = Schedule("pretrain", p.batch_size, epochs, p.steps, per_epoch, p.lr, max(1, p.steps // 20),
+                        "cosine", "pearson", epochs, 0.0, "random", max(1, epochs // 20))
+    info = fit_sequence_model(model, "poisson", schedule, (p.lr, p.lr), data, out, _PretrainRuntime(p),
+                              config.seed, progress, freeze_bn=False)
+    info.pop("rank", None)
+    model.eval()
+    if out.checkpoints.exists():  # only needed to resume; the backbone folder holds the weights
+        shutil.rmtree(out.checkpoints)
+    enformer.save_pretrained(str(work), safe_serialization=False)
+    tracks = run.tracks.iloc[track_index]
+    write_text_atomic(work / "pretrain.json", json.dumps({
+        "tracks": list(tracks["identifier"]), "dataset": str(run.path), "valid_pearson": info["kept"]["val_score"],
+        "steps": info["steps"], "settings": p.model_dump(mode="json"), "seed": config.seed}, indent=2, default=str))
+    print(f"backbone pretrain: dim {p.dim}, {len(track_index)} tracks, {info['steps']} steps, valid mean Pearson "
+          f"{info['kept']['val_score']:.3f} -> {folder}")
+    return {"training": info, "tracks": len(track_index)}
 
 
 class _PretrainRuntime:

@@ -6,6 +6,7 @@ import importlib
 
 _EXPORTS = {
     "ChromNames": ".chroms",
+    "Geometry": ".geometry",
     "one_hot": ".onehot",
     "Genome": ".sequence",
     "Windows": ".windows",

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import Geometry
 from ..errors import InputError
+from .geometry import Geometry
 from .intervals import HEADER_FIX, bed_rows, is_header
 
 log = logging.getLogger("enformer_transfer")

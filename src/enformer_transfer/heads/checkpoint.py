@@ -13,7 +13,7 @@ import torch
 from .._version import __version__
 from ..errors import InputError, IntegrityError
 from ..fs import atomic_path, write_text_atomic
-from ..layout import HeadFolder
+from ..rundir.layout import HeadFolder
 from .models import make_head
 
 
@@ -38,7 +38,7 @@ class Head:
     def load_trunk(self, device: str = "cpu"):
         """The fine-tuned Enformer (trunk weights recorded with the model), checked against the
         fingerprints recorded when it was saved."""
-        from ..provenance import verify_fingerprint
+        from ..rundir.provenance import verify_fingerprint
 
         if not self.finetuned or self.folder is None:
             raise InputError(f"head {self.name!r} has no trunk of its own; it uses the run's backbone")

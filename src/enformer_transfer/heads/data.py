@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data import store
 from ..devices import exit_with_this_process
+from ..rundir import store
 
 
 @dataclass

@@ -14,10 +14,10 @@ import torchmetrics
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..config import TrainConfig
 from ..errors import Interrupted
 from ..fs import disk_errors, write_bytes_atomic, write_text_atomic
-from ..layout import HeadFolder
+from ..rundir.config import TrainConfig
+from ..rundir.layout import HeadFolder
 from .data import WindowSource, make_loader
 from .losses import LOSSES
 from .models import make_head

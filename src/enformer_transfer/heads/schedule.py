@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..config import TrainConfig
+from ..rundir.config import TrainConfig
 
 MIN_STEPS = 2000
 STEPS_PER_EPOCH = 16

@@ -1,4 +1,5 @@
-"""Stage 4, train: a head on stored embeddings with a real Lightning trainer (or closed-form ridge).
+"""The train stage's work (``stages/train.py`` runs it):
+a head on stored embeddings with a real Lightning trainer (or closed-form ridge).
 
 Defaults are the study's recipe (Adam 1e-4, batch 64, 20 epochs, early stopping on val loss
 with min_delta 0.001 and patience 2, best checkpoint kept) except the loss: Poisson on rates
@@ -13,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, TrainConfig, as_config
-from ..data.targets_table import select_tracks
 from ..errors import EnformerTransferError, InputError, IntegrityError
-from ..layout import HeadFolder
 from ..metrics import PearsonPerTrack
-from ..stage import run_stage
+from ..rundir.config import RunConfig, TrainConfig
+from ..rundir.layout import HeadFolder
 from .checkpoint import load_training_checkpoint, save_head
 from .data import WindowSource, run_source
 from .models import make_head
@@ -280,65 +279,45 @@ def training_summary(info: dict, valid_pearson: float | None, ridge: float | Non
     return lines
 
 
-def train_key(config: RunConfig, run, track_ids: list[str]) -> dict:
-    cfg = config.train.model_dump(mode="json", exclude={"loader_workers", "head"})
-    return {"embeddings": run.embeddings_record.digest, "train": cfg, "tracks": track_ids, "seed": config.seed}
-
-
-def train_head(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Train (or resume, or skip) head ``config.train.head`` of the run; return its folder."""
-    config = as_config(config)
-    from ..run import Run
-
+def train_and_save(folder: HeadFolder, config: RunConfig, run, track_index: np.ndarray, train: WindowSource,
+                   valid: WindowSource | None, progress: bool) -> dict:
+    """The train stage's build: fit head ``config.train.head`` on ``train`` (early stopping on
+    ``valid``), score it on valid and test, save it with its metadata in ``folder``; the stats."""
     cfg = config.train
-    if config.run_dir is None:
-        raise InputError("train: no run directory given")
-    run = Run(config.run_dir)
     splits = run.embedded_splits
-    if "train" not in splits:
-        raise InputError(f"train: {run.path} has no train embeddings (embedded: {', '.join(splits)})")
     tracks = run.tracks
-    track_index = select_tracks(tracks, cfg.tracks_where)
-    train = run_source(run, "train", track_index)
-    valid = run_source(run, "valid", track_index) if "valid" in splits else None
     track_ids = list(tracks["identifier"].iloc[track_index])
-
-    def build(work: Path, state: str) -> dict:
-        folder = HeadFolder(work)
-        module, info = fit_head(cfg, train, valid, folder, config.seed, progress)
-        if info.pop("rank", 0) != 0:  # DDP: rank 0 scores, saves and finishes the stage
-            return {}
-        pearson = {split: source_pearson(module, run_source(run, split, track_index))
-                   for split in ("valid", "test") if split in splits}
-        chosen = tracks.iloc[track_index].reset_index(drop=True)
-        metadata = {
-            "name": cfg.head,
-            "model": cfg.model,
-            "dim": int(train.embeddings.shape[-1]),
-            "n_tracks": len(track_index),
-            "hidden": cfg.mlp_hidden,
-            "loss": cfg.loss,
-            "tracks": chosen.drop(columns=["file"]).astype(object).where(chosen.notna(), None).to_dict("records"),
-            "tracks_where": cfg.tracks_where,
-            "geometry": run.geometry.model_dump(),
-            "backbone": run.backbone_info,
-            "embeddings_key_digest": run.embeddings_record.digest,
-            "config": cfg.model_dump(mode="json"),
-            "seed": config.seed,
-            "training": info,
-            "metrics": {
-                "pearson_mean": {s: float(np.nanmean(v)) for s, v in pearson.items()},
-                "pearson": {s: [None if np.isnan(x) else float(x) for x in v] for s, v in pearson.items()},
-            },
-        }
-        save_head(folder, module, metadata)
-        means = metadata["metrics"]["pearson_mean"]
-        print(f"train: head {cfg.head!r} ({cfg.model}, {cfg.loss}, {len(track_index)} tracks) mean Pearson "
-              + ", ".join(f"{s} {v:.3f}" for s, v in means.items()) + f" -> {run.layout.head(cfg.head).path}")
-        ridge = means.get("valid") if cfg.model == "ridge" else _ridge_valid_pearson(run, info, track_ids)
-        for line in training_summary(info, means.get("valid"), ridge):
-            print(f"train: {line}")
-        return {"training": info, **metadata["metrics"]}
-
-    return run_stage(run.layout.head(cfg.head).path, train_key(config, run, track_ids), build, config, ("train",),
-                     force=force, what=f"train {cfg.head!r}", run=run)
+    module, info = fit_head(cfg, train, valid, folder, config.seed, progress)
+    if info.pop("rank", 0) != 0:  # DDP: rank 0 scores, saves and finishes the stage
+        return {}
+    pearson = {split: source_pearson(module, run_source(run, split, track_index))
+               for split in ("valid", "test") if split in splits}
+    chosen = tracks.iloc[track_index].reset_index(drop=True)
+    metadata = {
+        "name": cfg.head,
+        "model": cfg.model,
+        "dim": int(train.embeddings.shape[-1]),
+        "n_tracks": len(track_index),
+        "hidden": cfg.mlp_hidden,
+        "loss": cfg.loss,
+        "tracks": chosen.drop(columns=["file"]).astype(object).where(chosen.notna(), None).to_dict("records"),
+        "tracks_where": cfg.tracks_where,
+        "geometry": run.geometry.model_dump(),
+        "backbone": run.backbone_info,
+        "embeddings_key_digest": run.embeddings_record.digest,
+        "config": cfg.model_dump(mode="json"),
+        "seed": config.seed,
+        "training": info,
+        "metrics": {
+            "pearson_mean": {s: float(np.nanmean(v)) for s, v in pearson.items()},
+            "pearson": {s: [None if np.isnan(x) else float(x) for x in v] for s, v in pearson.items()},
+        },
+    }
+    save_head(folder, module, metadata)
+    means = metadata["metrics"]["pearson_mean"]
+    print(f"train: head {cfg.head!r} ({cfg.model}, {cfg.loss}, {len(track_index)} tracks) mean Pearson "
+          + ", ".join(f"{s} {v:.3f}" for s, v in means.items()) + f" -> {run.layout.head(cfg.head).path}")
+    ridge = means.get("valid") if cfg.model == "ridge" else _ridge_valid_pearson(run, info, track_ids)
+    for line in training_summary(info, means.get("valid"), ridge):
+        print(f"train: {line}")
+    return {"training": info, **metadata["metrics"]}

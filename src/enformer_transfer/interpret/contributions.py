@@ -1,4 +1,5 @@
-"""Stage contributions: which bases of each region drive a head's tracks, per track or contrast.
+"""The contributions stage's work (``stages/contributions.py`` runs it):
+which bases of each region drive a head's tracks, per track or contrast.
 
 For each region the model input (``seq_length`` bp) is centred on the region's centre
 (``(start + end) // 2``). The attributed scalar of a track is the sum of its predictions over
@@ -31,19 +32,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig, as_config
-from ..data import store
-from ..data.targets_table import select_tracks
 from ..devices import resolve_device
 from ..errors import EnformerTransferError, InputError
-from ..fs import atomic_path, check_free_space, safe_filename, write_json_atomic
+from ..fs import atomic_path, safe_filename, write_json_atomic
 from ..genome.chroms import mismatch_message
-from ..layout import ContributionsFolder
+from ..genome.regions import find_region, has_header, read_regions
 from ..progress import Progress
-from ..provenance import file_fingerprint
-from ..run import Run
-from ..stage import run_stage
-from .regions import find_region, has_header, read_regions
+from ..results import Run
+from ..rundir import store
+from ..rundir.config import RunConfig
+from ..rundir.layout import ContributionsFolder
+from ..targets.table import select_tracks
 
 log = logging.getLogger("enformer_transfer")
 
@@ -197,29 +196,6 @@ def bin_weights(plan: ContributionsPlan, rows: np.ndarray) -> np.ndarray:
     return weights
 
 
-def contributions_key(plan: ContributionsPlan) -> dict:
-    c = plan.settings
-    return {"head": plan.run.head_record(c.head).digest, "embeddings": plan.run.embeddings_record.digest,
-            "regions": file_fingerprint(c.regions), "precision": plan.precision, "seed": plan.config.seed,
-            "settings": c.model_dump(mode="json", exclude={"regions", "name", "batch_size", "ism_batch_size",
-                                                           "device", "precision", "chrom_aliases"})}
-
-
-def contributions(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Write RUN_DIR/contributions/NAME: contributions.zarr, regions.tsv, scalars.tsv, BigWigs,
-    logos and summary.json."""
-    config = as_config(config)
-    plan = plan_contributions(config)
-    folder = plan.run.layout.contributions(plan.name).path
-    n, k, w = len(plan.regions), len(plan.targets), plan.width
-    copies = 3 if plan.settings.method == "ism" else 2
-    check_free_space(plan.run.path, n * k * w * 16 * copies + n * w * 8, "the contributions store",
-                     config.dataset.free_space_limit)
-    return run_stage(folder, contributions_key(plan), lambda work, state: _build(plan, ContributionsFolder(work),
-                                                                                 state, progress),
-                     config, ("contributions",), force=force, what=f"contributions {plan.name!r}", run=plan.run)
-
-
 def _arrays(plan: ContributionsPlan) -> dict[str, tuple[tuple, str]]:
     n, k, w = len(plan.regions), len(plan.targets), plan.width
     arrays = {"hypothetical": ((n, k, w, 4), "float32"), "actual": ((n, k, w, 4), "float32"),
@@ -229,7 +205,7 @@ def _arrays(plan: ContributionsPlan) -> dict[str, tuple[tuple, str]]:
     return arrays
 
 
-def _build(plan: ContributionsPlan, out: ContributionsFolder, state: str, progress: bool) -> dict:
+def build_contributions(plan: ContributionsPlan, out: ContributionsFolder, state: str, progress: bool) -> dict:
     from ..backbone.model import load_sequence_model
 
     arrays = _arrays(plan)

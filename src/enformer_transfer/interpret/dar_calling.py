@@ -1,4 +1,5 @@
-"""Stage call-dars: cell-type-specific regions called from a run's own tracks, observed or predicted.
+"""The call-dars stage's work (``stages/call_dars.py`` runs it):
+cell-type-specific regions called from a run's own tracks, observed or predicted.
 
 Candidate regions, then a rule (docs/interpretation.md):
 
@@ -24,22 +25,19 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig, as_config
-from ..data.targets_table import cell_type_tracks
 from ..errors import InputError
 from ..fs import atomic_path, safe_filename, write_json_atomic
 from ..genome.chroms import resolve_chroms
-from ..layout import CalledDarsFolder
+from ..genome.regions import read_regions
 from ..plots.figures import FigureIndex
-from ..provenance import file_fingerprint
-from ..run import Run
-from ..stage import run_stage
-from .regions import read_regions
+from ..results import Run
+from ..rundir.config import RunConfig
+from ..rundir.layout import CalledDarsFolder
+from ..targets.table import cell_type_tracks
 
 MAX_BACKGROUND_VALUES = 2_000_000  # signals kept (seeded sample) for the default percentile and median
 
@@ -93,22 +91,6 @@ def plan_call_dars(config: RunConfig) -> CallPlan:
     if safe_filename(name) != name:
         raise InputError(f"call-dars name {name!r}: use letters, digits, '-', '_' and '.' only")
     return CallPlan(config, run, name, list(labels), chosen.index.to_numpy(), splits, peaks)
-
-
-def call_dars_key(plan: CallPlan) -> dict:
-    d, run = plan.settings, plan.run
-    source = (run.evaluation(d.head).record.digest if d.source == "predicted" else run.dataset_record.digest)
-    return {"source": source, "peaks": file_fingerprint(d.peaks) if d.peaks else None, "splits": plan.splits,
-            "seed": plan.config.seed, "settings": d.model_dump(mode="json", exclude={"name", "peaks", "chrom_aliases"})}
-
-
-def call_dars(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Write RUN_DIR/called-dars/NAME: dars.csv, candidates.csv.gz, summary.json and a figure."""
-    config = as_config(config)
-    plan = plan_call_dars(config)
-    folder = plan.run.layout.called_dars(plan.name).path
-    return run_stage(folder, call_dars_key(plan), lambda work, state: _call(plan, CalledDarsFolder(work)), config,
-                     ("call_dars",), force=force, what=f"call-dars {plan.name!r}", run=plan.run)
 
 
 def _signals(plan: CallPlan, split: str):
@@ -234,7 +216,7 @@ def apply_rule(signals: np.ndarray, rule: Rule) -> tuple[np.ndarray, np.ndarray,
     return top, s_versus, lfc, called
 
 
-def _call(plan: CallPlan, out: CalledDarsFolder) -> dict:
+def build_called_dars(plan: CallPlan, out: CalledDarsFolder) -> dict:
     from ..plots import figures as draw
 
     d, cell_types = plan.settings, plan.cell_types

@@ -1,4 +1,5 @@
-"""Stage motifs: the transcription-factor motifs of each cell type's (or contrast's) regulatory code.
+"""The motifs stage's work (``stages/motifs.py`` runs it):
+the transcription-factor motifs of each cell type's (or contrast's) regulatory code.
 
 For each attributed scalar of a contributions stage: TF-MoDISco (modisco-lite) on the
 hypothetical contributions and one-hot sequence of its regions (with cell-type-labelled
@@ -21,15 +22,14 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig, as_config
 from ..errors import InputError
 from ..fs import safe_filename, write_json_atomic
-from ..layout import MotifsFolder
 from ..plots.figures import FigureIndex
 from ..progress import Progress
-from ..provenance import file_fingerprint
-from ..run import Contributions, Run
-from ..stage import run_stage
+from ..results import Run
+from ..rundir.config import RunConfig
+from ..rundir.layout import MotifsFolder
+from ..rundir.run import Contributions
 from .motif_db import Motif, jaspar_motifs, meme_motifs, tomtom_matches, write_meme
 
 log = logging.getLogger("enformer_transfer")
@@ -106,23 +106,6 @@ def _target_regions(regions: pd.DataFrame, label: str, match: bool) -> np.ndarra
     if match and label:
         return np.flatnonzero(regions["label"].astype(str).to_numpy() == label)
     return np.arange(len(regions))
-
-
-def motifs_key(plan: MotifsPlan) -> dict:
-    m = plan.settings
-    return {"contributions": plan.contributions.record.digest,
-            "motif_file": file_fingerprint(m.motif_file) if m.motif_file else None,
-            "settings": m.model_dump(mode="json", exclude={"name", "motif_file", "contributions"})}
-
-
-def motifs(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Write RUN_DIR/motifs/NAME: patterns.csv, matches.csv, tables per target, modisco results,
-    patterns.meme, logos and the cell type x motif heatmap."""
-    config = as_config(config)
-    plan = plan_motifs(config)
-    folder = plan.run.layout.motifs(plan.name).path
-    return run_stage(folder, motifs_key(plan), lambda work, state: _build(plan, MotifsFolder(work), progress),
-                     config, ("motifs",), force=force, what=f"motifs {plan.name!r}", run=plan.run)
 
 
 def known_motifs(plan: MotifsPlan) -> list[Motif]:
@@ -238,7 +221,7 @@ def why_no_pattern(result: ModiscoResult, n_regions: int, settings) -> str | Non
             "or attribute more regions")
 
 
-def _build(plan: MotifsPlan, out: MotifsFolder, progress: bool) -> dict:
+def build_motifs(plan: MotifsPlan, out: MotifsFolder, progress: bool) -> dict:
     from modiscolite.io import save_hdf5
 
     m, contributions = plan.settings, plan.contributions

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..data.targets_table import hierarchy_order, metadata_columns
 from ..fs import atomic_path, safe_filename
-from ..layout import VariantsFolder
 from ..plots import figures as draw
 from ..plots.figures import FigureIndex
+from ..rundir.layout import VariantsFolder
+from ..targets.table import hierarchy_order, metadata_columns
 from .alleles import genome_alleles, reference_start
 from .scores import STATS, SUMS
 from .vcf import short_name

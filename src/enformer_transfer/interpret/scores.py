@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..data.store import FLOAT16_MAX
+from ..rundir.store import FLOAT16_MAX
 
 STATS = ("SUM", "logSUM", "logSED", "SAX", "D1", "D2", "JS")
 SUMS = ("ref_sum", "alt_sum")
@@ -105,7 +105,7 @@ class StrandMerge:
 
     @classmethod
     def from_partners(cls, partners: np.ndarray, identifiers: list[str]) -> StrandMerge:
-        """From each track's other strand (``finetune.data.strand_partners``; itself when unstranded)."""
+        """From each track's other strand (``targets.strand_partners``; itself when unstranded)."""
         first, second, named = [], [], []
         for track, other in enumerate(partners):
             if other < track and partners[other] == track:

@@ -1,4 +1,5 @@
-"""Stage variants: which variants change a head's predicted tracks, and in which cell types.
+"""The variants stage's work (``stages/variants.py`` runs it):
+which variants change a head's predicted tracks, and in which cell types.
 
 ``enformer-transfer variants RUN_DIR --head NAME --vcf FILE`` scores every variant of a VCF (or a
 TSV) in every track of a head, frozen-trunk or fine-tuned, from sequence (docs/variants.md):
@@ -22,25 +23,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig, VariantsConfig, as_config
-from ..data import store
 from ..data.transform import TrackParams
 from ..devices import (
     Dist,
     barrier,
-    close_process_group,
     dist_from_env,
-    init_process_group,
     resolve_device,
     resolve_precision,
 )
 from ..errors import EnformerTransferError, InputError
 from ..fs import atomic_path, write_json_atomic
-from ..layout import VariantsFolder
 from ..progress import Progress
-from ..provenance import file_fingerprint
-from ..run import Run, VariantEffects
-from ..stage import run_stage
+from ..results import Run
+from ..rundir import store
+from ..rundir.config import RunConfig, VariantsConfig
+from ..rundir.layout import VariantsFolder
+from ..targets.table import strand_partners
 from . import outputs
 from .alleles import PLACEMENT_SHIFT
 from .scores import StrandMerge, specificity
@@ -81,8 +79,6 @@ class VariantsPlan:
 def plan_variants(config: RunConfig) -> VariantsPlan:
     """Check every input of the stage; nothing is computed or written yet."""
     # torch comes with it: imported when the stage runs, not with the CLI
-    from ..finetune.data import strand_partners
-
     p = config.variants
     run = Run.of(config, "variants")
     head = run.head(p.head)  # a head of this run, compatible with its tracks and geometry
@@ -141,42 +137,7 @@ def _levels(tracks: pd.DataFrame, column: str | None) -> tuple[str | None, np.nd
     return column, tracks[column].astype(str).replace({"nan": "", "None": ""}).to_numpy(dtype=object)
 
 
-def variants_key(plan: VariantsPlan) -> dict:
-    """Everything the result depends on (speed settings left out)."""
-    p, run = plan.settings, plan.run
-    return {
-        "head": run.head_record(p.head).digest,
-        "dataset": run.dataset_record.digest,
-        "embeddings": run.embeddings_record.digest,
-        "vcf": file_fingerprint(p.vcf),
-        "settings": p.model_dump(mode="json", exclude={"head", "vcf", "out", "chunk_variants", "batch_size",
-                                                       "precision", "compile", "device", "chrom_aliases"}),
-        "precision": plan.precision,
-        "seed": plan.config.seed,
-    }
-
-
-def variants(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> Path:
-    """Score ``variants.vcf`` with head ``variants.head`` into ``variants.out`` (default
-    RUN_DIR/variants/HEAD); resume or skip."""
-    config = as_config(config)
-    plan = plan_variants(config)
-    key = variants_key(plan)
-    init_process_group(plan.dist, plan.device)
-    try:
-        return run_stage(plan.folder, key, lambda work, state: _build(plan, VariantsFolder(work), progress),
-                         config, ("variants",), force=force, what=f"variants {plan.settings.head!r}", dist=plan.dist,
-                         run=plan.run)
-    finally:
-        close_process_group(plan.dist)
-
-
-def score_variants(config: RunConfig | Path | str, force: bool = False, progress: bool = True) -> pd.DataFrame:
-    """The ``variants`` stage, returning its table: one row per variant and track with every score."""
-    return VariantEffects(VariantsFolder(variants(config, force, progress))).scores
-
-
-def _build(plan: VariantsPlan, out: VariantsFolder, progress: bool) -> dict:
+def build_variants(plan: VariantsPlan, out: VariantsFolder, progress: bool) -> dict:
     started = time.time()
     if plan.dist.primary and not out.variants.is_file():
         write_inputs(plan, out)
@@ -209,7 +170,6 @@ def make_scorer(plan: VariantsPlan):
     import torch
 
     from ..backbone.model import load_sequence_model
-    from ..finetune.data import strand_partners
     from .scorer import VariantScorer
 
     p = plan.settings

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..rundir.layout import FIGURE_INDEX
+
 
 def _plt():
     import matplotlib
@@ -49,18 +51,8 @@ class FigureIndex:
         from ..fs import write_text_atomic
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.folder / "index.json", json.dumps(self.entries, indent=2))
+        write_text_atomic(self.folder / FIGURE_INDEX, json.dumps(self.entries, indent=2))
         return self.entries
-
-
-def read_figure_index(folder: Path) -> list[dict]:
-    """The entries of a figures folder's index.json, with absolute paths ('path')."""
-    import json
-
-    path = Path(folder) / "index.json"
-    if not path.is_file():
-        return []
-    return [{**e, "path": Path(folder) / e["file"]} for e in json.loads(path.read_text())]
 
 
 def pearson_boxplot(per_track: pd.DataFrame, grouping: str | None, path: Path) -> list[Path]:

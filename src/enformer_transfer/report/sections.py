@@ -14,7 +14,8 @@ import pandas as pd
 
 from ..plots import figures as draw
 from ..plots.labels import track_label_map
-from ..run import Run
+from ..results import Run
+from ..rundir.layout import read_figure_index
 from .elements import Section, anchor, details, figure, figure_grid, fmt, table
 
 BASELINES = {  # per-track column of an evaluation -> what the reader is told it is
@@ -540,7 +541,7 @@ def pseudobulk_section(ctx: ReportContext) -> Section | None:
         return None
     qc = pd.read_csv(folder.qc, sep="\t", keep_default_na=False)
     written = qc["status"].eq("written")
-    figures = [(e["path"], e["caption"]) for e in draw.read_figure_index(folder.figures)]
+    figures = [(e["path"], e["caption"]) for e in read_figure_index(folder.figures)]
     body = (f"<p>The tracks were made from single-cell fragments by <code>pseudobulk</code> "
             f"({html.escape(str(folder.path))}): {int(written.sum())} groups written, {int((~written).sum())} left out "
             f"(too few cells).</p>" + figure_grid(figures) + table(qc, empty="no group of cells (see the pseudobulk command's output)"))

@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import store
-from .errors import EnformerTransferError, IntegrityError, StaleStageError
-from .layout import RunLayout, StageFolder, finished
-from .progress import Progress
-from .provenance import StageRecord, verify_fingerprint
-from .run import Run, read_checksums
+from ..errors import EnformerTransferError, IntegrityError, StaleStageError
+from ..progress import Progress
+from ..results import Run
+from ..rundir import store
+from ..rundir.layout import RunLayout, StageFolder, finished
+from ..rundir.provenance import StageRecord, verify_fingerprint
+from ..rundir.run import read_checksums
 
 
 @dataclass

@@ -23,12 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..config import PseudobulkConfig, TargetsConfig
-from ..errors import InputError, StaleStageError
-from ..fs import atomic_path, check_free_space, exclusive_lock, read_json, write_json_atomic
-from ..progress import Progress
-from ..provenance import digest_of, file_fingerprint
-from .pseudobulk import (
+from ..data.pseudobulk import (
     LEAF_STATS,
     Cells,
     CountJob,
@@ -44,7 +39,12 @@ from .pseudobulk import (
     scale_factor,
     write_group_bigwig,
 )
-from .targets_table import build_targets_table, save_targets_table
+from ..errors import InputError, StaleStageError
+from ..fs import atomic_path, check_free_space, exclusive_lock, read_json, write_json_atomic
+from ..progress import Progress
+from ..rundir.config import PseudobulkConfig, TargetsConfig
+from ..rundir.provenance import digest_of, file_fingerprint
+from ..targets.table import build_targets_table, save_targets_table
 
 log = logging.getLogger("enformer_transfer")
 MB = 1 << 20
