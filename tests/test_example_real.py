@@ -30,6 +30,7 @@ def test_real_data_example_end_to_end(tiny_hg38, tmp_path):
     report = (run_dir / "report" / "report.html").read_text()
     assert all(ident in report for ident in run.tracks["identifier"])
     assert set(run.evaluation("default").per_level["grouping"]) == {"biosample_type"}
+    assert run.evaluation("default").per_track["ridge_pearson"].notna().all()  # the ridge baseline beside it
     # fine-tuning on real data: the harm gate holds (no track more than 0.01 below its frozen head)
     assert main(["finetune", str(run_dir), "--head", "finetuned", "--from-head", "default", "--steps", "12",
                  "--quiet"]) == 0

@@ -228,8 +228,11 @@ def test_run_command_runs_every_stage_and_resumes(synthetic, tmp_path, caplog):
     )
     assert main(["run", str(config_path), "--quiet"]) == 0
     run = Run(tmp_path / "run")
-    assert run.heads() == ["default"] and run.predictions("default", "test").shape == (23, 64, 12)
+    assert run.heads() == ["default", "ridge"] and run.predictions("default", "test").shape == (23, 64, 12)
+    # the ridge head is trained as the evaluation's baseline: its Pearson beside the head's, per track
+    assert run.head("ridge").metadata["model"] == "ridge"
+    assert run.evaluation("default").per_track["ridge_pearson"].notna().all()
     assert (tmp_path / "run" / "report" / "report.html").is_file()
     caplog.clear()
     assert main(["run", str(config_path), "--quiet"]) == 0  # everything up to date: nothing redone
-    assert caplog.text.count("up to date") >= 4
+    assert caplog.text.count("up to date") >= 5

@@ -11,11 +11,16 @@ from .stages import entry
 
 log = logging.getLogger("enformer_transfer")
 
+RIDGE_BASELINE = "ridge"  # the head name the evaluation reads as its ridge baseline
+
 
 def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True, evaluate: bool = True) -> Path:
     """dataset -> embed -> train -> evaluate -> dar (when dar.regions is set) -> report.
 
-    Stages after the dataset need ``embed.backbone``; the evaluated head is ``train.head``.
+    Stages after the dataset need ``embed.backbone``; the evaluated head is ``train.head``. With
+    ``evaluate``, the ridge head (``--head ridge --model ridge``, closed form: seconds) is trained
+    too, before the evaluation: it is the baseline the evaluation and the report set beside the
+    head's numbers (not when ``train.head`` is itself the ridge head).
     """
     if config.run_dir is None:
         raise InputError("the config has no run_dir; set run_dir or pass --out RUN_DIR")
@@ -26,6 +31,10 @@ def run_pipeline(config: RunConfig, force: bool = False, progress: bool = True, 
     entry("embed")(config, force=force, progress=progress)
     entry("train")(config, force=force, progress=progress)
     if evaluate:
+        if config.train.model != "ridge" and config.train.head != RIDGE_BASELINE:
+            ridge = config.model_copy(deep=True)
+            ridge.train.head, ridge.train.model = RIDGE_BASELINE, "ridge"
+            entry("train")(ridge, force=force, progress=progress)
         config.evaluate.head = config.dar.head = config.train.head
         entry("evaluate")(config, force=force, progress=progress)
         if config.dar.regions is not None:
