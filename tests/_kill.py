@@ -48,11 +48,11 @@ def wait_for(proc: subprocess.Popen, ready=None, poll: float = 0.002, stall: flo
     return bool(ready is not None and ready())
 
 
-def run_watched(cmd: list[str], stall: float = STALL) -> subprocess.CompletedProcess:
+def run_watched(cmd: list[str], stall: float = STALL, env: dict | None = None) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, capture_output=True, text=True)`` that fails when the process stalls
     instead of after a fixed time (output goes to files: a full pipe cannot block the process)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
         wait_for(proc, stall=stall)
         proc.wait()
         out.seek(0)
@@ -151,3 +151,14 @@ def command_line(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:160]
     return "?"
+
+
+def free_port() -> int:
+    """A TCP port free now, for a test's torch.distributed rendezvous: a fixed port collides with
+    another test run on the same machine (two CI jobs, a developer's run beside CI) or with the
+    previous run's socket still in TIME_WAIT."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

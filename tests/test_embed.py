@@ -8,7 +8,7 @@ import numpy as np
 import pyfaidx
 import pytest
 import torch
-from _kill import kill_when, without_quiet
+from _kill import free_port, kill_when, without_quiet
 
 from enformer_transfer import (
     EnformerTransferError,
@@ -173,7 +173,7 @@ def test_two_processes_gloo(fresh_run, backbone, tmp_path):
 
     single = tmp_path / "single"
     shutil.copytree(fresh_run, single)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "enformer_transfer.cli", "embed", str(fresh_run), "--backbone", str(backbone),
            "--loader-workers", "0", "--quiet", "--batch-size", "2"]
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -1,6 +1,7 @@
 """Head training: losses, ridge, recovery of a known head, self-describing checkpoints, resume."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import zarr
-from _kill import kill_when, run_watched, without_quiet, written_twice
+from _kill import free_port, kill_when, run_watched, without_quiet, written_twice
 from _provenance import reseal_run
 
 from enformer_transfer import InputError, Run
@@ -224,7 +225,8 @@ def test_two_process_ddp_training_on_cpu(demo_run, tmp_path):
     shutil.copytree(demo_run, run_dir, ignore=shutil.ignore_patterns("heads", "evaluation"))
     cmd = [sys.executable, "-m", "enformer_transfer.cli", "train", str(run_dir), "--head", "ddp", "--devices", "2",
            "--accelerator", "cpu", "--max-epochs", "2", "--loader-workers", "0", "--batch-size", "4", "--quiet"]
-    result = run_watched(cmd)  # no fixed timeout: two processes on a loaded machine are slow, not hung
+    # no fixed timeout: two processes on a loaded machine are slow, not hung; a port free now
+    result = run_watched(cmd, env={**os.environ, "MASTER_PORT": str(free_port())})
     assert result.returncode == 0, result.stderr[-3000:]
     meta = Run(run_dir).head("ddp").metadata
     assert meta["training"]["world_size"] == 2 and meta["training"]["epochs"] == 2

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _kill import kill_when
+from _kill import free_port, kill_when
 
 import enformer_transfer as et
 from enformer_transfer import Run
@@ -637,7 +637,7 @@ def test_two_processes_gloo_equal_one(demo_run, tmp_path):
     vcf = _vcf(tmp_path / "v.vcf", [("chr4", p, ".", _base(genome, "chr4", p), _other(_base(genome, "chr4", p)))
                                     for p in range(30_000, 30_000 + 6 * 9_000, 9_000)])
     out = tmp_path / "two"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "enformer_transfer.cli", "variants", str(demo_run), "--vcf", vcf, "--out", str(out),
            "--chunk-variants", "2", "--plot-top", "0", "--quiet"]
     # no wall-clock limit: a loaded machine is slow, not wrong
