@@ -26,6 +26,7 @@ from .layout import (
     ContributionsFolder,
     DarFolder,
     EvaluationFolder,
+    HeadFolder,
     MotifsFolder,
     RunLayout,
     StageFolder,
@@ -143,7 +144,7 @@ class RunDirectory:
             "dataset": f"enformer-transfer dataset --out {run} --force",
             "embeddings": f"enformer-transfer embed {run} --force",
             "heads": (f"enformer-transfer finetune {run} --head {name} ... --force"
-                      if (self.path / rel / "trunk").exists() else f"enformer-transfer train {run} --head {name} --force"),
+                      if HeadFolder(self.path / rel).trunk.exists() else f"enformer-transfer train {run} --head {name} --force"),
             "evaluation": f"enformer-transfer evaluate {run} --head {name} --force",
             "predictions": f"enformer-transfer predict {run} --head {name} ... --force",
             "weights": f"enformer-transfer weights {run} --head {name} --force",
