@@ -55,8 +55,7 @@ def plan_dataset(config: RunConfig) -> DatasetPlan:
     for name in ("genome", "targets", "windows"):
         if getattr(ds, name) is None:
             raise InputError(f"dataset: no {name} given; pass --{name} PATH or set dataset.{name} in the config")
-    if config.run_dir is None:
-        raise InputError("dataset: no run directory given; pass --out RUN_DIR")
+    config.run_path("dataset", "; pass --out RUN_DIR")  # the dataset makes the run directory
     tracks = read_targets_table(ds.targets)
     genome = Genome(ds.genome, ds.chrom_aliases)
     windows = read_windows_bed(ds.windows, geometry)

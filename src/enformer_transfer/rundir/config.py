@@ -535,6 +535,13 @@ class RunConfig(_Section):
     variants: VariantsConfig = Field(default_factory=VariantsConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
+    def run_path(self, stage: str, hint: str = "") -> Path:
+        """``run_dir``, or the one-line error naming ``stage`` (and ``hint``, e.g. the flag) when
+        the config names none; ``RunDirectory.of`` is this and the run it names."""
+        if self.run_dir is None:
+            raise InputError(f"{stage}: no run directory given{hint}")
+        return self.run_dir
+
 
 SECTIONS: dict[str, type[BaseModel]] = {
     name: field.annotation for name, field in RunConfig.model_fields.items()

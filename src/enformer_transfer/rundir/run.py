@@ -63,11 +63,9 @@ class RunDirectory:
         self.left_out: dict[str, str] = {}
 
     @classmethod
-    def of(cls, config: RunConfig, stage: str):
+    def of(cls, config: RunConfig, stage: str, hint: str = ""):
         """The run a stage's config names; a one-line error naming ``stage`` when it names none."""
-        if config.run_dir is None:
-            raise InputError(f"{stage}: no run directory given")
-        return cls(config.run_dir)
+        return cls(config.run_path(stage, hint))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"

@@ -19,9 +19,7 @@ def pretrain_backbone(config: RunConfig | Path | str, force: bool = False, progr
     written as a backbone folder (default RUN_DIR/pretrained-backbone) whose human head predicts them."""
     config = as_config(config)
     p = config.pretrain
-    if config.run_dir is None:
-        raise InputError("backbone pretrain: no run directory given (--run RUN_DIR)")
-    run = Run(config.run_dir)
+    run = Run.of(config, "backbone pretrain", " (--run RUN_DIR)")
     track_index = select_tracks(run.tracks, p.tracks_where)
     g = run.geometry
     pool = int(round(math.log2(g.bin_size)))
