@@ -508,7 +508,7 @@ class VariantsConfig(_Section):
 class ReportConfig(_Section):
     """Stage report: one self-contained HTML page of the run."""
 
-    heads: list[str] = Field(default_factory=list, description="evaluated heads to include (default: all)")
+    heads: list[Name] = Field(default_factory=list, description="evaluated heads to include (default: all)")
 
 
 class RunConfig(_Section):

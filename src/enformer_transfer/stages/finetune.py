@@ -18,8 +18,6 @@ def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool
     config = as_config(config)
     f = config.finetune
     run = Run.of(config, "finetune")
-    if not f.head.replace("-", "").replace("_", "").isalnum():
-        raise InputError(f"finetune: model name {f.head!r} must be letters, digits, '-' or '_'")
     mode, _ = parse_trainable(f.trainable)
     frozen = run.head(f.from_head)
     if frozen.finetuned or frozen.metadata["model"] != "linear":
