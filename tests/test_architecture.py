@@ -110,3 +110,27 @@ def test_no_loop_between_packages():
                 seen.add(other)
                 todo += graph.get(other, ())
         assert package not in seen, f"{package} reaches itself through {sorted(seen)}"
+
+
+def _strings(path: Path) -> set[str]:
+    """Every string constant of a module (f-string parts too), docstrings aside."""
+    tree = ast.parse(path.read_text())
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in docs}
+
+
+def test_run_directory_names_only_in_layout():
+    """rundir/layout.py spells every file name of a run directory and of a backbone folder, and
+    the default backbone folder of ``backbone pretrain``; no other module repeats one of them.
+    (The top-level folder names, 'dataset', 'heads', ..., are also words of the command line.)"""
+    layout = SRC / "rundir" / "layout.py"
+    names = {s for s in _strings(layout)
+             if s[:1].isalnum() and " " not in s and "{" not in s and "/" not in s and "." in s}
+    names.add("pretrained-backbone")
+    assert {"pretrained-backbone", "pretrain.json", "track_change.json", "index.json", "stage.json"} <= names
+    offenders = sorted(f"{path.relative_to(SRC)}: {s!r}" for path in SRC.rglob("*.py") if path != layout
+                       for s in _strings(path) & names)
+    assert offenders == []

@@ -236,3 +236,33 @@ def test_run_command_runs_every_stage_and_resumes(synthetic, tmp_path, caplog):
     caplog.clear()
     assert main(["run", str(config_path), "--quiet"]) == 0  # everything up to date: nothing redone
     assert caplog.text.count("up to date") >= 5
+
+
+def test_every_head_and_stage_name_in_the_config_has_the_one_name_type():
+    """Every section's head (and finetune's from_head, report's heads, an analysis' name) is
+    rundir.config.Name / OptionalName: one validator, layout.check_name's rule, at load and on
+    assignment; no stage repeats its own copy."""
+    import typing
+
+    from pydantic import ValidationError
+
+    from enformer_transfer.rundir.config import SECTIONS, RunConfig, _checked_name
+
+    def validators(field):
+        found = [getattr(m, "func", None) for m in field.metadata]
+        for arg in typing.get_args(field.annotation):  # list[Name]
+            found += [getattr(m, "func", None) for m in getattr(arg, "__metadata__", ())]
+        return found
+
+    named = {(s, f): validators(field) for s, section in SECTIONS.items()
+             for f, field in section.model_fields.items()
+             if f in ("head", "from_head", "heads", "name") and (s, f) != ("pretrain", "heads")}  # attention heads
+    assert ("finetune", "from_head") in named and ("report", "heads") in named
+    assert {k: v for k, v in named.items() if v != [_checked_name]} == {}
+    config = RunConfig()
+    for section in ("train", "finetune", "evaluate", "variants"):
+        with pytest.raises(ValidationError, match="starts with '.'"):
+            getattr(config, section).head = "../x"
+    config.finetune.head = "ft.v2"  # what train accepts, finetune accepts
+    with pytest.raises(ValidationError, match="contains '/'"):
+        config.report.heads = ["default", "a/b"]

@@ -49,6 +49,15 @@ def disk_full_error(where: Path | str, needed: int | None = None) -> DiskFullErr
                          "same command (finished work is kept)")
 
 
+def fsync_file(path: Path | str) -> None:
+    """Flush a written file's data to disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: Path | str, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
@@ -62,11 +71,7 @@ def atomic_path(path: Path | str, fsync: bool = True) -> Iterator[Path]:
         with disk_errors(path):
             yield tmp
             if fsync and tmp.is_file():
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_file(tmp)
             os.replace(tmp, path)
     finally:
         if tmp.is_file():

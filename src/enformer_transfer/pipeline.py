@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .rundir.config import RunConfig
+from .rundir.layout import BackboneFolder
 from .stages import entry
 
 log = logging.getLogger("enformer_transfer")
@@ -109,7 +110,7 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     out = Path(out).absolute()
     data_dir = demo_data(out / "data", seed, force)
     backbone = out / "backbone"
-    if force or not (backbone / "config.json").exists():
+    if force or not BackboneFolder(backbone).config.exists():
         if pretrain:
             make_demo_backbone(backbone, seed, progress=progress)
         else:
@@ -117,7 +118,7 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
                 shutil.rmtree(backbone)
             shutil.copytree(shipped_demo_backbone(), backbone)
     random_backbone = out / "random-backbone"
-    if force or not (random_backbone / "config.json").exists():
+    if force or not BackboneFolder(random_backbone).config.exists():
         init_backbone(random_backbone, n_bins=DEMO_GEOMETRY.n_bins, human_tracks=10, seed=seed, **DEMO_BACKBONE)
 
     def config_for(run_dir: Path, backbone_dir: Path) -> RunConfig:

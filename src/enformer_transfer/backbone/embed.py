@@ -84,11 +84,10 @@ def kept_bins(split: str, n_bins: int, fraction: float) -> int:
 def plan_embed(config: RunConfig) -> EmbedPlan:
     """Check every input of the embed stage and load the backbone; nothing is computed yet."""
     e = config.embed
-    if config.run_dir is None:
-        raise InputError("embed: no run directory given")
+    run_dir = config.run_path("embed")
     if e.backbone is None:
         raise InputError("embed: no backbone given; pass --backbone DIR (config.json + pytorch_model.bin) or a hub name")
-    run = RunDirectory(config.run_dir)
+    run = RunDirectory(run_dir)
     config.geometry = run.geometry  # the geometry is the dataset's
     missing = [s for s in e.splits if s not in run.splits]
     if missing:

@@ -15,9 +15,8 @@ from pathlib import Path
 from ..errors import InputError, IntegrityError
 from ..fs import atomic_folder
 from ..genome.geometry import Geometry
+from ..rundir.layout import WEIGHT_FILES, BackboneFolder
 from ..rundir.provenance import file_fingerprint
-
-WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 
 
 @dataclass
@@ -48,7 +47,7 @@ def resolve_backbone(name_or_dir: str | Path, allow_download: bool = False) -> t
     if path.exists():
         if not path.is_dir():
             raise InputError(f"{path}: a backbone is a directory with config.json and pytorch_model.bin")
-        if not (path / "config.json").is_file():
+        if not BackboneFolder(path).config.is_file():
             raise InputError(f"{path}: no config.json; a backbone directory needs config.json and pytorch_model.bin")
         if not any((path / w).is_file() for w in WEIGHT_FILES):
             raise InputError(f"{path}: no weights ({' or '.join(WEIGHT_FILES)}) next to config.json")
@@ -75,7 +74,7 @@ def load_backbone(
     """
     kind, path = resolve_backbone(name_or_dir, allow_download)
     if path is not None:
-        check_geometry(json.loads((path / "config.json").read_text()), geometry, str(path))
+        check_geometry(json.loads(BackboneFolder(path).config.read_text()), geometry, str(path))
     from enformer_pytorch.modeling_enformer import Attention
 
     model = load_enformer(str(path) if path is not None else str(name_or_dir))
@@ -89,7 +88,7 @@ def load_backbone(
     model.set_target_length(geometry.n_bins)
     model.eval().to(device)
     if path is not None:
-        files = [path / "config.json"] + [path / w for w in WEIGHT_FILES if (path / w).is_file()]
+        files = [BackboneFolder(path).config] + BackboneFolder(path).weight_files
         fingerprint = {"source": str(path.resolve()), "files": [file_fingerprint(f) for f in files]}
     else:
         fingerprint = {"source": str(name_or_dir), "hub": True}

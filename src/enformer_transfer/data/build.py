@@ -55,8 +55,7 @@ def plan_dataset(config: RunConfig) -> DatasetPlan:
     for name in ("genome", "targets", "windows"):
         if getattr(ds, name) is None:
             raise InputError(f"dataset: no {name} given; pass --{name} PATH or set dataset.{name} in the config")
-    if config.run_dir is None:
-        raise InputError("dataset: no run directory given; pass --out RUN_DIR")
+    config.run_path("dataset", "; pass --out RUN_DIR")  # the dataset makes the run directory
     tracks = read_targets_table(ds.targets)
     genome = Genome(ds.genome, ds.chrom_aliases)
     windows = read_windows_bed(ds.windows, geometry)
@@ -361,7 +360,7 @@ def build_dataset_folder(plan: DatasetPlan, folder: DatasetFolder, state: str, p
         if masks:
             masks[split][a:b] = mask
         # per-chunk counts and summary on disk first, so an interrupted build still has every chunk's
-        write_bytes_atomic(folder.progress / f"uncovered-{split}-{chunk}.npy", _npy(uncovered_bins), fsync=False)
+        write_bytes_atomic(folder.chunk_file("uncovered", split, chunk), _npy(uncovered_bins), fsync=False)
         write_bytes_atomic(_odd_path(folder, split, chunk), _npy(odd), fsync=False)
         write_bytes_atomic(_summary_path(folder, split, chunk), _npy(summary.to_array()), fsync=False)
         logs[split].add(chunk, [store.checksum(targets)] + ([store.checksum(mask)] if masks else []))
@@ -444,7 +443,7 @@ def _npy(values: np.ndarray) -> bytes:
 
 
 def _summary_path(folder: DatasetFolder, split: str, chunk: int) -> Path:
-    return folder.progress / f"summary-{split}-{chunk}.npy"
+    return folder.chunk_file("summary", split, chunk)
 
 
 def _summary_top_k(q: float | None, n_values: int, chunk_values: int, n_tracks: int) -> int | None:
@@ -460,12 +459,12 @@ def _uncovered_counts(folder: DatasetFolder, windows: Windows, chunk_windows: in
     total = np.zeros(n_tracks, dtype=np.int64)
     for split in windows.splits:
         for chunk in range(len(store.chunk_ranges(len(windows.split(split)), chunk_windows))):
-            total += np.load(folder.progress / f"uncovered-{split}-{chunk}.npy")
+            total += np.load(folder.chunk_file("uncovered", split, chunk))
     return total
 
 
 def _odd_path(folder: DatasetFolder, split: str, chunk: int) -> Path:
-    return folder.progress / f"odd-{split}-{chunk}.npy"
+    return folder.chunk_file("odd", split, chunk)
 
 
 @dataclass
@@ -616,7 +615,7 @@ def finish_targets(folder: DatasetFolder, windows: Windows, tracks: pd.DataFrame
                 sums_of_split.append(built[chunk][0])  # stored as built
             else:
                 values = np.asarray(arr[a:b])
-                counts_file = folder.progress / f"clip-{split}-{chunk}.npy"
+                counts_file = folder.chunk_file("clip", split, chunk)
                 if thresholds is not None and chunk not in done:
                     lim = thresholds.astype(np.float32)
                     v32 = values.astype(np.float32)

@@ -44,7 +44,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError, IntegrityError
-from ..fs import disk_errors, read_json, safe_filename, temporary_name, write_json_atomic
+from ..fs import (
+    disk_errors,
+    fsync_file,
+    read_json,
+    safe_filename,
+    temporary_name,
+    write_json_atomic,
+)
 from ..rundir.config import TargetsConfig
 from ..rundir.provenance import sha256_of
 from ..targets.table import (
@@ -249,7 +256,7 @@ def download(location: str, target: Path, what: str = "", timeout: float | None 
     except (IntegrityError, InputError):
         partial.unlink(missing_ok=True)  # complete but wrong: resuming it cannot help
         raise
-    _fsync(partial)
+    fsync_file(partial)
     os.replace(partial, target)
     return target
 
@@ -340,14 +347,6 @@ def _copy_local(source: Path, partial: Path, what: str) -> None:
     if partial.stat().st_size != source.stat().st_size:
         partial.unlink(missing_ok=True)
         raise InputError(f"{what}: {source} changed while it was copied; rerun")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- the stage -----------------------------------------------------------------------------

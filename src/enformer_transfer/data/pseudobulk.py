@@ -45,7 +45,7 @@ import pandas as pd
 from ..errors import InputError, did_you_mean
 from ..fs import disk_errors, safe_filename, temporary_name, write_json_atomic
 from ..genome.chroms import ChromNames, mismatch_message
-from ..rundir.layout import StageFolder
+from ..rundir.layout import KEY_MARKER, StageFolder, lock_of, partial_of
 
 log = logging.getLogger("enformer_transfer")
 
@@ -69,9 +69,9 @@ class PseudobulkFolder:
         self.qc = self.path / "qc.tsv"
         self.figures = StageFolder(self.path).figures  # figures/ with index.json, as in every stage folder
         self.record = self.path / self.RECORD
-        self.work = self.path / "pseudobulk.partial"
-        self.work_key = self.work / "key.json"
-        self.lock = self.path / ".pseudobulk.lock"
+        self.work = partial_of(self.path / "pseudobulk")
+        self.work_key = self.work / KEY_MARKER
+        self.lock = lock_of(self.path / "pseudobulk")
 
     def bigwig(self, identifier: str) -> Path:
         return self.bigwigs / f"{safe_filename(identifier)}.bw"

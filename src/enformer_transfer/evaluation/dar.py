@@ -90,12 +90,10 @@ class DarPlan:
 def plan_dar(config: RunConfig) -> DarPlan:
     """Check the DAR table, the level's tracks and the evaluation before any work."""
     d = config.dar
-    if config.run_dir is None:
-        raise InputError("dar: no run directory given")
+    run = Run.of(config, "dar")
     if d.regions is None or d.label_column is None:
         raise InputError("dar: pass --regions TABLE (region or chrom/start/end, and a cell-type label) and "
                          "--label-column COLUMN (e.g. subclass)")
-    run = Run(config.run_dir)
     head = run.head(d.head)
     evaluation = run.evaluation(d.head)
     head_index = head.check_compatible(run)  # the head's outputs as positions in the run's tracks

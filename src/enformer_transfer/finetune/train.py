@@ -35,7 +35,7 @@ from ..heads.schedule import Schedule, exact_steps, steps_and_epochs
 from ..metrics import PearsonPerTrack
 from ..results import Run
 from ..rundir.config import RunConfig
-from ..rundir.layout import HeadFolder
+from ..rundir.layout import PARTIAL, BackboneFolder, HeadFolder
 from ..rundir.provenance import file_fingerprint
 from ..targets.table import strand_partners
 from .adapt import adapt, adapter_state, merge_adapters
@@ -174,13 +174,13 @@ def fit_sequence_model(model: SequenceModel, loss: str, schedule: Schedule, lrs:
         **step_settings, check_val_every_n_epoch=schedule.val_every,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=getattr(cfg, "num_nodes", 1), strategy=strategy,
         precision=LIGHTNING_PRECISION[precision], callbacks=[EpochLog(folder.metrics), *step_callbacks, checkpoints, stopper,
-                                                     *lightning_progress(f"finetune {folder.path.name.removesuffix('.partial')}", progress,
+                                                     *lightning_progress(f"finetune {folder.path.name.removesuffix(PARTIAL)}", progress,
                                                                         schedule.steps)],
-        plugins=[AtomicCheckpointIO()], logger=TensorBoardLogger(folder.path, name="logs", version=""),
+        plugins=[AtomicCheckpointIO()], logger=TensorBoardLogger(folder.path, name=folder.logs.name, version=""),
         deterministic=False, enable_progress_bar=False, enable_model_summary=False,
         use_distributed_sampler=False, num_sanity_val_steps=0, log_every_n_steps=1,
     )
-    resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.checkpoints / "last.ckpt"
+    resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.last_checkpoint
     if resume is not None:
         log.info("%s: resuming from %s", folder.path.name, resume)
     fit(trainer, module, resume)
@@ -281,7 +281,7 @@ def finetune_and_save(work: Path, config: RunConfig, run: Run, frozen, track_ind
     print(f"finetune: {f.head!r} ({f.trainable}, from {f.from_head!r}, {len(track_index)} tracks): test mean "
           f"Pearson {_mean([r['frozen'] for r in change]):.3f} -> {_mean([r['finetuned'] for r in change]):.3f} "
           f"after {info['steps']} steps -> {run.layout.head(f.head).path}")
-    print("\n".join(track_change_lines(change, run.layout.head(f.head).path / "track_change.json")))
+    print("\n".join(track_change_lines(change, run.layout.head(f.head).track_change)))
     if worse:
         log.warning("finetune %r: %d track(s) more than 0.01 below the frozen head on test: %s", f.head,
                     len(worse), ", ".join(f"{r['identifier']} {r['change']:+.3f}" for r in worse[:5]))
@@ -346,7 +346,7 @@ def _save_model(folder: HeadFolder, enformer, head, frozen, f, info: dict, chang
                 "metrics": {"pearson_mean": {"test": _mean([r["finetuned"] for r in change])},
                             "pearson": {"test": [r["finetuned"] for r in change]}}}
     save_head(folder, head.cpu().eval(), metadata)
-    write_text_atomic(folder.path / "track_change.json", json.dumps(change, indent=2))
+    write_text_atomic(folder.track_change, json.dumps(change, indent=2))
 
 
 def pretrain_and_save(work: Path, config: RunConfig, run: Run, track_index: np.ndarray, folder: Path,
@@ -382,7 +382,7 @@ def pretrain_and_save(work: Path, config: RunConfig, run: Run, track_index: np.n
         shutil.rmtree(out.checkpoints)
     enformer.save_pretrained(str(work), safe_serialization=False)
     tracks = run.tracks.iloc[track_index]
-    write_text_atomic(work / "pretrain.json", json.dumps({
+    write_text_atomic(BackboneFolder(work).pretrain_record, json.dumps({
         "tracks": list(tracks["identifier"]), "dataset": str(run.path), "valid_pearson": info["kept"]["val_score"],
         "steps": info["steps"], "settings": p.model_dump(mode="json"), "seed": config.seed}, indent=2, default=str))
     print(f"backbone pretrain: dim {p.dim}, {len(track_index)} tracks, {info['steps']} steps, valid mean Pearson "

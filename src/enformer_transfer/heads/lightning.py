@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from ..errors import Interrupted
 from ..fs import disk_errors, write_bytes_atomic, write_text_atomic
 from ..rundir.config import TrainConfig
-from ..rundir.layout import HeadFolder
+from ..rundir.layout import CHECKPOINTS, HeadFolder
 from .data import WindowSource, make_loader
 from .losses import LOSSES
 from .models import make_head
@@ -200,7 +200,7 @@ def resume_checkpoint(folder: HeadFolder) -> Path | None:
     from ..errors import IntegrityError
     from .checkpoint import load_training_checkpoint
 
-    for name in ("last.ckpt", "best.ckpt"):
+    for name in CHECKPOINTS:
         path = folder.checkpoints / name
         if not path.is_file():
             continue

@@ -92,7 +92,7 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
         callbacks=[EpochLog(folder.metrics), *step_callbacks, checkpoints, stopper,
                    *lightning_progress(f"train {cfg.head}", progress, schedule.steps)],
         plugins=[AtomicCheckpointIO()],
-        logger=TensorBoardLogger(folder.path, name="logs", version=""),
+        logger=TensorBoardLogger(folder.path, name=folder.logs.name, version=""),
         deterministic=True, enable_progress_bar=False, enable_model_summary=False,
         use_distributed_sampler=False, num_sanity_val_steps=0, log_every_n_steps=1,
     )
@@ -102,7 +102,7 @@ def fit_head(cfg: TrainConfig, train: WindowSource, valid: WindowSource | None, 
         starts = {"random": {k: v.detach().clone() for k, v in module.model.state_dict().items()}}
         info["starts"] = {"random": {"valid_pearson": start}}
     module.model.train()
-    resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.checkpoints / "last.ckpt"
+    resume = resume_checkpoint(folder) if trainer.global_rank == 0 else folder.last_checkpoint
     if resume is not None:
         log.info("train: resuming from %s", resume)
     fit(trainer, module, resume)

@@ -76,11 +76,9 @@ class ContributionsPlan:
 def plan_contributions(config: RunConfig) -> ContributionsPlan:
     """Check the head, the regions, the tracks and the settings before any work."""
     c = config.contributions
-    if config.run_dir is None:
-        raise InputError("contributions: no run directory given")
+    run = Run.of(config, "contributions")
     if c.regions is None:
         raise InputError("contributions: pass --regions BED (or a DAR table, e.g. the dars.csv of call-dars)")
-    run = Run(config.run_dir)
     head = run.head(c.head)
     head_tracks = run.tracks.iloc[head.check_compatible(run)].reset_index(drop=True)
     targets, weights = _targets(head_tracks, c.tracks_where, c.contrast, c.label_column)

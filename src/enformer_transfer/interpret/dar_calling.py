@@ -60,12 +60,10 @@ class CallPlan:
 def plan_call_dars(config: RunConfig) -> CallPlan:
     """Check the level's tracks, the source and the settings before any work."""
     d = config.call_dars
-    if config.run_dir is None:
-        raise InputError("call-dars: no run directory given")
+    run = Run.of(config, "call-dars")
     if not d.label_column:
         raise InputError("call-dars: pass --label-column COLUMN (the targets-table column naming each track's cell "
                          "type, e.g. subclass) and --tracks-where QUERY (the level, e.g. \"level == 'Subclass'\")")
-    run = Run(config.run_dir)
     tracks = run.tracks
     if d.source == "predicted":
         head_index = run.head(d.head).check_compatible(run)

@@ -508,7 +508,7 @@ class VariantsConfig(_Section):
 class ReportConfig(_Section):
     """Stage report: one self-contained HTML page of the run."""
 
-    heads: list[str] = Field(default_factory=list, description="evaluated heads to include (default: all)")
+    heads: list[Name] = Field(default_factory=list, description="evaluated heads to include (default: all)")
 
 
 class RunConfig(_Section):
@@ -534,6 +534,13 @@ class RunConfig(_Section):
     call_dars: CallDarsConfig = Field(default_factory=CallDarsConfig)
     variants: VariantsConfig = Field(default_factory=VariantsConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    def run_path(self, stage: str, hint: str = "") -> Path:
+        """``run_dir``, or the one-line error naming ``stage`` (and ``hint``, e.g. the flag) when
+        the config names none; ``RunDirectory.of`` is this and the run it names."""
+        if self.run_dir is None:
+            raise InputError(f"{stage}: no run directory given{hint}")
+        return self.run_dir
 
 
 SECTIONS: dict[str, type[BaseModel]] = {

@@ -19,6 +19,7 @@ the package spells a run directory's file names.
     RUN_DIR/called-dars/NAME/              cell-type-specific regions called from tracks (``call-dars``)
     RUN_DIR/variants/NAME/                 variant effects per track of head NAME (``variants``)
     RUN_DIR/report/report.html             the report (``report``)
+    RUN_DIR/pretrained-backbone/           a backbone trained from random weights (``backbone pretrain``)
     RUN_DIR/.NAME.lock (beside each folder)  held while a stage runs
 """
 
@@ -31,6 +32,12 @@ CONFIG_FILE = "config.toml"
 NAME_MAX = 100
 STAGE_RECORD = "stage.json"
 PARTIAL = ".partial"
+PROGRESS = "progress"  # in a stage folder: per-chunk progress of a resumable build, left out of its checksums
+KEY_MARKER = "key.json"  # in a partial folder: the key it is being built for
+PRETRAINED_BACKBONE = "pretrained-backbone"  # the default folder of ``backbone pretrain``
+BACKBONE_CONFIG = "config.json"  # a backbone folder's model config (enformer-pytorch format)
+WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")  # a backbone folder's weights, either
+CHECKPOINTS = ("last.ckpt", "best.ckpt")  # in a head's checkpoints/, in the order a resume tries them
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -63,7 +70,7 @@ class StageFolder:
     @property
     def progress(self) -> Path:
         """Per-chunk progress logs of a resumable build."""
-        return self.path / "progress"
+        return self.path / PROGRESS
 
     @property
     def figures(self) -> Path:
@@ -88,6 +95,10 @@ class DatasetFolder(StageFolder):
     track_stats = property(lambda self: self.path / "track_stats.tsv")
     extreme_clip = property(lambda self: self.path / "extreme_clip.json")
 
+    def chunk_file(self, kind: str, split: str, chunk: int) -> Path:
+        """A per-chunk array of a resumable build (``uncovered``, ``summary``, ``odd``, ``clip``)."""
+        return self.progress / f"{kind}-{split}-{chunk}.npy"
+
 
 class EmbeddingsFolder(StageFolder):
     embeddings_store = property(lambda self: self.path / "embeddings.zarr")
@@ -105,7 +116,26 @@ class HeadFolder(StageFolder):
     adapters = property(lambda self: self.path / "adapters.safetensors")
     metadata = property(lambda self: self.path / "head.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
+    last_checkpoint = property(lambda self: self.checkpoints / CHECKPOINTS[0])
     metrics = property(lambda self: self.path / "logs" / "metrics.csv")
+    track_change = property(lambda self: self.path / "track_change.json")  # fine-tuned: per-track change on test
+
+
+@dataclass(frozen=True)
+class BackboneFolder:
+    """A backbone folder (``EleutherAI/enformer-official-rough``'s format): ``config.json`` and
+    ``pytorch_model.bin`` or ``model.safetensors``; one written by ``backbone pretrain`` also
+    holds ``pretrain.json`` (its tracks, settings and validation score)."""
+
+    path: Path
+
+    config = property(lambda self: self.path / BACKBONE_CONFIG)
+    pretrain_record = property(lambda self: self.path / "pretrain.json")
+
+    @property
+    def weight_files(self) -> list[Path]:
+        """The weight files that exist, in WEIGHT_FILES' order."""
+        return [self.path / w for w in WEIGHT_FILES if (self.path / w).is_file()]
 
 
 class EvaluationFolder(StageFolder):
@@ -295,6 +325,11 @@ class RunLayout:
     @property
     def report(self) -> ReportFolder:
         return ReportFolder(self.root / "report")
+
+    @property
+    def pretrained_backbone(self) -> BackboneFolder:
+        """Where ``backbone pretrain`` writes its backbone unless told otherwise."""
+        return BackboneFolder(self.root / PRETRAINED_BACKBONE)
 
 
 def partial_of(folder: Path) -> Path:

@@ -21,9 +21,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import InputError, IntegrityError, StaleStageError
 from ..fs import read_json, write_json_atomic
-from .layout import STAGE_RECORD, partial_of
-
-KEY_MARKER = "key.json"  # in a partial folder: the key it is being built for
+from .layout import KEY_MARKER, PROGRESS, STAGE_RECORD, partial_of
 
 log = logging.getLogger("enformer_transfer")
 
@@ -175,7 +173,7 @@ def output_digests(folder: Path) -> dict[str, dict[str, Any]]:
     for root, dirs, files in os.walk(folder):
         rel_root = Path(root).relative_to(folder)
         in_store = any(part.endswith(".zarr") for part in rel_root.parts)
-        dirs[:] = sorted(d for d in dirs if not (rel_root == Path(".") and d == "progress"))
+        dirs[:] = sorted(d for d in dirs if not (rel_root == Path(".") and d == PROGRESS))
         for name in sorted(files):
             rel = (rel_root / name).as_posix()
             if rel in (STAGE_RECORD, KEY_MARKER) or (in_store and name != "zarr.json"):

@@ -26,6 +26,7 @@ from .layout import (
     ContributionsFolder,
     DarFolder,
     EvaluationFolder,
+    HeadFolder,
     MotifsFolder,
     RunLayout,
     StageFolder,
@@ -62,11 +63,9 @@ class RunDirectory:
         self.left_out: dict[str, str] = {}
 
     @classmethod
-    def of(cls, config: RunConfig, stage: str):
+    def of(cls, config: RunConfig, stage: str, hint: str = ""):
         """The run a stage's config names; a one-line error naming ``stage`` when it names none."""
-        if config.run_dir is None:
-            raise InputError(f"{stage}: no run directory given")
-        return cls(config.run_dir)
+        return cls(config.run_path(stage, hint))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -143,7 +142,7 @@ class RunDirectory:
             "dataset": f"enformer-transfer dataset --out {run} --force",
             "embeddings": f"enformer-transfer embed {run} --force",
             "heads": (f"enformer-transfer finetune {run} --head {name} ... --force"
-                      if (self.path / rel / "trunk").exists() else f"enformer-transfer train {run} --head {name} --force"),
+                      if HeadFolder(self.path / rel).trunk.exists() else f"enformer-transfer train {run} --head {name} --force"),
             "evaluation": f"enformer-transfer evaluate {run} --head {name} --force",
             "predictions": f"enformer-transfer predict {run} --head {name} ... --force",
             "weights": f"enformer-transfer weights {run} --head {name} --force",

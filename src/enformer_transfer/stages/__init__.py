@@ -14,6 +14,8 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..rundir.layout import PRETRAINED_BACKBONE
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -58,7 +60,7 @@ STAGES = (
     Stage("tfrecords import", "tfrecords_import", "import_tfrecords", ("geometry", "dataset"), "data", "dataset",
           "a run's dataset from Basenji TFRecords (statistics.json, sequences.bed, targets.txt)",
           args="own", public=False),
-    Stage("backbone pretrain", "pretrain", "pretrain_backbone", ("pretrain",), "model", "pretrained-backbone",
+    Stage("backbone pretrain", "pretrain", "pretrain_backbone", ("pretrain",), "model", PRETRAINED_BACKBONE,
           "train a small Enformer from random weights on a run's tracks -> a backbone folder",
           public=False, per_command=True),
     Stage("embed", "embed", "embed_run", ("embed",), "model", "embeddings",

@@ -16,7 +16,7 @@ from ..errors import EnformerTransferError, IntegrityError, StaleStageError
 from ..progress import Progress
 from ..results import Run
 from ..rundir import store
-from ..rundir.layout import RunLayout, StageFolder, finished
+from ..rundir.layout import PARTIAL, RunLayout, StageFolder, finished, partial_of
 from ..rundir.provenance import StageRecord, verify_fingerprint
 from ..rundir.run import read_checksums
 
@@ -40,7 +40,7 @@ def check_run(run_dir: Path | str, progress: bool = True) -> tuple[list[Problem]
         rel = folder.path.relative_to(run.path).as_posix()
         fix = run.rebuild_hint(rel)
         if not finished(folder.path):
-            if folder.path.with_name(folder.path.name + ".partial").exists() or folder.path.exists():
+            if partial_of(folder.path).exists() or folder.path.exists():
                 problems.append(Problem(str(folder.path), "unfinished (no stage.json)", "rerun its command to resume it"))
             continue
         try:
@@ -94,7 +94,7 @@ def stage_folders(layout: RunLayout) -> list[StageFolder]:
 def _names(parent: Path) -> list[str]:
     if not parent.is_dir():
         return []
-    names = {p.name.removesuffix(".partial") for p in parent.iterdir() if p.is_dir()}
+    names = {p.name.removesuffix(PARTIAL) for p in parent.iterdir() if p.is_dir()}
     return sorted(n for n in names if not n.startswith("."))
 
 

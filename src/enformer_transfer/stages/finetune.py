@@ -17,12 +17,8 @@ def finetune(config: RunConfig | Path | str, force: bool = False, progress: bool
     """Fine-tune ``finetune.from_head`` with its trunk into RUN_DIR/heads/``finetune.head``."""
     config = as_config(config)
     f = config.finetune
-    if config.run_dir is None:
-        raise InputError("finetune: no run directory given")
-    if not f.head.replace("-", "").replace("_", "").isalnum():
-        raise InputError(f"finetune: model name {f.head!r} must be letters, digits, '-' or '_'")
+    run = Run.of(config, "finetune")
     mode, _ = parse_trainable(f.trainable)
-    run = Run(config.run_dir)
     frozen = run.head(f.from_head)
     if frozen.finetuned or frozen.metadata["model"] != "linear":
         raise InputError(f"finetune: start from a trained linear head (the linear probe); {f.from_head!r} is "

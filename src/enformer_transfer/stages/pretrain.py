@@ -19,9 +19,7 @@ def pretrain_backbone(config: RunConfig | Path | str, force: bool = False, progr
     written as a backbone folder (default RUN_DIR/pretrained-backbone) whose human head predicts them."""
     config = as_config(config)
     p = config.pretrain
-    if config.run_dir is None:
-        raise InputError("backbone pretrain: no run directory given (--run RUN_DIR)")
-    run = Run(config.run_dir)
+    run = Run.of(config, "backbone pretrain", " (--run RUN_DIR)")
     track_index = select_tracks(run.tracks, p.tracks_where)
     g = run.geometry
     pool = int(round(math.log2(g.bin_size)))
@@ -29,7 +27,7 @@ def pretrain_backbone(config: RunConfig | Path | str, force: bool = False, progr
         raise InputError(f"backbone pretrain: bin_size {g.bin_size} is not a power of two")
     if (p.dim // p.heads) % 6 or p.dim % p.heads or p.dim % 4:
         raise InputError(f"backbone pretrain: dim / heads must be a whole multiple of 6 (dim {p.dim}, heads {p.heads})")
-    folder = p.out or run.path / "pretrained-backbone"
+    folder = p.out or run.layout.pretrained_backbone.path
     key = {"dataset": run.dataset_record.digest, "tracks": list(run.tracks["identifier"].iloc[track_index]),
            "pretrain": p.model_dump(mode="json", exclude={"out", "loader_workers", "accelerator", "devices"}),
            "seed": config.seed}

@@ -18,9 +18,7 @@ def train_head(config: RunConfig | Path | str, force: bool = False, progress: bo
     """Train (or resume, or skip) head ``config.train.head`` of the run; return its folder."""
     config = as_config(config)
     cfg = config.train
-    if config.run_dir is None:
-        raise InputError("train: no run directory given")
-    run = Run(config.run_dir)
+    run = Run.of(config, "train")
     splits = run.embedded_splits
     if "train" not in splits:
         raise InputError(f"train: {run.path} has no train embeddings (embedded: {', '.join(splits)})")
