@@ -5,6 +5,8 @@ draws a bar on a terminal and, elsewhere, a line at a steady interval (none for 
 import io
 import shutil
 
+import pytest
+
 from enformer_transfer.cli import main
 from enformer_transfer.layout import RunLayout
 from enformer_transfer.progress import Progress
@@ -16,6 +18,7 @@ def _lines(text: str) -> list[str]:
     return [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_train_prints_a_summary_not_a_flood(demo_run, tmp_path, capsys):
     run_dir = shutil.copytree(demo_run, tmp_path / "run",
                               ignore=shutil.ignore_patterns("dar", "report", "weights", "evaluation", "variants"))

@@ -112,6 +112,7 @@ def test_bf16_close_to_fp32(fresh_run, backbone, tmp_path):
     assert np.corrcoef(bf16, fp32)[0, 1] > 0.995  # bf16 keeps 8 mantissa bits
 
 
+@pytest.mark.slow
 def test_train_bin_fraction_and_backbone_heads(fresh_run, backbone, tmp_path):
     _embed(fresh_run, backbone, train_bin_fraction=0.125, store_backbone_outputs=True, batch_size=4)
     run = Run(fresh_run)

@@ -212,6 +212,7 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     assert dom.count('class="sortable"') >= 4
 
 
+@pytest.mark.slow
 def test_compare_run_and_whole_chromosome_prediction(demo_run, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(demo_run, other)

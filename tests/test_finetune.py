@@ -43,6 +43,7 @@ def test_trainable_modes_and_lora_targets(demo_run):
     assert not any(n.endswith((".to_k", ".to_out")) or n.startswith("_heads") for n in names)
 
 
+@pytest.mark.slow
 def test_the_finetuned_model_describes_itself_and_loads_without_the_tool(finetuned):
     from enformer_pytorch import Enformer
     from safetensors.torch import load_file
@@ -69,6 +70,7 @@ def test_the_finetuned_model_describes_itself_and_loads_without_the_tool(finetun
     np.testing.assert_allclose(stored, direct, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluation_from_sequence_equals_embeddings_of_the_finetuned_trunk(finetuned, tmp_path):
     """The fine-tuned model evaluated from sequence = its head on freshly computed embeddings of
     its trunk (embedded as a backbone of its own, float32)."""

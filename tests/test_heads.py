@@ -72,6 +72,7 @@ def _synthetic_source(tmp_path, name, n_windows, rng, weight, bias, bins=32):
     return WindowSource(group["x"], group["y"], np.arange(n_tracks)), rates, y
 
 
+@pytest.mark.slow
 def test_training_recovers_a_known_linear_softplus_head(tmp_path):
     rng = np.random.default_rng(0)
     dim, n_tracks = 16, 4
@@ -172,6 +173,7 @@ def test_head_refused_on_a_run_with_other_geometry(demo_run, tmp_path):
         load_head(other / "heads" / "default").check_compatible(Run(other))
 
 
+@pytest.mark.slow
 def test_subset_heads_mlp_and_losses(demo_run, tmp_path):
     from enformer_transfer.cli import main
 

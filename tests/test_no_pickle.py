@@ -44,6 +44,7 @@ def _copy(demo_run, tmp_path) -> pathlib.Path:
         "dar", "report", "weights", "predictions", "variants", "contributions", "motifs"))
 
 
+@pytest.mark.slow
 def test_a_pickle_payload_as_head_pt_is_never_run(demo_run, tmp_path, capsys):
     run_dir = _copy(demo_run, tmp_path)
     marker = tmp_path / "MARKER"

@@ -230,6 +230,7 @@ ENCODE = ["HepG2", "cardiac fibroblast female", "GM03348", "GM12865", "K562", "a
           "fibroblast of lung", "keratinocyte female", "IMR-90", "H1"]
 
 
+@pytest.mark.slow
 def test_figures_have_no_overlapping_or_clipped_labels(measured, tmp_path):
     import numpy as np
 

@@ -176,6 +176,7 @@ def test_paths_mean_the_same_file_after_any_number_of_commands_from_any_director
     assert "changed since an earlier stage recorded it" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluation_is_stale_when_its_ridge_baseline_or_compare_run_changes(demo_run, tmp_path, capsys):
     run_dir = _copy(demo_run, tmp_path, "dar", "report")
     # the demo evaluated it with --compare-run (its random-backbone run): without it, it must be redone

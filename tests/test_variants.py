@@ -565,6 +565,7 @@ def test_skip_ref_mismatch_lists_them_and_the_null_gives_p_values(demo_run, tmp_
     assert effects.record.stats["sequences_this_run"] == 2 + 3 * 2
 
 
+@pytest.mark.slow
 def test_outputs_summaries_api_and_report(demo_run, tmp_path):
     run_dir = shutil.copytree(demo_run, tmp_path / "run", ignore=shutil.ignore_patterns("dar", "report"))
     genome = _genome(demo_run)
