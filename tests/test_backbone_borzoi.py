@@ -73,6 +73,8 @@ def test_trunk_equals_the_package_forward(model, dna):
     assert error < TOLERANCE, error
     assert _relative_error(narrower, reference[:1, 16:80]) < TOLERANCE
     assert float(reference.std(dim=1).mean()) > 1e-2  # calibrated: bins differ, activations not collapsed
+    with torch.no_grad():  # another input length on the same model: the package's position cache is renewed
+        assert FAMILY.trunk(model, 96)(dna[:1, :4096]).shape == (1, 96, 1920)
 
 
 def test_output_head_equals_the_package_forward(model, dna):

@@ -8,9 +8,13 @@ the tower. The trunk here is a plain ``nn.Sequential`` of the package's own modu
 pooling into the transformer and the upsampling it carries a tuple ``(x, skip0, skip1)``, so
 that activation checkpointing can keep only segment boundaries.
 
-Flashzoi is the same network with rotary attention through ``flash_attn``'s ``MHA`` (CUDA only):
-its folders are written and detected anywhere, but loaded only where flash-attn imports and a
-CUDA GPU is present.
+Flashzoi is the same network with rotary, grouped-query attention through ``flash_attn``'s
+``MHA``, which runs on CUDA only and in fp16/bf16 only (the embed stage's bf16 autocast on a GPU).
+Where it works: ``init`` and ``detects`` anywhere (the folder is written without flash-attn);
+``load`` and everything after it only where flash-attn imports and a CUDA GPU is present, and
+elsewhere a one-line InputError names the fix. The trunk, split and checkpoint segments are the
+Borzoi ones (the attention module is the only difference); its LoRA targets are ``mha.Wqkv`` and
+``mha.out_proj`` instead of ``to_q/to_k/to_v/to_out``.
 """
 
 from __future__ import annotations
@@ -248,15 +252,19 @@ class FlashzoiFamily(BorzoiFamily):
     kind: ClassVar[str] = "flashzoi"
     flashed: ClassVar[bool] = True
     weights_hint: ClassVar[str] = (
-        "johahi/flashzoi-replicate-0 .. -3 on the Hugging Face hub (config.json + model.safetensors, about "
-        "750 MB each; MIT); loading needs flash-attn on a CUDA GPU")
+        "johahi/flashzoi-replicate-0 .. -3 on the Hugging Face hub (config.json + model.safetensors, "
+        "the Borzoi trunk with rotary attention and both the human and mouse heads, about 0.75 GB each; MIT); "
+        "loading needs flash-attn on a CUDA GPU")
     _attention_projections: ClassVar[tuple[str, ...]] = (".mha.Wqkv", ".mha.out_proj")
 
     def init(self, out: Path, preset: str = "tiny", seed: int = 0, calibrate_batches: int = 1, **options) -> Path:
-        """A random Flashzoi folder in the published layout, written without flash-attn: the
-        trunk is a random Borzoi (BatchNorm calibrated through its own attention), whose
-        attention tensors are replaced by those of flash-attn's MHA, initialised as
-        borzoi-pytorch's ``FlashAttention`` does (Wqkv Kaiming-normal with bias 1, out_proj 0)."""
+        """A random Flashzoi folder in the published layout, written without flash-attn (which
+        needs CUDA to build the model): every tensor but the attention's comes from a random
+        Borzoi; the attention is flash-attn MHA's ``Wqkv`` (Xavier-normal, bias 0, as Borzoi's
+        ``_init_weights`` leaves every Linear) and ``out_proj`` (zero, as borzoi-pytorch's
+        ``FlashAttention`` intends). The attention branch thus starts silent, and BatchNorm is
+        calibrated through the stand-in Borzoi with its attention output silenced the same way,
+        so the statistics hold for the Flashzoi written."""
         from borzoi_pytorch import Borzoi
         from safetensors.torch import save_file
 
@@ -265,13 +273,16 @@ class FlashzoiFamily(BorzoiFamily):
             raise InputError(f"flashzoi: dim / heads must be at least 128 (its rotary embedding's width) and heads "
                              f"even (got dim {config.dim}, heads {config.heads})")
         torch.manual_seed(seed)
-        stand_in = _borzoi_config(config)
-        model = Borzoi(stand_in)
+        model = Borzoi(_borzoi_config(config))
+        for block in model.transformer:
+            nn.init.zeros_(block[0].fn[1].to_out.weight)
+            nn.init.zeros_(block[0].fn[1].to_out.bias)
         if calibrate_batches:
             calibrate_batchnorm(model, config.to_dict()[SEQ_LENGTH_KEY], calibrate_batches)
         attention = re.compile(r"transformer\.\d+\.0\.fn\.1\.")  # Residual(LayerNorm, Attention, Dropout)
         state = {k: v for k, v in model.state_dict().items() if not attention.match(k)}
-        state.update(flash_attention_state(config.dim, config.heads, config.depth))
+        for i in range(config.depth):
+            state.update(flash_attention_state(model, f"transformer.{i}.0.fn.1.mha.", config.dim))
         out = Path(out)
         with atomic_folder(out, force=True) as tmp:
             config.save_pretrained(str(tmp))
@@ -291,20 +302,17 @@ class FlashzoiFamily(BorzoiFamily):
                              "(johahi/borzoi-replicate-*)")
 
 
-def flash_attention_state(dim: int, heads: int, depth: int) -> dict[str, torch.Tensor]:
-    """The attention tensors of a random Flashzoi: flash-attn's MHA with ``heads`` query heads and
-    ``heads // 2`` key/value heads packs q, k, v into one Linear(dim, 2 * dim); rotary
-    frequencies are not stored (a non-persistent buffer)."""
-    state = {}
-    for i in range(depth):
-        prefix = f"transformer.{i}.0.fn.1.mha."
-        wqkv = torch.empty(2 * dim, dim)
-        nn.init.kaiming_normal_(wqkv, nonlinearity="relu")
-        state[prefix + "Wqkv.weight"] = wqkv
-        state[prefix + "Wqkv.bias"] = torch.ones(2 * dim)
-        state[prefix + "out_proj.weight"] = torch.zeros(dim, dim)
-        state[prefix + "out_proj.bias"] = torch.zeros(dim)
-    return state
+def flash_attention_state(model: nn.Module, prefix: str, dim: int) -> dict[str, torch.Tensor]:
+    """One block's attention tensors of a random Flashzoi: flash-attn's MHA with ``heads`` query
+    heads and ``heads // 2`` key/value heads packs q, k, v into one Linear(dim, 2 * dim)
+    (``Wqkv``), then ``out_proj`` Linear(dim, dim); its rotary frequencies are not stored (a
+    non-persistent buffer). ``Wqkv`` is initialised by the package's own ``_init_weights``."""
+    wqkv, out_proj = nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+    model._init_weights(wqkv)
+    nn.init.zeros_(out_proj.weight)
+    nn.init.zeros_(out_proj.bias)
+    return {prefix + "Wqkv.weight": wqkv.weight.detach(), prefix + "Wqkv.bias": wqkv.bias.detach(),
+            prefix + "out_proj.weight": out_proj.weight.detach(), prefix + "out_proj.bias": out_proj.bias.detach()}
 
 
 def _borzoi_config(config):
