@@ -243,3 +243,13 @@ def test_flashzoi_writes_its_layout_and_says_what_it_needs(folder, tmp_path):
         FlashzoiFamily().load(str(folder))
     assert "flash-attn on a CUDA GPU" in str(caught.value) and "--kind borzoi" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_the_full_preset_has_the_published_size():
+    """185,892,699 float32 parameters: the 744 MB of johahi/borzoi-replicate-*'s weights."""
+    from borzoi_pytorch import Borzoi
+
+    model = Borzoi(FAMILY.preset_config("full"))
+    assert sum(p.numel() for p in model.parameters()) == 185_892_699
+    assert FAMILY.geometry(model) == FAMILY.geometry(model).__class__(524_288, 32, 6144, 1920)
