@@ -193,6 +193,15 @@ def test_unreadable_folders_and_code_running_weights_are_refused(tiny, tmp_path)
         FAMILY.load(str(tiny), organism="dragon")
 
 
+def test_a_download_folder_is_detected_and_a_missing_fold_named(tmp_path):
+    (tmp_path / "alphagenome_metadata.json").write_text("{}")
+    assert not AlphaGenomeFamily.detects(tmp_path)
+    (tmp_path / "alphagenome_fold_0.safetensors").write_bytes(b"")
+    assert AlphaGenomeFamily.detects(tmp_path)
+    with pytest.raises(InputError, match="alphagenome_all_folds.safetensors.*--fold all_folds"):
+        FAMILY.load(str(tmp_path))
+
+
 class _Payload:
     """An object a weights_only load refuses to build."""
 

@@ -103,6 +103,9 @@ def _organism_index(model: nn.Module, n: int, device) -> torch.Tensor:
 
 
 def _crop(x: torch.Tensor, n_bins: int) -> torch.Tensor:
+    if n_bins > x.shape[1]:
+        raise InputError(f"AlphaGenome: {x.shape[1]} output positions cannot be cropped to {n_bins} bins; "
+                         "check the dataset's --seq-length / --n-bins")
     start = (x.shape[1] - n_bins) // 2
     return x[:, start : start + n_bins]
 
@@ -427,8 +430,11 @@ class AlphaGenomeFamily(Family):
             raise InputError(f"{path}: no {weights.name}; download it with `alphagenome-pt download "
                              f"--local-dir {path} --fold {fold}` (or pass another fold)")
         model = AlphaGenome(deepmind_config(metadata=_read_json(path / DOWNLOADED_METADATA), dtype_policy="float32"))
-        _read_weights(weights)  # refuse an unreadable file here, with our message
-        result = load_deepmind_state(model, local_dir=path, local_filename=weights.name)
+        try:  # the file exists, so this reads it (safetensors: tensors only) and downloads nothing
+            result = load_deepmind_state(model, local_dir=path, local_filename=weights.name)
+        except Exception as err:
+            reason = str(err).splitlines()[0] if str(err) else ""
+            raise InputError(f"{weights}: unreadable weights ({type(err).__name__}: {reason})") from None
         if result.missing_keys or result.unexpected_keys:
             raise InputError(f"{weights}: weights do not fit the published architecture (missing "
                              f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
