@@ -193,6 +193,24 @@ def test_unreadable_folders_and_code_running_weights_are_refused(tiny, tmp_path)
         FAMILY.load(str(tiny), organism="dragon")
 
 
+def test_a_folder_the_package_saved_loads_in_float32(tmp_path):
+    from alphagenome_pt import AlphaGenome, AlphaGenomeConfig, HeadName, synthetic_metadata
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        theirs = AlphaGenome(AlphaGenomeConfig(
+            max_seq_len=4096, num_channels=24, transformer_layers=2, num_q_heads=2, pair_heads=2, pos_channels=8,
+            dtype_policy="bfloat16", metadata=synthetic_metadata(heads=[HeadName.DNASE], num_tracks=2)))
+    theirs.save(tmp_path / "theirs")
+    assert AlphaGenomeFamily.detects(tmp_path / "theirs")
+    model = FAMILY.load(str(tmp_path / "theirs"))
+    assert FAMILY.describe(model)["organism"] == "organism_0"
+    assert next(model.parameters()).dtype == torch.float32 and FAMILY.geometry(model).seq_length == 4096
+    x = _onehot(1, 4096)
+    with torch.no_grad():
+        assert _relative_error(FAMILY.trunk(model, 32)(x), model.embed(x).embeddings_128bp) < 2e-3
+
+
 def test_a_download_folder_is_detected_and_a_missing_fold_named(tmp_path):
     (tmp_path / "alphagenome_metadata.json").write_text("{}")
     assert not AlphaGenomeFamily.detects(tmp_path)

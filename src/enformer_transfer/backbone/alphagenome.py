@@ -383,10 +383,11 @@ class AlphaGenomeFamily(Family):
         else:
             raise InputError(f"{path}: backbone folder not found")
         resolution = int(options.pop("resolution", saved.get("resolution", 128)))
-        organism = str(options.pop("organism", saved.get("organism", "human")))
+        organisms = model.metadata.get_organisms()
+        organism = str(options.pop("organism", saved.get("organism", "human" if "human" in organisms else organisms[0])))
         if options:
             raise InputError(f"backbone {source}: unknown options {sorted(options)} (use resolution, organism, fold)")
-        _check_options(resolution, organism, model.metadata.get_organisms(), f"backbone {source}")
+        _check_options(resolution, organism, organisms, f"backbone {source}")
         model._et_options = Options(int(saved.get("seq_length", model.max_seq_len)), resolution, organism)
         return model.eval()
 
@@ -406,6 +407,7 @@ class AlphaGenomeFamily(Family):
             raise InputError(f"{path}: no weights ({' or '.join(WEIGHTS)}) next to config.json")
         package_keys = {k: v for k, v in saved.items() if k not in ("model_type", "seq_length", "resolution",
                                                                     "organism", "package_version")}
+        package_keys["dtype_policy"] = "float32"  # float32 parameters; the trunk follows the caller's autocast
         try:
             config = AlphaGenomeConfig(**package_keys, metadata=Metadata(_read_json(path / METADATA)))
             model = AlphaGenome(config)
