@@ -65,8 +65,9 @@ def test_trunk_equals_the_package_embed_and_own_tracks_its_predictions(tiny):
     assert _relative_error(tracks, expected) < 2e-3 and (tracks >= 0).all()
     assert FAMILY.output_weights(model).shape == (9, 192) and len(FAMILY.output_track_names(model)) == 9
     mouse = FAMILY.load(str(tiny), organism="mouse")
+    short = _onehot()
     with torch.no_grad():
-        assert _relative_error(FAMILY.trunk(mouse, 128)(x), mouse.embed(x, organism_index=1).embeddings_128bp) < 2e-3
+        assert _relative_error(FAMILY.trunk(mouse, 64)(short), mouse.embed(short, organism_index=1).embeddings_128bp) < 2e-3
         assert FAMILY.output_head(mouse)(ours).shape[-1] == 3 + 2 + 2
 
 
@@ -96,6 +97,17 @@ def test_segments_and_split_rebuild_the_trunk(tiny):
     state.square().mean().backward()
     assert model.transformer_tower.blocks[0].mha.q_layer.weight.grad is not None
     assert torch.allclose(state.detach(), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_the_trunk_follows_the_callers_autocast(tiny):
+    model = FAMILY.load(str(tiny))
+    trunk = FAMILY.trunk(model, 64)
+    x = _onehot()
+    with torch.no_grad():
+        full = trunk(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = trunk(x)
+    assert 0 < _relative_error(low.float(), full) < 0.1  # bfloat16 compute, not float32
 
 
 def test_batchnorm_statistics_stay_frozen_in_training(tiny):
