@@ -211,7 +211,8 @@ def test_bad_inputs(fresh_run, backbone, tmp_path, capsys):
     fails(base + ["--backbone", str(tmp_path / "empty")], "no config.json")
     fails(base + ["--backbone", "EleutherAI/enformer-official-rough"], "huggingface-cli download", "--allow-download")
     wrong = init_backbone(tmp_path / "wrong", seed=0, **{**TINY, "n_bins": 128}, num_downsamples=6)
-    fails(base + ["--backbone", str(wrong)], "pools the sequence by 64 bp", "bin_size is 128")
+    fails(base + ["--backbone", str(wrong)], "(enformer) has 64-bp bins", "bin_size is 128",
+          "rebuild the dataset with --bin-size 64 --seq-length 14080 --n-bins 128")
     (tmp_path / "nodata").mkdir()
     fails(["embed", str(tmp_path / "nodata"), "--backbone", str(backbone)], "no finished dataset stage")
     fails(base + ["--backbone", str(backbone), "--splits", "test,holdout"], "no split holdout")
