@@ -189,8 +189,9 @@ def test_two_processes_gloo(fresh_run, backbone, tmp_path):
                                    np.asarray(Run(single).embeddings(split)).astype(np.float32), rtol=2**-9, atol=1e-4)
 
 
-def test_skip_when_up_to_date_and_refuse_other_backbone(fresh_run, backbone, tmp_path, caplog):
+def test_skip_when_up_to_date_and_refuse_other_backbone(fresh_run, backbone, tmp_path, caplog, capsys):
     _embed(fresh_run, backbone, splits=["test"])
+    assert "embed: Enformer 64 x 96 float16 = 12.3 kB per window" in capsys.readouterr().out  # the plan's size
     _embed(fresh_run, backbone, splits=["test"])
     assert "up to date" in caplog.text
     other = init_backbone(tmp_path / "other", seed=2, **TINY)
