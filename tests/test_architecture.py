@@ -134,3 +134,25 @@ def test_run_directory_names_only_in_layout():
     offenders = sorted(f"{path.relative_to(SRC)}: {s!r}" for path in SRC.rglob("*.py") if path != layout
                        for s in _strings(path) & names)
     assert offenders == []
+
+
+MODEL_PACKAGES = ("enformer_pytorch", "borzoi_pytorch", "alphagenome_pt")
+
+
+def test_only_backbone_modules_import_a_model_package():
+    """One adapter per backbone family (backbone/base.py): no module outside backbone/ imports
+    enformer-pytorch, borzoi-pytorch or alphagenome-pt (imports inside functions too)."""
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if path.relative_to(SRC).parts[0] == "backbone":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.relative_to(SRC)}:{node.lineno} {n}" for n in names
+                          if n.split(".")[0] in MODEL_PACKAGES]
+    assert offenders == []

@@ -33,7 +33,7 @@ def test_every_option_says_what_it_does():
 
 def test_help_shows_defaults(capsys):
     for argv, expected in ((["train", "--help"], ["(default: default)", "(default: auto)", "(default: linear)"]),
-                           (["backbone", "init", "--help"], ["(default: 1536)", "(default: 896)"]),
+                           (["backbone", "init", "--help"], ["(default: full)", "(default: enformer)", "full: 1536", "full: 896"]),
                            (["tfrecords", "export", "--help"], ["(default: 256)"]),
                            (["demo", "--help"], ["(default: demo-run)"]),
                            (["embed", "--help"], ["(default: "])):

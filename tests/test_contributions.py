@@ -14,12 +14,12 @@ from enformer_transfer import Run
 from enformer_transfer.backbone.model import SequenceModel, load_sequence_model
 from enformer_transfer.cli import main
 from enformer_transfer.interpret.attribution import (
-    TrunkSplit,
     actual_from_hypothetical,
     hypothetical_from_gradients,
     in_silico_mutagenesis,
     input_gradients,
     mutants,
+    trunk_split,
 )
 
 
@@ -56,7 +56,7 @@ def _by_hand(model, x, bins, weights):
 
 def test_input_gradients_equal_autograd_by_hand(model_and_inputs):
     model, x, bins, weights, g = model_and_inputs
-    assert TrunkSplit.of(model) is not None  # the fast path is the one tested
+    assert trunk_split(model) is not None  # the fast path is the one tested
     window = (g.seq_length // 2 - 150, g.seq_length // 2 + 150)
     grads, scalars = input_gradients(model, x, bins, weights, window)
     expected, expected_scalars = _by_hand(model, x, bins, weights)
@@ -89,7 +89,7 @@ def test_batched_over_tracks_equals_a_loop_over_tracks(model_and_inputs):
 def test_a_trunk_of_another_shape_falls_back_to_direct_autograd(model_and_inputs):
     model, x, bins, weights, g = model_and_inputs
     other = SequenceModel(torch.nn.Sequential(torch.nn.Identity(), *model.trunk), model.head)  # not the 7-part layout
-    assert TrunkSplit.of(other) is None
+    assert trunk_split(other) is None
     window = (g.seq_length // 2 - 20, g.seq_length // 2 + 20)
     direct, _ = input_gradients(other, x, bins, weights, window)
     split, _ = input_gradients(model, x, bins, weights, window)
@@ -138,13 +138,15 @@ def test_deeplift_shap_sums_to_the_output_difference(model_and_inputs, head_kind
     """DeepLIFT/SHAP with the Enformer rules: the actual contributions of each region sum to its
     scalar minus the references' mean (within 1e-3 relative), for the linear + softplus head and
     an MLP head (torch GELU); without the rules they do not."""
+    from enformer_transfer.backbone.enformer import enformer_rules
     from enformer_transfer.heads.models import MLPHead
-    from enformer_transfer.interpret.deeplift import deep_lift_shap, enformer_rules
+    from enformer_transfer.interpret.deeplift import deep_lift_shap
 
     model, x, bins, weights, g = model_and_inputs
     if head_kind == "mlp":
         torch.manual_seed(0)
-        model = SequenceModel(model.trunk, MLPHead(model.head.weight.shape[1], model.head.weight.shape[0], 16)).eval()
+        model = SequenceModel(model.trunk, MLPHead(model.head.weight.shape[1], model.head.weight.shape[0], 16),
+                              family=model.family).eval()
     with torch.no_grad(), enformer_rules(model):
         swapped = model(torch.from_numpy(x[:1]))
     np.testing.assert_allclose(swapped.numpy(), model(torch.from_numpy(x[:1])).detach().numpy(), rtol=1e-6)

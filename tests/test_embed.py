@@ -189,8 +189,9 @@ def test_two_processes_gloo(fresh_run, backbone, tmp_path):
                                    np.asarray(Run(single).embeddings(split)).astype(np.float32), rtol=2**-9, atol=1e-4)
 
 
-def test_skip_when_up_to_date_and_refuse_other_backbone(fresh_run, backbone, tmp_path, caplog):
+def test_skip_when_up_to_date_and_refuse_other_backbone(fresh_run, backbone, tmp_path, caplog, capsys):
     _embed(fresh_run, backbone, splits=["test"])
+    assert "embed: Enformer 64 x 96 float16 = 12.3 kB per window" in capsys.readouterr().out  # the plan's size
     _embed(fresh_run, backbone, splits=["test"])
     assert "up to date" in caplog.text
     other = init_backbone(tmp_path / "other", seed=2, **TINY)
@@ -211,7 +212,8 @@ def test_bad_inputs(fresh_run, backbone, tmp_path, capsys):
     fails(base + ["--backbone", str(tmp_path / "empty")], "no config.json")
     fails(base + ["--backbone", "EleutherAI/enformer-official-rough"], "huggingface-cli download", "--allow-download")
     wrong = init_backbone(tmp_path / "wrong", seed=0, **{**TINY, "n_bins": 128}, num_downsamples=6)
-    fails(base + ["--backbone", str(wrong)], "pools the sequence by 64 bp", "bin_size is 128")
+    fails(base + ["--backbone", str(wrong)], "(enformer) has 64-bp bins", "bin_size is 128",
+          "rebuild the dataset with --bin-size 64 --seq-length 14080 --n-bins 128")
     (tmp_path / "nodata").mkdir()
     fails(["embed", str(tmp_path / "nodata"), "--backbone", str(backbone)], "no finished dataset stage")
     fails(base + ["--backbone", str(backbone), "--splits", "test,holdout"], "no split holdout")

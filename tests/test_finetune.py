@@ -13,8 +13,9 @@ import torch
 from _kill import kill_when, without_quiet, written_twice
 
 from enformer_transfer import InputError, Run, as_config, embed_run, evaluate_head
+from enformer_transfer.backbone.enformer import EnformerFamily
 from enformer_transfer.cli import main
-from enformer_transfer.finetune.adapt import lora_targets, parse_trainable
+from enformer_transfer.finetune.adapt import parse_trainable
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_trainable_modes_and_lora_targets(demo_run):
             parse_trainable(bad)
     from enformer_pytorch import Enformer
 
-    names = lora_targets(Enformer.from_pretrained(str(demo_run.parent / "backbone")))
+    names = EnformerFamily().lora_targets(Enformer.from_pretrained(str(demo_run.parent / "backbone")))
     assert {"transformer.0.0.fn.1.to_q", "transformer.0.0.fn.1.to_v", "transformer.0.1.fn.1",
             "transformer.0.1.fn.4", "stem.0", "final_pointwise.1.2"} <= set(names)
     assert not any(n.endswith((".to_k", ".to_out")) or n.startswith("_heads") for n in names)

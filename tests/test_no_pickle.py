@@ -76,7 +76,8 @@ def test_a_pickle_in_place_of_the_head_weights_is_refused_not_run(demo_run, tmp_
 
 
 def test_a_pickle_payload_in_a_finetuned_trunk_or_a_backbone_is_refused_not_run(demo_run, tmp_path):
-    from enformer_transfer.backbone.load import load_backbone, load_enformer
+    from enformer_transfer.backbone.enformer import EnformerFamily
+    from enformer_transfer.backbone.load import load_backbone
 
     marker = tmp_path / "MARKER"
     backbone = tmp_path / "backbone"
@@ -91,7 +92,7 @@ def test_a_pickle_payload_in_a_finetuned_trunk_or_a_backbone_is_refused_not_run(
     with pytest.raises(Exception, match="pytorch_model.bin"):  # its recorded fingerprint refuses it first
         Run(run_dir).head("finetuned").load_trunk()
     with pytest.raises(IntegrityError, match="trunk: refused"):  # and the loader itself, without a fingerprint
-        load_enformer(str(trunk.parent))
+        EnformerFamily().load(str(trunk.parent))
     assert not marker.exists()
 
 

@@ -29,7 +29,7 @@ _EXPORTS = {
     # tracks
     "fetch": ".data.fetch", "make_targets_table": ".targets.table",
     "build_targets_table": ".targets.table", "read_targets_table": ".targets.table",
-    "init_backbone": ".backbone.load",
+    "init_backbone": ".backbone.load", "backbone_info": ".backbone.info", "get_family": ".backbone.families",
     # stages, by their descriptive and their command names (the registry: stages/__init__.py)
     **public_names(),
     "run_pipeline": ".pipeline", "run_demo": ".pipeline",

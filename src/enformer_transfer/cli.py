@@ -285,13 +285,28 @@ def cmd_tfrecords_import(args) -> int:
     return 0
 
 
-def cmd_backbone_init(args) -> int:
-    from .backbone.load import init_backbone
+ENFORMER_INIT_OPTIONS = ("dim", "depth", "heads", "attn_dim_key", "num_downsamples", "n_bins", "human_tracks",
+                         "calibrate_batches")
 
-    out = init_backbone(args.out, dim=args.dim, depth=args.depth, heads=args.heads, attn_dim_key=args.attn_dim_key,
-                        num_downsamples=args.num_downsamples, n_bins=args.n_bins, human_tracks=args.human_tracks,
-                        seed=args.seed, calibrate_batches=args.calibrate_batches)
-    print(f"backbone: random Enformer (dim {args.dim}, depth {args.depth}, heads {args.heads}) -> {out}")
+
+def cmd_backbone_init(args) -> int:
+    from .backbone.families import get_family
+
+    family = get_family(args.kind)
+    options = {k: getattr(args, k) for k in ENFORMER_INIT_OPTIONS if getattr(args, k) is not None}
+    out = family.init(args.out, args.preset, args.seed, **options)
+    print(f"backbone: random {family.display_name or family.kind} ({args.preset} preset"
+          f"{''.join(f', {k} {v}' for k, v in options.items())}) -> {out}")
+    return 0
+
+
+def cmd_backbone_info(args) -> int:
+    import json
+
+    from .backbone.info import backbone_info, info_lines
+
+    info = backbone_info(args.folder)
+    print(json.dumps(info, indent=2) if args.json else "\n".join(info_lines(info)))
     return 0
 
 
@@ -423,23 +438,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_console(t)
     t.set_defaults(func=cmd_tfrecords_import)
 
-    p = command(sub, "backbone", "backbones: a random Enformer of any size, or pretrain a small one")
-    bsub = p.add_subparsers(dest="backbone_command", required=True, metavar="{init,pretrain}")
-    b = command(bsub, "init", "write a randomly initialised Enformer (any size) in the real weights' format")
+    from .backbone.families import FAMILIES
+
+    p = command(sub, "backbone", "backbones: a random one of any family, what a folder holds, or pretrain a small one")
+    bsub = p.add_subparsers(dest="backbone_command", required=True, metavar="{init,info,pretrain}")
+    b = command(bsub, "init", "write a randomly initialised backbone in its published weights' format")
+    b.add_argument("--kind", choices=list(FAMILIES), default="enformer", help="backbone family")
+    b.add_argument("--preset", choices=["tiny", "full"], default="full",
+                   help="tiny: small and fast on a CPU (tests, demos); full: the published architecture")
     b.add_argument("--out", type=Path, required=True, help="backbone folder to write")
-    b.add_argument("--dim", type=int, default=1536, help="model width (Enformer: 1536)")
-    b.add_argument("--depth", type=int, default=11, help="transformer blocks (Enformer: 11)")
-    b.add_argument("--heads", type=int, default=8, help="attention heads (Enformer: 8)")
-    b.add_argument("--attn-dim-key", type=int, default=64, help="attention key size (Enformer: 64)")
-    b.add_argument("--num-downsamples", type=int, default=7, help="bin size = 2 ** this (Enformer: 7, 128 bp)")
-    b.add_argument("--n-bins", "--target-length", dest="n_bins", type=int, default=896,
-                   help="output bins per window (Enformer: 896)")
-    b.add_argument("--human-tracks", type=int, default=5313, help="tracks of the human output head (Enformer: 5313)")
     b.add_argument("--seed", type=int, default=0, help="random seed of the weights")
-    b.add_argument("--calibrate-batches", type=int, default=2,
-                   help="batches of random DNA that set the BatchNorm statistics (0: none)")
+    e = b.add_argument_group("Enformer options (default: the preset's; full = the published Enformer)")
+    e.add_argument("--dim", type=int, help="model width (full: 1536, tiny: 48)")
+    e.add_argument("--depth", type=int, help="transformer blocks (full: 11, tiny: 1)")
+    e.add_argument("--heads", type=int, help="attention heads (full: 8, tiny: 2)")
+    e.add_argument("--attn-dim-key", type=int, help="attention key size (full: 64, tiny: 16)")
+    e.add_argument("--num-downsamples", type=int, help="bin size = 2 ** this (7: 128 bp)")
+    e.add_argument("--n-bins", "--target-length", dest="n_bins", type=int,
+                   help="output bins per window (full: 896, tiny: 64)")
+    e.add_argument("--human-tracks", type=int, help="tracks of the human output head (full: 5313, tiny: 8)")
+    e.add_argument("--calibrate-batches", type=int,
+                   help="batches of random DNA that set the BatchNorm statistics (0: none; default 2)")
     _add_console(b)
     b.set_defaults(func=cmd_backbone_init)
+    b = command(bsub, "info", "what a backbone folder holds: kind, package, size, geometry, weights' sha256")
+    b.add_argument("folder", type=Path, metavar="DIR", help="the backbone folder")
+    b.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    _add_console(b)
+    b.set_defaults(func=cmd_backbone_info)
     for stage in STAGES:
         if stage.command.startswith("backbone "):
             _add_stage(bsub, stage, command)

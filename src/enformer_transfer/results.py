@@ -22,7 +22,7 @@ class Run(RunDirectory):
         for recorded in self.embeddings_record.key["backbone"].get("files", []):
             verify_fingerprint(recorded, "a backbone weights file", fix)
         e = self.embed_config
-        return load_backbone(e.backbone, self.geometry, e.tf_gamma, e.allow_download, device)
+        return load_backbone(e.backbone, self.geometry, e.tf_gamma, e.allow_download, device, e.backbone_kind)
 
     def head(self, name: str):
         """A trained head (torch module + metadata, ``.predict(embeddings)``), checked against this run."""

@@ -53,16 +53,34 @@ class TrunkSplit:
     local: nn.Module
     rest: nn.Module
     stride: int
-    half_width: int
+    half_width: int  # bp on each side of a local output position that can change it
+
+    def crop(self, start: int, end: int, length: int) -> tuple[int, int]:
+        """Input positions [a, b) around the window [start, end) whose local outputs are exact
+        (as in the whole input) wherever the window can change them: twice the receptive
+        field on each side, on the pooling grid, clipped to the input (whose edges the whole
+        input shares)."""
+        margin = 2 * self.half_width + self.stride
+        a = max(0, (start - margin) // self.stride * self.stride)
+        b = min(length, -(-(end + margin) // self.stride) * self.stride)
+        return a, b
+
+    def affected(self, start: int, end: int, length: int) -> tuple[int, int]:
+        """Local output positions [p, q) that a change inside [start, end) can change."""
+        p = max(0, (start - self.half_width) // self.stride)
+        q = min(length // self.stride, -(-(end + self.half_width) // self.stride))
+        return p, q
 
 
 class Family(ABC):
     """One backbone family. Subclasses are stateless: every method takes the model."""
 
     kind: ClassVar[str]  # "enformer" | "borzoi" | "flashzoi" | "alphagenome"
+    display_name: ClassVar[str] = ""  # how messages name it ("Enformer"); the kind when empty
     package: ClassVar[str]  # the distribution that implements it, e.g. "enformer-pytorch"
     presets: ClassVar[tuple[str, ...]] = ("tiny", "full")
     weights_hint: ClassVar[str] = ""  # where the published weights are, how big, under what licence
+    load_options: ClassVar[tuple[str, ...]] = ()  # keyword options ``load`` takes beyond source (e.g. "tf_gamma")
 
     # --- folders -------------------------------------------------------------------------
     @classmethod
@@ -83,7 +101,9 @@ class Family(ABC):
 
     @abstractmethod
     def save(self, model: nn.Module, folder: Path) -> None:
-        """Write ``model`` (e.g. a fine-tuned trunk, adapters merged) as a folder ``load`` reads."""
+        """Write ``model`` (e.g. a fine-tuned trunk, adapters merged) into ``folder`` (created when
+        absent; other files left alone) so that ``load`` reads it. Not atomic: callers write into
+        a partial folder (``fs.atomic_folder``) and rename it."""
 
     # --- geometry and forward ------------------------------------------------------------
     @abstractmethod
@@ -117,6 +137,19 @@ class Family(ABC):
         """Embeddings (B, bins, dim) -> the backbone's own tracks (B, bins, tracks), non-negative,
         for the zero-shot baseline; None when the model has no output head."""
         return None
+
+    def output_tracks(self, model: nn.Module) -> int:
+        """How many tracks ``output_head`` predicts (0 without one). The default runs the head
+        on one bin of zeros; a family that knows the number from its config says it directly."""
+        head = self.output_head(model)
+        if head is None:
+            return 0
+        import torch
+
+        parameter = next(head.parameters(), None)
+        device = parameter.device if parameter is not None else "cpu"
+        with torch.no_grad():
+            return int(head(torch.zeros(1, 1, self.geometry(model).embedding_dim, device=device)).shape[-1])
 
     def output_weights(self, model: nn.Module):
         """The own head's linear weights (tracks, dim) as a tensor, or None (weight similarity)."""

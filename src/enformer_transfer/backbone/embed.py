@@ -1,5 +1,5 @@
 """The embed stage's work (``stages/embed.py`` runs it):
-Enformer's trunk over every window -> (windows, bins, dim) store, resumable.
+the backbone's trunk over every window -> (windows, bins, dim) store, resumable.
 
 One-hot inputs are prepared in DataLoader workers, the trunk runs in batches (bf16 autocast
 on GPU), and a writer thread stores finished batches while the next one computes. Each
@@ -40,6 +40,7 @@ from ..rundir.config import EmbedConfig, Geometry, RunConfig
 from ..rundir.layout import EmbeddingsFolder, RunLayout
 from ..rundir.provenance import StageDir
 from ..rundir.run import RunDirectory
+from .info import size_text
 from .inputs import WindowSequences
 from .load import Backbone, load_backbone, resolve_backbone
 
@@ -97,10 +98,11 @@ def plan_embed(config: RunConfig) -> EmbedPlan:
     dist = dist_from_env()
     device = resolve_device(e.device, dist)
     precision = resolve_precision(e.precision, device)
-    backbone = load_backbone(e.backbone, run.geometry, e.tf_gamma, e.allow_download, str(device))
-    n_outputs = backbone.head_sizes.get("human", 0) if e.store_backbone_outputs else 0
+    backbone = load_backbone(e.backbone, run.geometry, e.tf_gamma, e.allow_download, str(device), e.backbone_kind)
+    n_outputs = backbone.output_tracks if e.store_backbone_outputs else 0
     if e.store_backbone_outputs and not n_outputs:
-        raise InputError(f"backbone {e.backbone} has no human head whose output tracks could be stored")
+        raise InputError(f"backbone {e.backbone} ({backbone.kind}) has no output head whose tracks could be stored; "
+                         "drop --store-backbone-outputs")
     windows = {s: run.windows(s) for s in e.splits}
     keep = {s: kept_bins(s, run.geometry.n_bins, e.train_bin_fraction) for s in e.splits}
     return EmbedPlan(config, run, backbone, device, precision, dist, windows, keep, n_outputs)
@@ -110,6 +112,8 @@ def build_embeddings(plan: EmbedPlan, folder: EmbeddingsFolder, state: str, prog
     from ..devices import barrier
 
     started = time.time()
+    if plan.dist.primary:
+        print(plan_message(plan), flush=True)
     if plan.dist.primary and state == "fresh":
         allocate(plan, folder)
     barrier(plan.dist)
@@ -118,6 +122,18 @@ def build_embeddings(plan: EmbedPlan, folder: EmbeddingsFolder, state: str, prog
     embed_windows(plan, folder, todo, progress)
     barrier(plan.dist)
     return finish_embed(plan, folder, sum(len(left) for _, left in todo), started) if plan.dist.primary else {}
+
+
+def plan_message(plan: EmbedPlan) -> str:
+    """One line: the backbone, the store's size per window (bins x width x bytes) and in all."""
+    dtype = plan.settings.storage_dtype
+    per_window = plan.geometry.n_bins * plan.backbone.embedding_dim * (2 if dtype == "float16" else 4)
+    total = sum(len(w) * _bytes_per_window(plan, s) for s, w in plan.windows.items())
+    n_windows = sum(len(w) for w in plan.windows.values())
+    name = plan.backbone.family.display_name or plan.backbone.kind
+    return (f"embed: {name} {plan.geometry.n_bins:,} x {plan.backbone.embedding_dim:,} {dtype} = "
+            f"{size_text(per_window)} per window; {n_windows:,} windows, {size_text(total)} in all "
+            f"({plan.backbone.source} on {plan.device})")
 
 
 def _bytes_per_window(plan: EmbedPlan, split: str) -> int:
@@ -181,9 +197,8 @@ def embed_windows(plan: EmbedPlan, folder: EmbeddingsFolder, todo: list[tuple[st
     import torch
 
     e, device, geometry = plan.settings, plan.device, plan.geometry
-    model = plan.backbone.model
-    trunk = torch.compile(model.trunk) if e.compile else model.trunk
-    head = model.heads["human"] if plan.n_outputs else None
+    trunk = torch.compile(plan.backbone.trunk) if e.compile else plan.backbone.trunk
+    head = plan.backbone.output_head if plan.n_outputs else None
     n_todo = sum(len(left) for _, left in todo)
     bar = Progress(n_todo, f"embed (rank {plan.dist.rank})" if plan.dist.active else "embed", enabled=progress)
     writer = _Writer(folder, plan.dist.rank)
@@ -238,15 +253,13 @@ def finish_embed(plan: EmbedPlan, folder: EmbeddingsFolder, n_embedded: int, sta
     write_json_atomic(folder.checksums, checksums)
     seconds = time.time() - started
     gb = sum(f.stat().st_size for f in folder.path.rglob("*") if f.is_file()) / 1e9
-    config = plan.backbone.model.config.to_dict()
     stats = {
         "windows": {s: len(w) for s, w in plan.windows.items()}, "embedding_dim": plan.backbone.embedding_dim,
         "bins_kept": plan.kept_bins, "precision": plan.precision, "device": str(plan.device),
         "world_size": plan.dist.world, "seconds": round(seconds, 2), "windows_this_run": n_embedded,
         "gb": round(gb, 3),
-        "backbone": {"source": plan.backbone.source, "tf_gamma": plan.backbone.tf_gamma,
-                     "config": {k: v for k, v in config.items() if k in
-                                ("dim", "depth", "heads", "num_downsamples", "output_heads", "attn_dim_key")}},
+        "backbone": {"source": plan.backbone.source, "kind": plan.backbone.kind, "tf_gamma": plan.backbone.tf_gamma,
+                     "config": plan.backbone.family.describe(plan.backbone.model)},
     }
     print(f"embed: {n_embedded} windows in {seconds:.1f} s, {n_embedded / max(seconds, 1e-9):.2f} windows/s, "
           f"{gb:.4f} GB written -> {RunLayout(plan.config.run_dir).embeddings.path}", flush=True)

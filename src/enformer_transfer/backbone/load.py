@@ -1,35 +1,52 @@
-"""Enformer backbones: load from a local directory (or, explicitly, the hub); create random ones.
+"""Backbones: load one from a local directory (or, explicitly, the hub) through its family;
+create random ones.
 
-A backbone directory has ``config.json`` + ``pytorch_model.bin`` (or ``model.safetensors``),
-the format of ``EleutherAI/enformer-official-rough``. Weights never come from the network
-unless ``allow_download`` is set, and never run code: safetensors, or a ``.bin`` read with
-``weights_only=True`` (a pickle payload is refused).
+A backbone directory has ``config.json`` + ``pytorch_model.bin`` (or ``model.safetensors``);
+its family (``families.detect_family``) is read from config.json. Weights never come from the
+network unless ``allow_download`` is set, and never run code: safetensors, or a ``.bin`` read
+with ``weights_only=True`` (a pickle payload is refused).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, IntegrityError
-from ..fs import atomic_folder
+from ..errors import InputError
 from ..genome.geometry import Geometry
 from ..rundir.layout import WEIGHT_FILES, BackboneFolder
 from ..rundir.provenance import file_fingerprint
+from .base import Family
+from .families import DEFAULT_KIND, detect_family, get_family
 
 
 @dataclass
 class Backbone:
-    model: object  # enformer_pytorch.Enformer, in eval mode
+    model: object  # the family package's own model, in eval mode
     source: str
     tf_gamma: bool
     embedding_dim: int
     fingerprint: dict
+    family: Family
+    n_bins: int  # the bins its trunk is cropped to (the dataset's)
 
     @property
-    def head_sizes(self) -> dict[str, int]:
-        return dict(self.model.config.output_heads)
+    def kind(self) -> str:
+        return self.family.kind
+
+    @property
+    def trunk(self):
+        """One-hot (B, L, 4) -> embeddings (B, n_bins, dim), sharing the model's parameters."""
+        return self.family.trunk(self.model, self.n_bins)
+
+    @property
+    def output_head(self):
+        """Embeddings -> the backbone's own tracks, or None."""
+        return self.family.output_head(self.model)
+
+    @property
+    def output_tracks(self) -> int:
+        return self.family.output_tracks(self.model)
 
 
 def _download_hint(name: str) -> str:
@@ -60,88 +77,45 @@ def resolve_backbone(name_or_dir: str | Path, allow_download: bool = False) -> t
     raise InputError(f"{path}: backbone directory not found")
 
 
+def backbone_family(name_or_dir: str | Path, allow_download: bool = False, kind: str | None = None) -> Family:
+    """The family of a backbone folder (read from its config.json), or of a hub name (``kind``,
+    default Enformer); a folder of another kind than ``kind`` is refused."""
+    _, path = resolve_backbone(name_or_dir, allow_download)
+    if path is None:
+        return get_family(kind or DEFAULT_KIND)
+    family = detect_family(path)
+    if kind is not None and kind != family.kind:
+        raise InputError(f"{path}: a {family.kind} backbone, not {kind} (drop --backbone-kind or pass {family.kind})")
+    return family
+
+
 def load_backbone(
     name_or_dir: str | Path,
     geometry: Geometry,
     tf_gamma: bool = False,
     allow_download: bool = False,
     device: str = "cpu",
+    kind: str | None = None,
 ) -> Backbone:
-    """Load Enformer, check it produces ``geometry``'s bins, set its output crop to n_bins.
-
-    ``tf_gamma`` is explicit (enformer-pytorch turns it on only for the literal hub name);
-    the reference study ran without it.
-    """
-    kind, path = resolve_backbone(name_or_dir, allow_download)
-    if path is not None:
-        check_geometry(json.loads(BackboneFolder(path).config.read_text()), geometry, str(path))
-    from enformer_pytorch.modeling_enformer import Attention
-
-    model = load_enformer(str(path) if path is not None else str(name_or_dir))
-    config = model.config.to_dict()
-    check_geometry(config, geometry, str(name_or_dir))
-    if tf_gamma and geometry.seq_length // geometry.bin_size != 1536:
-        raise InputError("tf_gamma needs 1,536 trunk positions (seq_length 196,608 with 128-bp bins)")
-    for module in model.modules():
-        if isinstance(module, Attention):
-            module.use_tf_gamma = tf_gamma
-    model.set_target_length(geometry.n_bins)
+    """Load a backbone through its family, check it can embed ``geometry``'s windows, crop its
+    trunk to n_bins. ``tf_gamma``: Enformer's TensorFlow positional features (the study ran without)."""
+    family = backbone_family(name_or_dir, allow_download, kind)
+    if tf_gamma and "tf_gamma" not in family.load_options:
+        raise InputError(f"backbone {name_or_dir}: tf_gamma is an option of Enformer, not of {family.kind}; "
+                         "drop --tf-gamma")
+    options = {"tf_gamma": True} if tf_gamma else {}
+    model = family.load(str(name_or_dir), **options)
+    family.check_geometry(model, geometry.seq_length, geometry.bin_size, geometry.n_bins, str(name_or_dir))
+    family.trunk(model, geometry.n_bins)  # the crop, set once: the trunk shares the model's modules
     model.eval().to(device)
+    _, path = resolve_backbone(name_or_dir, allow_download)
     if path is not None:
         files = [BackboneFolder(path).config] + BackboneFolder(path).weight_files
         fingerprint = {"source": str(path.resolve()), "files": [file_fingerprint(f) for f in files]}
     else:
         fingerprint = {"source": str(name_or_dir), "hub": True}
-    return Backbone(model, str(name_or_dir), tf_gamma, 2 * int(config["dim"]), fingerprint)
-
-
-def load_enformer(source: str, fix: str = "use the backbone's original weights"):
-    """``Enformer.from_pretrained`` of a folder (or a hub name) with ``weights_only=True``:
-    transformers reads safetensors directly and a ``pytorch_model.bin`` with
-    ``torch.load(weights_only=True)``; weights that would run code on load are refused."""
-    from enformer_pytorch import Enformer
-
-    try:
-        return Enformer.from_pretrained(source, weights_only=True)
-    except Exception as err:
-        if _needs_code(err):
-            raise IntegrityError(f"{source}: refused, loading its weights would run code (a pickle payload, not "
-                                 f"plain tensors); {fix}") from None
-        reason = str(err).splitlines()[0] if str(err) else ""
-        raise InputError(f"{source}: cannot load Enformer weights ({type(err).__name__}: {reason})") from None
-
-
-def _needs_code(err: BaseException | None) -> bool:
-    """True when ``err`` (or what caused it: transformers re-raises torch's error as an OSError)
-    is torch refusing a pickle that weights_only loading does not allow."""
-    import pickle
-
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def check_geometry(config: dict, geometry: Geometry, source: str) -> None:
-    """Refuse, before any compute, a backbone whose output bins do not match the dataset."""
-    pool = 2 ** int(config.get("num_downsamples", 7))
-    if pool != geometry.bin_size:
-        raise InputError(
-            f"backbone {source} pools the sequence by {pool} bp per output position but the "
-            f"dataset's bin_size is {geometry.bin_size}; rebuild the dataset with --bin-size {pool} "
-            "or use a matching backbone"
-        )
-    if geometry.seq_length % pool:
-        raise InputError(f"seq_length {geometry.seq_length} is not a multiple of the backbone's {pool}-bp pooling")
-    positions = geometry.seq_length // pool
-    if geometry.n_bins > positions or (positions - geometry.n_bins) % 2:
-        raise InputError(
-            f"backbone {source}: {positions} trunk positions cannot be cropped symmetrically to "
-            f"{geometry.n_bins} bins; check --seq-length / --n-bins"
-        )
+    dim = family.geometry(model).embedding_dim
+    return Backbone(model, str(name_or_dir), tf_gamma, dim, fingerprint, family, geometry.n_bins)
 
 
 def init_backbone(
@@ -157,74 +131,10 @@ def init_backbone(
     calibrate_batches: int = 2,
     stem_motifs: list[str] | None = None,
 ) -> Path:
-    """Write a randomly initialised Enformer in the real weights' format (config.json + pytorch_model.bin).
-
-    A freshly initialised Enformer's activations collapse through its many layers (the
-    embeddings of different bins then differ by ~1e-6, below float16 resolution). With
-    ``calibrate_batches`` > 0 the BatchNorm running statistics are set on that many batches
-    of random DNA (two sequences each), as a data-dependent initialisation, so that the
-    random embeddings keep their variance and carry sequence information.
-
-    ``stem_motifs`` (demos): the first filters of the stem convolution become detectors of
-    these sequences (+1 on the motif's base, -1 elsewhere, firing on a full match), a
-    stand-in for the motif detectors a real Enformer learns in pretraining.
-    """
-    import torch
-    from enformer_pytorch import Enformer, EnformerConfig
-
-    if (dim // heads) % 6 or dim % heads:
-        raise InputError(f"dim / heads must be a whole multiple of 6 (got dim {dim}, heads {heads})")
-    if dim % 4:
-        raise InputError(f"dim must be a multiple of 4 (got {dim})")
-    out = Path(out)
-    divisible = 128 if dim % 128 == 0 else dim // 4  # tiny backbones: keep the tower's widths whole
-    torch.manual_seed(seed)
-    config = EnformerConfig(
-        dim=dim, depth=depth, heads=heads, attn_dim_key=attn_dim_key, num_downsamples=num_downsamples,
-        target_length=n_bins, dim_divisible_by=divisible, output_heads={"human": human_tracks},
-    )
-    model = Enformer(config)
-    if stem_motifs:
-        _seed_stem(model, stem_motifs)
-    if calibrate_batches:
-        calibrate_batchnorm(model, n_bins, num_downsamples, calibrate_batches)
-    with atomic_folder(out, force=True) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=False)  # safetensors fails: shared trunk tensors
-    return out
-
-
-def _seed_stem(model, motifs: list[str]) -> None:
-    import torch
-
-    conv = model.stem[0]  # Conv1d(4, dim / 2, 15)
-    width = conv.weight.shape[-1]
-    if len(motifs) > conv.weight.shape[0]:
-        raise InputError(f"{len(motifs)} stem motifs but the stem has {conv.weight.shape[0]} filters")
-    with torch.no_grad():
-        for j, motif in enumerate(motifs):
-            unit = motif[:width].upper()
-            weight = torch.full((4, width), -1.0)
-            for position, base in enumerate(unit):
-                weight["ACGT".index(base), position] = 1.0
-            conv.weight[j] = weight
-            conv.bias[j] = -(len(unit) - 2.0)
-
-
-def calibrate_batchnorm(model, n_bins: int, num_downsamples: int, batches: int) -> None:
-    import torch
-
-    positions = n_bins + 2 * round(n_bins * 320 / 896)  # 896 -> 1536, as Enformer
-    length = positions * 2**num_downsamples
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    model.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over the calibration batches
-        norm.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            dna = torch.nn.functional.one_hot(torch.randint(0, 4, (2, length)), 4).float()
-            model(dna, return_only_embeddings=True)
-    for norm in norms:
-        norm.momentum = 0.1
-    model.eval()
+    """Write a randomly initialised Enformer in the real weights' format (config.json +
+    pytorch_model.bin): ``EnformerFamily.init`` with the published architecture unless told
+    otherwise (see ``EnformerFamily.build`` for ``calibrate_batches`` and ``stem_motifs``)."""
+    return get_family("enformer").init(
+        Path(out), "full", seed, dim=dim, depth=depth, heads=heads, attn_dim_key=attn_dim_key,
+        num_downsamples=num_downsamples, n_bins=n_bins, human_tracks=human_tracks,
+        calibrate_batches=calibrate_batches, stem_motifs=stem_motifs)

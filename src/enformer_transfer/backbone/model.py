@@ -13,20 +13,25 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..devices import autocast
+from .base import Family
 
 
 class SequenceModel(nn.Module):
     """Trunk (one-hot (B, L, 4) -> embeddings (B, bins, dim)) followed by a head.
 
-    ``checkpointing``: while training, keep only block boundaries of the trunk in memory.
+    ``family``: the backbone family the trunk comes from (its checkpoint segments, its split
+    for exact attribution, its DeepLIFT rules); None for a trunk of no known family.
+    ``checkpointing``: while training, keep only segment boundaries of the trunk in memory.
     BatchNorm statistics never train (``train()`` leaves BatchNorm layers in eval mode)."""
 
-    def __init__(self, trunk: nn.Module, head: nn.Module, precision: str = "fp32", checkpointing: bool = False):
+    def __init__(self, trunk: nn.Module, head: nn.Module, precision: str = "fp32", checkpointing: bool = False,
+                 family: Family | None = None):
         super().__init__()
         self.trunk = trunk
         self.head = head
         self.precision = precision
         self.checkpointing = checkpointing
+        self.family = family
 
     def train(self, mode: bool = True) -> SequenceModel:
         super().train(mode)
@@ -36,7 +41,8 @@ class SequenceModel(nn.Module):
     def embed(self, onehot: torch.Tensor) -> torch.Tensor:
         with autocast(onehot.device, self.precision):
             if self.checkpointing and self.training and torch.is_grad_enabled():
-                return checkpointed_trunk(self.trunk, onehot)
+                segments = self.family.checkpoint_segments(self.trunk) if self.family is not None else None
+                return checkpointed(segments or [self.trunk], onehot)
             return self.trunk(onehot)
 
     def forward(self, onehot: torch.Tensor) -> torch.Tensor:
@@ -59,19 +65,12 @@ def freeze_batchnorm(module: nn.Module) -> None:
             m.eval()
 
 
-def checkpointed_trunk(trunk: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """The trunk's forward pass keeping only block boundaries in memory (recomputed in the
-    backward pass): the stem, each conv-tower block, each transformer block, the final layers."""
-    for module in trunk:
-        parts = list(module) if isinstance(module, nn.Sequential) and _is_stack(module) else [module]
-        for part in parts:
-            x = checkpoint(part, x, use_reentrant=False) if any(True for _ in part.parameters()) else part(x)
+def checkpointed(segments: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """``segments`` applied in turn, keeping only their boundaries in memory (each recomputed in
+    the backward pass); a segment without parameters runs plainly."""
+    for part in segments:
+        x = checkpoint(part, x, use_reentrant=False) if any(True for _ in part.parameters()) else part(x)
     return x
-
-
-def _is_stack(module: nn.Sequential) -> bool:
-    """A tower or transformer (a Sequential of Sequential blocks), not a single block."""
-    return all(isinstance(child, nn.Sequential) for child in module) and len(module) > 1
 
 
 def load_sequence_model(run, head_name: str, device: str = "auto"):
@@ -81,7 +80,12 @@ def load_sequence_model(run, head_name: str, device: str = "auto"):
 
     target = resolve_device(device)
     head = run.head(head_name)
-    enformer = head.load_trunk(str(target)) if head.finetuned else run.backbone(str(target)).model
+    if head.finetuned:
+        backbone, family = head.load_trunk(str(target)), head.family
+    else:
+        loaded = run.backbone(str(target))
+        backbone, family = loaded.model, loaded.family
     precision = run.embed_precision if target.type == "cuda" else "fp32"
-    model = SequenceModel(enformer.trunk, head.module.to(target), precision).eval()
+    trunk = family.trunk(backbone, run.geometry.n_bins)
+    model = SequenceModel(trunk, head.module.to(target), precision, family=family).eval()
     return model, head

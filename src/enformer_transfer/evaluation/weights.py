@@ -1,5 +1,5 @@
 """The weights stage's work (``stages/weights.py`` runs it):
-head weights vs the backbone's own human head. Which existing Enformer tracks
+head weights vs the backbone's own output head. Which of the backbone's tracks
 does each new track look like? (cosine similarity of weight vectors, the study's weight figure)."""
 
 from __future__ import annotations
@@ -51,6 +51,6 @@ def backbone_tracks(path, n: int) -> pd.DataFrame:
         raise InputError(f"{path}: --enformer-targets file not found")
     table = pd.read_csv(path, sep="\t")
     if len(table) != n:
-        raise InputError(f"{path}: {len(table)} tracks, but the backbone's human head has {n}")
+        raise InputError(f"{path}: {len(table)} tracks, but the backbone's own output head has {n}")
     table["assay"] = table["description"].astype(str).str.split(":").str[0]
     return table[["identifier", "description", "assay"]].reset_index(drop=True)

@@ -1,10 +1,11 @@
 """What adapts when a trunk is fine-tuned.
 
-- ``lora``: low-rank adapters (peft) on the attention query and value projections, the
-  feed-forward linears and every convolution of the trunk, as single-cell Borzoi adaptations do;
-  the trunk's own weights stay frozen.
-- ``last:K``: the last K transformer blocks and the final pointwise layers train.
-- ``all``: every trunk weight trains.
+- ``lora``: low-rank adapters (peft) on the modules the backbone's family names
+  (``Family.lora_targets``: attention projections, feed-forward linears and the trunk's
+  convolutions, as single-cell Borzoi adaptations do); the trunk's own weights stay frozen.
+- ``last:K``: the last K transformer blocks (``Family.blocks``) and the layers after them
+  (``Family.after_blocks``; Enformer's final pointwise layers) train.
+- ``all``: every trunk weight trains (never the family's own output heads).
 
 BatchNorm running statistics stay frozen in every mode: training them collapses Enformer
 fine-tuning (an enformer-pytorch report saw Pearson fall from 0.6 to 0.1).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..backbone.base import Family
 from ..errors import InputError
 
 
@@ -28,47 +30,36 @@ def parse_trainable(text: str) -> tuple[str, int]:
     raise InputError(f"--trainable {text!r}: use lora, all or last:K (K transformer blocks, e.g. last:2)")
 
 
-def lora_targets(enformer: nn.Module) -> list[str]:
-    """Attention q/v projections, feed-forward linears and convolutions of the trunk."""
-    names = []
-    for name, module in enformer.named_modules():
-        if name.startswith("_heads"):
-            continue
-        if isinstance(module, nn.Conv1d) or name.endswith((".to_q", ".to_v")):
-            names.append(name)
-        elif isinstance(module, nn.Linear) and ".1.fn." in name and name.startswith("transformer."):
-            names.append(name)  # the feed-forward block's two linears
-    return names
-
-
-def adapt(enformer: nn.Module, trainable: str, rank: int = 8, alpha: float = 16.0) -> nn.Module:
+def adapt(model: nn.Module, family: Family, trainable: str, rank: int = 8, alpha: float = 16.0) -> nn.Module:
     """Freeze the trunk, then open what ``trainable`` says; returns the (possibly peft-wrapped)
-    Enformer whose ``.trunk`` runs the adapted trunk."""
+    model, whose trunk (``family.trunk``) runs adapted. The family names the LoRA targets, the
+    blocks of ``last:K`` and the output heads that never train."""
     mode, k = parse_trainable(trainable)
-    for p in enformer.parameters():
+    for p in model.parameters():
         p.requires_grad_(False)
     if mode == "lora":
         from peft import LoraConfig, inject_adapter_in_model
 
-        config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=lora_targets(enformer), lora_dropout=0.0)
-        enformer = inject_adapter_in_model(config, enformer)  # in place: the trunk shares these modules
-        for name, p in enformer.named_parameters():
+        config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=family.lora_targets(model), lora_dropout=0.0)
+        model = inject_adapter_in_model(config, model)  # in place: the trunk shares these modules
+        for name, p in model.named_parameters():
             p.requires_grad_("lora_" in name)
     elif mode == "last":
-        blocks = enformer.transformer
+        blocks = family.blocks(model)
         if k > len(blocks):
             raise InputError(f"--trainable last:{k}: the trunk has {len(blocks)} transformer blocks")
-        for module in list(blocks)[-k:] + [enformer.final_pointwise]:
+        for module in blocks[-k:] + family.after_blocks(model):
             for p in module.parameters():
                 p.requires_grad_(True)
     else:
-        for name, p in enformer.named_parameters():
-            p.requires_grad_(not name.startswith("_heads"))
-    return enformer
+        heads = tuple(family.head_modules(model))
+        for name, p in model.named_parameters():
+            p.requires_grad_(not (heads and name.startswith(heads)))
+    return model
 
 
 def merge_adapters(enformer: nn.Module) -> nn.Module:
-    """The Enformer with LoRA adapters folded into its weights (plain modules again)."""
+    """The model with LoRA adapters folded into its weights (plain modules again)."""
     from peft.tuners.lora import LoraLayer
 
     for name, module in list(enformer.named_modules()):

@@ -6,8 +6,8 @@ then fine-tune) and the run's backbone; what adapts is chosen with ``--trainable
 windows come from the genome, targets from the dataset store, with reverse-complement and
 shift augmentation. Validation mean Pearson picks the kept checkpoint, and the model that
 started (the frozen head) is kept when fine-tuning does not beat it on valid. The result is a
-self-describing model in RUN_DIR/heads/NAME: the fine-tuned trunk in the enformer-pytorch format
-(``trunk/``, loadable with ``Enformer.from_pretrained``), the LoRA adapters alone, the head
+self-describing model in RUN_DIR/heads/NAME: the fine-tuned trunk in its family's own format
+(``trunk/``, e.g. loadable with ``Enformer.from_pretrained``), the LoRA adapters alone, the head
 (``head.safetensors``, ``head.json``) and its provenance.
 
 ``backbone pretrain`` trains a randomly initialised small Enformer on a run's tracks with the
@@ -237,11 +237,13 @@ def finetune_and_save(work: Path, config: RunConfig, run: Run, frozen, track_ind
     folder = HeadFolder(work)
     device = resolve_device("auto")
     torch.manual_seed(config.seed)  # the adapters' initial values
-    enformer = adapt(run.backbone("cpu").model, f.trainable, f.lora_rank, f.lora_alpha)
+    backbone = run.backbone("cpu")
+    family, n_bins = backbone.family, run.geometry.n_bins
+    adapted = adapt(backbone.model, family, f.trainable, f.lora_rank, f.lora_alpha)
     checkpointing = f.checkpointing == "on" or (f.checkpointing == "auto" and device.type == "cuda")
     precision = f.precision if f.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     head = copy.deepcopy(frozen.module).train()
-    model = SequenceModel(enformer.trunk, head, precision, checkpointing)
+    model = SequenceModel(family.trunk(adapted, n_bins), head, precision, checkpointing, family=family)
     data = {"train": _windows(run, "train", track_index, f.augment, f, config.seed),
             "valid": _windows(run, "valid", track_index, False, f, config.seed)}
     world = f.devices * f.num_nodes
@@ -261,22 +263,22 @@ def finetune_and_save(work: Path, config: RunConfig, run: Run, frozen, track_ind
     if keep_frozen:
         log.warning("finetune %r: no validation improvement over the frozen head %r; the frozen head's weights "
                     "are kept", f.head, f.from_head)
-        enformer = run.backbone("cpu").model
-        model = SequenceModel(enformer.trunk, copy.deepcopy(frozen.module), precision)
+        adapted = run.backbone("cpu").model
+        model = SequenceModel(family.trunk(adapted, n_bins), copy.deepcopy(frozen.module), precision, family=family)
         mode_kept = "frozen"
     else:
         mode_kept = mode
         if mode == "lora":
-            adapters = adapter_state(enformer)
+            adapters = adapter_state(adapted)
             from safetensors.torch import save_file
 
             from ..fs import atomic_path
 
             with atomic_path(folder.adapters) as tmp:
                 save_file(adapters, str(tmp))
-            enformer = merge_adapters(enformer)
+            adapted = merge_adapters(adapted)
     change = _track_changes(run, model, frozen, track_index, config.seed)
-    _save_model(folder, enformer, model.head, frozen, f, info, change, mode_kept, run)
+    _save_model(folder, adapted, family, model.head, frozen, f, info, change, mode_kept, run)
     worse = [row for row in change if row["change"] is not None and row["change"] < -0.01]
     print(f"finetune: {f.head!r} ({f.trainable}, from {f.from_head!r}, {len(track_index)} tracks): test mean "
           f"Pearson {_mean([r['frozen'] for r in change]):.3f} -> {_mean([r['finetuned'] for r in change]):.3f} "
@@ -327,15 +329,15 @@ def _track_changes(run: Run, model: SequenceModel, frozen, track_index, seed: in
     return rows
 
 
-def _save_model(folder: HeadFolder, enformer, head, frozen, f, info: dict, change: list[dict], mode: str,
+def _save_model(folder: HeadFolder, adapted, family, head, frozen, f, info: dict, change: list[dict], mode: str,
                 run: Run) -> None:
-    """trunk/ (enformer-pytorch format), head.safetensors + head.json with provenance."""
+    """trunk/ (the backbone family's own folder format), head.safetensors + head.json with provenance."""
     from ..fs import atomic_folder
 
-    for p in enformer.parameters():
+    for p in adapted.parameters():
         p.requires_grad_(True)
     with atomic_folder(folder.trunk, force=True) as tmp:
-        enformer.save_pretrained(str(tmp), safe_serialization=False)  # safetensors fails: shared trunk tensors
+        family.save(adapted, tmp)
     # recorded by name: the model folder is renamed into place (and may be moved with its run)
     trunk_files = [{**file_fingerprint(p), "path": p.name} for p in sorted(folder.trunk.iterdir()) if p.is_file()]
     metadata = {**frozen.metadata, "name": f.head,
@@ -353,21 +355,17 @@ def pretrain_and_save(work: Path, config: RunConfig, run: Run, track_index: np.n
                       progress: bool) -> dict:
     """The ``backbone pretrain`` stage's build: a small Enformer from random weights trained on
     the run's tracks ``track_index``, written in ``work`` as a backbone folder; the stats."""
-    from enformer_pytorch import Enformer, EnformerConfig
-
-    from ..backbone.load import calibrate_batchnorm
+    from ..backbone.enformer import EnformerFamily
 
     p = config.pretrain
     g = run.geometry
     pool = int(round(math.log2(g.bin_size)))
     out = HeadFolder(work)
     torch.manual_seed(config.seed)
-    enformer = Enformer(EnformerConfig(
-        dim=p.dim, depth=p.depth, heads=p.heads, attn_dim_key=p.attn_dim_key, num_downsamples=pool,
-        target_length=g.n_bins, dim_divisible_by=128 if p.dim % 128 == 0 else p.dim // 4,
-        output_heads={"human": len(track_index)}))
-    calibrate_batchnorm(enformer, g.n_bins, pool, 2)
-    model = SequenceModel(enformer.trunk, enformer.heads["human"], "fp32")
+    family = EnformerFamily()
+    enformer = family.build(dim=p.dim, depth=p.depth, heads=p.heads, attn_dim_key=p.attn_dim_key, num_downsamples=pool,
+                            n_bins=g.n_bins, human_tracks=len(track_index), calibrate_batches=2)
+    model = SequenceModel(family.trunk(enformer, g.n_bins), family.output_head(enformer), "fp32", family=family)
     data = {"train": _windows(run, "train", track_index, p.augment, p, config.seed),
             "valid": _windows(run, "valid", track_index, False, p, config.seed)}
     per_epoch = max(1, math.ceil(len(data["train"]) / p.batch_size))
@@ -380,7 +378,7 @@ def pretrain_and_save(work: Path, config: RunConfig, run: Run, track_index: np.n
     model.eval()
     if out.checkpoints.exists():  # only needed to resume; the backbone folder holds the weights
         shutil.rmtree(out.checkpoints)
-    enformer.save_pretrained(str(work), safe_serialization=False)
+    family.save(enformer, work)
     tracks = run.tracks.iloc[track_index]
     write_text_atomic(BackboneFolder(work).pretrain_record, json.dumps({
         "tracks": list(tracks["identifier"]), "dataset": str(run.path), "valid_pearson": info["kept"]["val_score"],

@@ -35,9 +35,22 @@ class Head:
         run's stored embeddings are stale for it."""
         return self.metadata.get("finetune") is not None
 
+    @property
+    def backbone_kind(self) -> str:
+        """The family of the backbone whose embeddings the head reads (Enformer for heads
+        recorded before families had names)."""
+        return (self.metadata.get("backbone") or {}).get("kind", "enformer")
+
+    @property
+    def family(self):
+        """The backbone family (``backbone.base.Family``) of the head's trunk."""
+        from ..backbone.families import get_family
+
+        return get_family(self.backbone_kind)
+
     def load_trunk(self, device: str = "cpu"):
-        """The fine-tuned Enformer (trunk weights recorded with the model), checked against the
-        fingerprints recorded when it was saved."""
+        """The fine-tuned backbone model (trunk weights recorded with the head, loaded by its
+        family), checked against the fingerprints recorded when it was saved."""
         from ..rundir.provenance import verify_fingerprint
 
         if not self.finetuned or self.folder is None:
@@ -45,15 +58,13 @@ class Head:
         for recorded in self.metadata["finetune"]["trunk_files"]:
             verify_fingerprint({**recorded, "path": str(self.folder.trunk / recorded["path"])},
                                "a fine-tuned trunk file", f"fine-tune head {self.name!r} again")
-        from enformer_pytorch.modeling_enformer import Attention
-
-        from ..backbone.load import load_enformer
-
-        model = load_enformer(str(self.folder.trunk), f"fine-tune head {self.name!r} again (--force)")
-        for module in model.modules():
-            if isinstance(module, Attention):
-                module.use_tf_gamma = self.metadata["backbone"].get("tf_gamma", False)
-        model.set_target_length(self.metadata["geometry"]["n_bins"])
+        family = self.family
+        options = {"tf_gamma": True} if (self.metadata.get("backbone") or {}).get("tf_gamma") else {}
+        try:
+            model = family.load(str(self.folder.trunk), **options)
+        except IntegrityError as err:
+            raise IntegrityError(f"{err} (or fine-tune head {self.name!r} again with --force)") from None
+        family.trunk(model, self.metadata["geometry"]["n_bins"])
         return model.eval().to(device)
 
     @property

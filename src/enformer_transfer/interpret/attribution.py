@@ -5,8 +5,8 @@ The attributed scalars of a batch of inputs are ``S[b, k] = sum_bins bin_weights
 sum_tracks track_weights[k, track] * model(x)[b, bin, track]``: a track summed over the output
 bins of a region (``track_weights`` one-hot), or a contrast of two tracks (+1 / -1).
 
-Both methods exploit one property of Enformer (``TrunkSplit``): its stem and convolution tower
-are translation-equivariant with a receptive field of a few hundred bp, and only the
+Both methods exploit one property of Enformer (``TrunkSplit``, from the backbone's family): its
+stem and convolution tower are translation-equivariant with a receptive field of a few hundred bp, and only the
 transformer above them mixes distant positions. So
 
 - the input gradient over a window (a few kb of a 196-kb input) is computed exactly by one
@@ -25,72 +25,21 @@ the direct computation.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..backbone.base import TrunkSplit
 from ..devices import autocast
 
 
-@dataclass(frozen=True)
-class TrunkSplit:
-    """An enformer-pytorch trunk cut where positions start to mix: ``local`` (one-hot
-    (B, L, 4) -> (B, channels, L / stride)) and ``rest`` (-> embeddings (B, bins, dim))."""
-
-    local: nn.Module
-    rest: nn.Module
-    stride: int
-    half_width: int  # bp on each side of a local output position that can change it
-
-    @classmethod
-    def of(cls, model: nn.Module) -> TrunkSplit | None:
-        """The split of ``model.trunk`` (a SequenceModel's), or None when the trunk is not the
-        enformer-pytorch layout (Rearrange, stem, conv tower, Rearrange, transformer, crop,
-        final pointwise) or has a layer whose receptive field is not known here."""
-        from enformer_pytorch.modeling_enformer import GELU, AttentionPool, Residual
-
-        trunk = getattr(model, "trunk", None)
-        if not isinstance(trunk, nn.Sequential) or len(trunk) != 7:
-            return None
-        local, rest = trunk[:3], trunk[3:]
-        known = (nn.Sequential, nn.Conv1d, nn.Conv2d, nn.modules.batchnorm._BatchNorm, GELU, Residual,
-                 AttentionPool, nn.Identity, nn.Dropout)
-        stride, half_width = 1, 0
-        for module in local.modules():
-            if type(module).__name__ == "Rearrange":
-                continue
-            if not isinstance(module, known):
-                return None
-            if isinstance(module, nn.Conv1d):
-                if module.stride[0] != 1 or module.padding[0] != module.dilation[0] * (module.kernel_size[0] // 2):
-                    return None
-                half_width += module.dilation[0] * (module.kernel_size[0] // 2) * stride
-            elif isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1):
-                return None
-            elif isinstance(module, AttentionPool):
-                half_width += (module.pool_size - 1) * stride
-                stride *= module.pool_size
-        return cls(local, rest, stride, half_width)
-
-    def crop(self, start: int, end: int, length: int) -> tuple[int, int]:
-        """Input positions [a, b) around the window [start, end) whose local outputs are exact
-        (as in the whole input) wherever the window can change them: twice the receptive
-        field on each side, on the pooling grid, clipped to the input (whose edges the whole
-        input shares)."""
-        margin = 2 * self.half_width + self.stride
-        a = max(0, (start - margin) // self.stride * self.stride)
-        b = min(length, -(-(end + margin) // self.stride) * self.stride)
-        return a, b
-
-    def affected(self, start: int, end: int, length: int) -> tuple[int, int]:
-        """Local output positions [p, q) that a change inside [start, end) can change."""
-        p = max(0, (start - self.half_width) // self.stride)
-        q = min(length // self.stride, math.ceil((end + self.half_width) / self.stride))
-        return p, q
+def trunk_split(model: nn.Module) -> TrunkSplit | None:
+    """Where the trunk of ``model`` (a SequenceModel) starts to mix positions, as its backbone
+    family says; None for a trunk of no known family or of another layout (direct computation)."""
+    family = getattr(model, "family", None)
+    return family.split(model.trunk) if family is not None else None
 
 
 def attributed_scalars(outputs: torch.Tensor, bin_weights: torch.Tensor, track_weights: torch.Tensor) -> torch.Tensor:
@@ -160,7 +109,7 @@ def input_gradients(model: nn.Module, onehot: np.ndarray, bin_weights: np.ndarra
     x, start, end = inputs.x, int(window[0]), int(window[1])
     n_scalars, batch = inputs.track_weights.shape[0], x.shape[0]
     eye = torch.eye(n_scalars, device=x.device)[:, None, :].expand(n_scalars, batch, n_scalars)
-    split = TrunkSplit.of(model)
+    split = trunk_split(model)
     with frozen(model), torch.enable_grad(), autocast(x.device, inputs.precision):
         if split is None:
             x = x.detach().requires_grad_()
@@ -213,7 +162,7 @@ def in_silico_mutagenesis(model: nn.Module, onehot: np.ndarray, bin_weights: np.
     n_regions, n_scalars = inputs.x.shape[0], inputs.track_weights.shape[0]
     deltas = np.zeros((n_regions, n_scalars, end - start, 4), dtype=np.float32)
     scalars = np.zeros((n_regions, n_scalars), dtype=np.float32)
-    split = TrunkSplit.of(model)
+    split = trunk_split(model)
     for r in range(n_regions):
         positions, bases = mutants(np.asarray(onehot[r]), start, end)
         run = _MutantRunner(model, split, inputs, r, start, end)

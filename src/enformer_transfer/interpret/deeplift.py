@@ -1,117 +1,40 @@
 """DeepLIFT/SHAP for the end-to-end model (tangermeme's ``deep_lift_shap``), with a rule for
-every non-linear operation of enformer-pytorch's Enformer and our heads.
+every non-linear operation of the backbone (its family's ``deeplift_rules``) and our heads.
 
-tangermeme attaches DeepLIFT rules to ``torch.nn`` modules. Enformer computes three of its
-non-linear operations as bare function calls, which such a rule cannot see and which would
-be treated as linear (the summation-to-delta property then fails, silently):
-
-- ``AttentionPool``: softmax over each pair of positions, then ``x * attention`` summed;
-- ``Attention``: ``einsum(q, k)``, softmax, ``einsum(attention, v)``;
-- its own ``GELU`` class (``x * sigmoid(1.702 x)``), not ``torch.nn.GELU``.
-
-``enformer_rules(model)`` swaps each AttentionPool and Attention for a module computing the
-same values with ``torch.nn.Softmax`` (tangermeme's exact softmax rule) and
-``tangermeme.deep_lift_shap.BilinearOp`` (the midpoint product rule, exact for products), and
-registers the rescale rule for Enformer's GELU. The remaining layers already have exact rules
-or are linear: LayerNorm (tangermeme's rule), ReLU and Softplus (rescale), torch GELU (the
-MLP head; rescale), convolutions, BatchNorm in eval mode, linear layers, residual sums,
-cropping and rearranging (linear). The composition of exact rules is exact, so the
-contributions sum to the output's difference from the references; ``deep_lift_shap`` below
-measures it per region and scalar.
+tangermeme attaches DeepLIFT rules to ``torch.nn`` modules; an operation computed as a bare
+function call (Enformer's attention softmax and products, its own GELU) would be treated as
+linear and the summation-to-delta property would fail, silently. The family's rules make every
+such operation visible (for Enformer: ``backbone/enformer.py``); a family without rules is
+refused. The remaining layers already have exact rules or are linear: LayerNorm (tangermeme's
+rule), ReLU and Softplus (rescale), torch GELU (the MLP head; rescale), convolutions, BatchNorm
+in eval mode, linear layers, residual sums, cropping and rearranging (linear). The composition
+of exact rules is exact, so the contributions sum to the output's difference from the
+references; ``deep_lift_shap`` below measures it per region and scalar.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch import nn
 
-
-class _AttentionPoolRule(nn.Module):
-    """enformer-pytorch's AttentionPool with a hookable softmax and product."""
-
-    def __init__(self, pool: nn.Module):
-        from tangermeme.deep_lift_shap import BilinearOp
-
-        super().__init__()
-        self.pool = pool
-        self.softmax = nn.Softmax(dim=-1)
-        self.product = BilinearOp("...,...->...")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pool = self.pool
-        b, _, n = x.shape
-        remainder = n % pool.pool_size
-        if remainder:
-            x = nn.functional.pad(x, (0, remainder), value=0)
-            mask = nn.functional.pad(torch.zeros((b, 1, n), dtype=torch.bool, device=x.device), (0, remainder),
-                                     value=True)
-        x = pool.pool_fn(x)
-        logits = pool.to_attn_logits(x)
-        if remainder:
-            logits = logits.masked_fill(pool.pool_fn(mask), -torch.finfo(logits.dtype).max)
-        return self.product(x, self.softmax(logits)).sum(dim=-1)
+from ..errors import InputError
 
 
-class _AttentionRule(nn.Module):
-    """enformer-pytorch's Attention with hookable products and softmax (same parameters)."""
-
-    def __init__(self, attention: nn.Module):
-        from tangermeme.deep_lift_shap import BilinearOp
-
-        super().__init__()
-        self.attention = attention
-        self.content = BilinearOp("b h i d, b h j d -> b h i j")
-        self.softmax = nn.Softmax(dim=-1)
-        self.mix = BilinearOp("b h i j, b h j d -> b h i d")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from enformer_pytorch.modeling_enformer import get_positional_embed, relative_shift
-
-        a = self.attention
-        n, h = x.shape[-2], a.heads
-        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=h) for t in (a.to_q(x), a.to_k(x), a.to_v(x)))
-        q = q * a.scale
-        content_logits = self.content(q + a.rel_content_bias, k)
-        positions = a.pos_dropout(get_positional_embed(n, a.num_rel_pos_features, x.device,
-                                                       use_tf_gamma=a.use_tf_gamma, dtype=a.to_rel_k.weight.dtype))
-        rel_k = rearrange(a.to_rel_k(positions), "n (h d) -> h n d", h=h)  # does not depend on the input: linear
-        rel_logits = relative_shift(torch.einsum("b h i d, h j d -> b h i j", q + a.rel_pos_bias, rel_k))
-        attention = a.attn_dropout(self.softmax(content_logits + rel_logits))
-        out = rearrange(self.mix(attention, v), "b h n d -> b n (h d)")
-        return a.to_out(out)
-
-
-@contextlib.contextmanager
-def enformer_rules(model: nn.Module) -> Iterator[dict]:
-    """Within the block, ``model``'s AttentionPool and Attention modules are replaced by their
-    rule-carrying twins (same parameters, same outputs); yields the extra rules for
-    tangermeme's ``additional_nonlinear_ops``. The model is restored on exit."""
-    from enformer_pytorch.modeling_enformer import GELU, Attention, AttentionPool
-    from tangermeme.deep_lift_shap import _nonlinear as rescale_rule
-
-    swapped = []
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, AttentionPool):
-                twin = _AttentionPoolRule(child)
-            elif isinstance(child, Attention):
-                twin = _AttentionRule(child)
-            else:
-                continue
-            setattr(parent, name, twin)
-            swapped.append((parent, name, child))
-    try:
-        yield {GELU: rescale_rule}
-    finally:
-        for parent, name, child in reversed(swapped):
-            setattr(parent, name, child)
+def deeplift_rules(model: nn.Module) -> contextlib.AbstractContextManager[dict]:
+    """The backbone family's DeepLIFT rules for ``model`` (a SequenceModel); InputError in one
+    line when its family has none (the summation to delta would fail silently)."""
+    family = getattr(model, "family", None)
+    rules = family.deeplift_rules(model) if family is not None else None
+    if rules is None:
+        name = f"a {family.kind} backbone" if family is not None else "a trunk of no known backbone family"
+        raise InputError(f"deepliftshap: {name} has no exact DeepLIFT rules; use --method grad-input or "
+                         "--method ism (they work with every backbone)")
+    return rules
 
 
 class _ScalarModel(nn.Module):
@@ -170,7 +93,7 @@ def deep_lift_shap(model: nn.Module, onehot: np.ndarray, bin_weights: np.ndarray
     bins = torch.from_numpy(np.asarray(bin_weights, dtype=np.float32))
     try:
         scalar_model = _ScalarModel(model, weights).eval()  # tangermeme restores the mode it finds
-        with enformer_rules(model) as rules, frozen(model), warnings.catch_warnings():
+        with deeplift_rules(model) as rules, frozen(model), warnings.catch_warnings():
             # tangermeme warns about inputs that are not one-hot (padding past a chromosome end
             # in the flanks) and about convergence deltas; the deltas are measured below
             warnings.simplefilter("ignore")

@@ -170,10 +170,12 @@ class DatasetConfig(_Section):
 
 
 class EmbedConfig(_Section):
-    """Stage embed: Enformer's trunk over every window -> embeddings store."""
+    """Stage embed: the backbone's trunk over every window -> embeddings store."""
 
     backbone: str | None = Field(None, description="backbone folder (config.json + pytorch_model.bin) or hub name",
                                  json_schema_extra={"path_like": True})
+    backbone_kind: str | None = Field(None, description="backbone family of a hub name (enformer, ...); a folder's "
+                                                        "is read from its config.json")
     tf_gamma: bool = Field(False, description="TensorFlow gamma positional features (the study ran without)")
     allow_download: bool = Field(False, description="allow fetching a hub backbone from the network")
     splits: list[str] = Field(default_factory=lambda: ["train", "valid", "test"], min_length=1,

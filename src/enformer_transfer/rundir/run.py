@@ -327,8 +327,14 @@ class RunDirectory:
 
     @property
     def backbone_info(self) -> dict:
-        """Source, tf_gamma and architecture of the backbone that made the embeddings."""
+        """Source, kind, tf_gamma and architecture of the backbone that made the embeddings."""
         return self.embeddings_record.stats["backbone"]
+
+    @property
+    def backbone_kind(self) -> str:
+        """The family of the backbone that made the embeddings (enformer for runs embedded before
+        families had names)."""
+        return self.backbone_info.get("kind", "enformer")
 
     def embeddings(self, split: str):
         """Array-like (windows, bins, dim), float16 by default, read from disk by window.

@@ -64,7 +64,7 @@ STAGES = (
           "train a small Enformer from random weights on a run's tracks -> a backbone folder",
           public=False, per_command=True),
     Stage("embed", "embed", "embed_run", ("embed",), "model", "embeddings",
-          "Enformer's trunk over every window -> RUN_DIR/embeddings",
+          "the backbone's trunk over every window -> RUN_DIR/embeddings",
           api=("embed",)),
     Stage("train", "train", "train_head", ("train",), "model", "heads",
           "train a head on the stored embeddings -> RUN_DIR/heads/NAME",

@@ -1,4 +1,4 @@
-"""Stage embed: Enformer's trunk over every window -> RUN_DIR/embeddings (``backbone.embed``)."""
+"""Stage embed: the backbone's trunk over every window -> RUN_DIR/embeddings (``backbone.embed``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage weights: a head's weights vs the backbone's own human head -> RUN_DIR/weights/HEAD
+"""Stage weights: a head's weights vs the backbone's own output head -> RUN_DIR/weights/HEAD
 (``evaluation.weights``)."""
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ def weight_similarity(config: RunConfig | Path | str, force: bool = False, progr
         raise InputError(f"weights: head {w.head!r} is a {head.metadata['model']} head; only linear heads have "
                          "one weight vector per track")
     backbone = run.backbone()
-    if "human" not in backbone.model.heads:
-        raise InputError(f"weights: backbone {backbone.source} has no human head")
-    theirs = backbone.model.heads["human"][0].weight.detach().double()  # (backbone tracks, dim)
+    theirs = backbone.family.output_weights(backbone.model)
+    if theirs is None:
+        raise InputError(f"weights: backbone {backbone.source} ({backbone.kind}) has no linear output head to "
+                         "compare with")
+    theirs = theirs.detach().double()  # (backbone tracks, dim)
     names = backbone_tracks(w.enformer_targets, theirs.shape[0])
     key = {"head": run.head_record(w.head).digest, "backbone": run.embeddings_record.key["backbone"],
            "enformer_targets": file_fingerprint(w.enformer_targets) if w.enformer_targets else None, "top": w.top}
