@@ -28,12 +28,13 @@ import torch
 from torch import nn
 
 from ..errors import InputError, IntegrityError
+from ..rundir.layout import BACKBONE_CONFIG, WEIGHT_FILES
 from .base import BackboneGeometry, Family, TrunkSplit
 
 MARKER = "alphagenome"
-CONFIG = "config.json"
+CONFIG = BACKBONE_CONFIG
 METADATA = "metadata.json"
-WEIGHTS = ("model.safetensors", "model.pt", "pytorch_model.bin")  # safetensors first; the others weights_only
+WEIGHTS = (WEIGHT_FILES[1], "model.pt", WEIGHT_FILES[0])  # safetensors first; the others weights_only
 DOWNLOADED_METADATA = "alphagenome_metadata.json"  # alphagenome-pt download's layout
 DEFAULT_HUB = "RylieWeaver/alphagenome-pytorch"
 PUBLISHED_SEQ_LENGTH = 1_048_576
@@ -365,7 +366,10 @@ class AlphaGenomeFamily(Family):
             torch.manual_seed(seed)
             model = AlphaGenome(config).eval()
         model._et_options = Options(config.max_seq_len, resolution, organism)
-        self.save(model, Path(out))
+        from ..fs import atomic_folder
+
+        with atomic_folder(Path(out), force=True) as tmp:
+            self.save(model, tmp)
         return Path(out)
 
     def load(self, source: str, **options) -> nn.Module:
@@ -457,17 +461,16 @@ class AlphaGenomeFamily(Family):
         from alphagenome_pt import package_version
         from safetensors.torch import save_file
 
-        from ..fs import atomic_folder
-
         options = _options(model)
         state = _plain_state(model)
-        with atomic_folder(Path(folder), force=True) as tmp:
-            model.cfg.save(cfg_path=tmp / CONFIG, metadata_path=tmp / METADATA)
-            config = json.loads((tmp / CONFIG).read_text())
-            config.update(model_type=MARKER, seq_length=options.seq_length, resolution=options.resolution,
-                          organism=options.organism, package_version=package_version())
-            (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-            save_file(state, str(tmp / WEIGHTS[0]), metadata={"format": "pt"})
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        model.cfg.save(cfg_path=folder / CONFIG, metadata_path=folder / METADATA)
+        config = json.loads((folder / CONFIG).read_text())
+        config.update(model_type=MARKER, seq_length=options.seq_length, resolution=options.resolution,
+                      organism=options.organism, package_version=package_version())
+        (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        save_file(state, str(folder / WEIGHTS[0]), metadata={"format": "pt"})
 
     # --- geometry and forward ------------------------------------------------------------
     def geometry(self, model: nn.Module) -> BackboneGeometry:

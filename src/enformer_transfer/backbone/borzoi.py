@@ -30,8 +30,9 @@ from torch import nn
 
 from ..errors import InputError, IntegrityError
 from ..fs import atomic_folder
+from ..rundir.layout import WEIGHT_FILES, BackboneFolder
 from .base import BackboneGeometry, Family, TrunkSplit
-from .load import _needs_code
+from .enformer import needs_code as _needs_code
 
 BIN_SIZE = 32  # bp per output position: the stem's pooling and four of the tower's
 TRANSFORMER_STRIDE = 128  # bp per transformer position: two more poolings
@@ -143,8 +144,8 @@ class BorzoiFamily(Family):
         if lora:
             raise InputError(f"{self.kind}: the model still carries LoRA adapters ({lora[0]}, ...); merge them "
                              "into the weights before saving")
-        with atomic_folder(Path(folder), force=True) as tmp:
-            model.save_pretrained(str(tmp), safe_serialization=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(folder), safe_serialization=True)
 
     # --- geometry and forward ------------------------------------------------------------
     def geometry(self, model: nn.Module) -> BackboneGeometry:
@@ -286,7 +287,7 @@ class FlashzoiFamily(BorzoiFamily):
         out = Path(out)
         with atomic_folder(out, force=True) as tmp:
             config.save_pretrained(str(tmp))
-            save_file({k: v.contiguous() for k, v in state.items()}, str(Path(tmp) / "model.safetensors"),
+            save_file({k: v.contiguous() for k, v in state.items()}, str(BackboneFolder(Path(tmp)).path / WEIGHT_FILES[1]),
                       metadata={"format": "pt"})
         return out
 
@@ -325,7 +326,7 @@ def _borzoi_config(config):
 
 
 def _read_config(folder: Path) -> dict | None:
-    file = folder / "config.json"
+    file = BackboneFolder(folder).config
     if not folder.is_dir() or not file.is_file():
         return None
     try:

@@ -14,6 +14,9 @@ from .base import Family
 
 FAMILIES: dict[str, str] = {
     "enformer": "enformer:EnformerFamily",
+    "borzoi": "borzoi:BorzoiFamily",
+    "flashzoi": "borzoi:FlashzoiFamily",
+    "alphagenome": "alphagenome:AlphaGenomeFamily",
 }
 DEFAULT_KIND = "enformer"  # a hub name without --backbone-kind
 
