@@ -326,6 +326,7 @@ class AlphaGenomeFamily(Family):
     """AlphaGenome through alphagenome-pt (Rylie Weaver's PyTorch port of DeepMind's model)."""
 
     kind: ClassVar[str] = "alphagenome"
+    display_name: ClassVar[str] = "AlphaGenome"
     package: ClassVar[str] = "alphagenome-pt"
     weights_hint: ClassVar[str] = (
         "published weights: Hugging Face RylieWeaver/alphagenome-pytorch (DeepMind's AlphaGenome converted "

@@ -79,6 +79,7 @@ class Family(ABC):
     display_name: ClassVar[str] = ""  # how messages name it ("Enformer"); the kind when empty
     package: ClassVar[str]  # the distribution that implements it, e.g. "enformer-pytorch"
     presets: ClassVar[tuple[str, ...]] = ("tiny", "full")
+    exact_deeplift: ClassVar[bool] = False  # deeplift_rules gives exact rules (checked when a stage is planned)
     weights_hint: ClassVar[str] = ""  # where the published weights are, how big, under what licence
     load_options: ClassVar[tuple[str, ...]] = ()  # keyword options ``load`` takes beyond source (e.g. "tf_gamma")
 

@@ -61,6 +61,7 @@ class BorzoiFamily(Family):
     """Borzoi (Linder et al. 2025) through borzoi-pytorch's ``Borzoi``."""
 
     kind: ClassVar[str] = "borzoi"
+    display_name: ClassVar[str] = "Borzoi"
     package: ClassVar[str] = "borzoi-pytorch"
     flashed: ClassVar[bool] = False
     weights_hint: ClassVar[str] = (
@@ -251,6 +252,7 @@ class FlashzoiFamily(BorzoiFamily):
     (grouped query/key/value ``mha.Wqkv``, ``mha.out_proj``). flash-attn runs on CUDA only."""
 
     kind: ClassVar[str] = "flashzoi"
+    display_name: ClassVar[str] = "Flashzoi"
     flashed: ClassVar[bool] = True
     weights_hint: ClassVar[str] = (
         "johahi/flashzoi-replicate-0 .. -3 on the Hugging Face hub (config.json + model.safetensors, "

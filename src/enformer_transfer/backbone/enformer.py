@@ -41,6 +41,7 @@ def native_positions(n_bins: int) -> int:
 class EnformerFamily(Family):
     kind = "enformer"
     display_name = "Enformer"
+    exact_deeplift = True
     package = "enformer-pytorch"
     load_options: ClassVar[tuple[str, ...]] = ("tf_gamma",)
     weights_hint = ("EleutherAI/enformer-official-rough on the Hugging Face hub (config.json + pytorch_model.bin, "

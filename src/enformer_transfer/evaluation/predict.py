@@ -42,19 +42,23 @@ def predict_regions(run: Run, head_name: str, out: PredictionsFolder, regions: p
     genome names them); returns the paths."""
     import pybigtools
 
-    model, head = load_sequence_model(run, head_name, device)
     genome, g = run.genome(chrom_aliases), run.geometry
+    merged = merge_regions(regions)
+    short = merged[merged["end"].clip(upper=[genome.chrom_size(c) for c in merged["chrom"]])
+                   - merged["start"].clip(lower=0) < g.bin_size]
+    if len(short):  # no whole bin: its BigWig would be empty
+        chrom, start, end = short.iloc[0]
+        raise InputError(f"predict: region {chrom}:{start}-{end} holds no whole {g.bin_size}-bp bin; widen it to "
+                         f"at least {g.bin_size} bp (the predictions are per bin)")
+    model, head = load_sequence_model(run, head_name, device)
     pad_value = run.embed_config.pad_value
     stride = stride or g.target_interval_bp // 2
-    merged = merge_regions(regions)
     tracks = [t["identifier"] for t in head.metadata["tracks"]]
     per_track: list[list[tuple]] = [[] for _ in tracks]
     distance = np.abs(np.arange(g.n_bins) + 0.5 - g.n_bins / 2)
     for chrom, start, end in merged.itertuples(index=False):
         size = genome.chrom_size(chrom)
         start, end = max(0, int(start)), min(size, int(end))
-        if end - start < g.bin_size:
-            continue
         starts = tile_region(start, end, g.target_interval_bp, g.bin_size, stride, size)
         first = starts[0]
         n_out = (starts[-1] + g.target_interval_bp - first) // g.bin_size

@@ -80,6 +80,10 @@ def plan_contributions(config: RunConfig) -> ContributionsPlan:
     if c.regions is None:
         raise InputError("contributions: pass --regions BED (or a DAR table, e.g. the dars.csv of call-dars)")
     head = run.head(c.head)
+    if c.method == "deepliftshap" and not head.family.exact_deeplift:
+        raise InputError(f"deepliftshap: the {head.family.display_name or head.family.kind} backbone of head "
+                         f"{c.head!r} has no exact DeepLIFT rules; use --method grad-input or --method ism "
+                         "(they work with every backbone)")
     head_tracks = run.tracks.iloc[head.check_compatible(run)].reset_index(drop=True)
     targets, weights = _targets(head_tracks, c.tracks_where, c.contrast, c.label_column)
     regions = read_regions(c.regions, c.label_column if c.label_column and has_header(c.regions) else None)

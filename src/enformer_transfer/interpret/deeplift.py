@@ -31,7 +31,7 @@ def deeplift_rules(model: nn.Module) -> contextlib.AbstractContextManager[dict]:
     family = getattr(model, "family", None)
     rules = family.deeplift_rules(model) if family is not None else None
     if rules is None:
-        name = f"a {family.kind} backbone" if family is not None else "a trunk of no known backbone family"
+        name = f"the {family.display_name or family.kind} backbone" if family is not None else "a trunk of no known backbone family"
         raise InputError(f"deepliftshap: {name} has no exact DeepLIFT rules; use --method grad-input or "
                          "--method ism (they work with every backbone)")
     return rules

@@ -67,8 +67,9 @@ class ReportContext:
 def _baseline_label(column: str, head: str, baselines: dict) -> str:
     if column == "compare_run_pearson":
         other = Path(str(baselines.get("compare_run", "")))
-        try:  # name the other run by its backbone: what usually differs
-            backbone = f" (backbone {Path(str(Run(other).embed_config.backbone)).name})"
+        try:  # name the other run by its backbone (family and folder): what usually differs
+            theirs = Run(other)
+            backbone = f" ({theirs.backbone_kind} backbone {Path(str(theirs.embed_config.backbone)).name})"
         except Exception:  # a moved or partial run: its folder name is enough
             backbone = ""
         return f"{head} on {other.name}{backbone}"
