@@ -12,5 +12,6 @@ python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --im
   --platform manylinux_2_34_x86_64 -d .whl \
   enformer-pytorch==0.8.12 torch-einops-utils discrete-key-value-bottleneck-pytorch vector-quantize-pytorch \
   einx frozendict loguru pyfaidx pybigtools py2bit zarr numcodecs donfig google-crc32c \
-  pydantic pydantic-core typing-inspection annotated-types tomli-w peft accelerate
+  pydantic pydantic-core typing-inspection annotated-types tomli-w peft accelerate \
+  borzoi-pytorch==0.5.1 alphagenome-pt==1.0.0
 du -sh .whl
