@@ -487,6 +487,11 @@ class VariantsConfig(_Section):
     strands: Literal["merge", "separate"] = Field(
         "merge", description="stranded track pairs (targets table strand_pair): merge = one column per pair, scores "
                              "added and D2 in quadrature (baskerville); separate = one column per strand")
+    genes: Path | None = _path_field("GTF (GENCODE / Ensembl, plain or gzipped): also score each variant on every "
+                                     "gene with exons in its output interval, over the gene's exon bins (logSED, "
+                                     "SUM; docs/variants.md)")
+    gene_types: list[str] = Field(default_factory=list, description="with --genes: only genes of these types, e.g. "
+                                                                    "protein_coding (default: all)")
     chunk_variants: int = Field(32, gt=0, description="variants per resumable chunk")
     batch_size: int = Field(8, gt=0, description="sequences per forward pass")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="compute precision (auto: bf16 on GPU, "

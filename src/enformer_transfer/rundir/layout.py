@@ -218,6 +218,8 @@ class VariantsFolder(StageFolder):
     scores = property(lambda self: self.path / "scores.tsv")
     scores_parquet = property(lambda self: self.path / "scores.parquet")
     scores_h5 = property(lambda self: self.path / "scores.h5")  # per score a variants x tracks matrix (baskerville)
+    gene_scores = property(lambda self: self.path / "gene_scores.tsv")  # --genes: per variant, gene and track
+    gene_scores_parquet = property(lambda self: self.path / "gene_scores.parquet")
     top_variants = property(lambda self: self.path / "top_variants.tsv")
     most_affected = property(lambda self: self.path / "most_affected.tsv")
     summary = property(lambda self: self.path / "summary.json")

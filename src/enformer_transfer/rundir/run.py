@@ -526,6 +526,15 @@ class VariantEffects:
         return _read_table(self.folder.scores, {"chrom": str, "ref": str, "alt": str})
 
     @cached_property
+    def gene_scores(self) -> pd.DataFrame:
+        """With ``--genes``: one row per variant, gene and track (strand pairs: one row, read on the
+        gene's strand), with logSED and SUM over the gene's exon bins and their z-scores."""
+        if not self.folder.gene_scores.is_file():
+            raise InputError(f"{self.folder.path}: no gene-level scores here (rerun variants with --genes GTF)")
+        return _read_table(self.folder.gene_scores, {"chrom": str, "ref": str, "alt": str, "gene_id": str,
+                                                     "gene_name": str})
+
+    @cached_property
     def top_variants(self) -> pd.DataFrame:
         return _read_table(self.folder.top_variants)
 
