@@ -222,6 +222,7 @@ def demo_summary(run_dir: Path | str) -> list[str]:
     lines.append(f"demo: DAR analysis, {dar['regions']} subclass-specific regions: median Pearson across subclasses "
                  f"{dar['pearson_across_cell_types_median']:.3f}; most open subclass predicted = observed in "
                  f"{100 * dar['top_agreement_observed_predicted']:.1f}% (chance {100 * dar['chance_agreement']:.1f}%)")
+    lines += _demo_genes_summary(Path(run.path).parent)
     lines.append(f"demo: run directory {run.path}")
     lines.append(f"demo: report {run.layout.report.html} (per-level Pearson with the baselines, training curves, "
                  "track plots, the DAR analysis)")
@@ -229,6 +230,23 @@ def demo_summary(run_dir: Path | str) -> list[str]:
                  "--backbone enformer-weights, train, evaluate, report), or `enformer-transfer run "
                  "examples/study.toml`")
     return lines
+
+
+def _demo_genes_summary(out: Path) -> list[str]:
+    """The gene run's lines: the genes, the head on their stranded expression, the promoter variants."""
+    from .results import Run
+
+    genes_run, truth = out / "run-genes", out / "data" / "genes" / "genes.tsv"
+    if not (genes_run / "variants").is_dir() or not truth.is_file():
+        return []
+    head = Run(genes_run).head("default").metadata.get("metrics", {})
+    recovered = promoter_variant_recovery(genes_run, truth)
+    hit = (recovered["most_affected"] == recovered["planted_for"]).mean()
+    test = head.get("pearson_mean", {}).get("test")
+    return [f"demo: genes: {len(recovered)} genes (data/genes/genes.gtf), a + and a - expression track per cell type; "
+            f"a head on them (run-genes){f', test mean Pearson {test:.3f}' if test is not None else ''}; "
+            f"planted promoter variants (`variants --genes`): the subclass whose expression of the gene drops most "
+            f"is the planted one in {100 * hit:.1f}%"]
 
 
 if __name__ == "__main__":
