@@ -124,7 +124,9 @@ class VariantScorer:
 
     def score(self, variants: pd.DataFrame) -> dict[str, np.ndarray]:
         """{name: (variants, columns) float32}: ref_sum, alt_sum, each stat and, with a null, each
-        stat's empirical p-value (``STAT_p``); one column per track, or per strand pair when merged."""
+        stat's empirical p-value (``STAT_p``); one column per track, or per strand pair when merged.
+        With ``genes`` (``gene_scores.GeneScorer``) also its ``gene_*`` arrays, one row per
+        (variant, gene) pair of the chunk, from the same predictions."""
         rows = list(variants.itertuples(index=False))
         makers: list[Maker] = []
         genome_block, other_block, blocks = [], [], 0

@@ -41,7 +41,14 @@ from ..rundir.layout import VariantsFolder
 from ..targets.table import strand_partners
 from . import outputs
 from .alleles import PLACEMENT_SHIFT
-from .gene_scores import GENE_STATS, GeneColumns, GeneScorer, gene_pairs, gene_table, read_gene_table
+from .gene_scores import (
+    GENE_STATS,
+    GeneColumns,
+    GeneScorer,
+    gene_pairs,
+    gene_table,
+    read_gene_table,
+)
 from .scores import StrandMerge, specificity
 from .untransform import untransform_for
 from .vcf import match_genome, read_variants
