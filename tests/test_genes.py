@@ -270,6 +270,13 @@ def test_evaluate_genes_equals_numpy(demo_run, tmp_path, monkeypatch):
             assert per_track["ridge_pearson_across_genes"].notna().all()
         index = json.loads((folder / "figures" / "index.json").read_text())
         assert {"genes_scatter", "genes_specificity"} <= {f["name"] for f in index}
+    # the report shows the gene section; an edited GTF makes the evaluation stale
+    assert main(["report", str(run_dir), "--quiet"]) == 0
+    html = (run_dir / "report" / "report.html").read_text()
+    assert "Pearson across genes" in html and "vary most across cell types" in html
+    write_gtf(gtf, kept[:-1], gz=True)
+    assert main(["evaluate", str(run_dir), "--head", "default", "--splits", "test", "--genes", str(gtf),
+                 "--gene-types", "protein_coding", "--gene-signal", "exons", "--quiet"]) == 2
 
 
 @pytest.mark.slow
