@@ -309,6 +309,12 @@ class EvaluateConfig(_Section):
     plot_regions: list[str] = Field(
         default_factory=list, description="chrom:start-end regions or BED files: plot observed vs predicted there",
         json_schema_extra={"path_like": True})
+    genes: Path | None = _path_field("GTF (GENCODE / Ensembl, plain or .gz): also score expression per gene on the test split")
+    gene_types: list[str] = Field(default_factory=list,
+                                  description="keep genes of these types, e.g. protein_coding,lncRNA (default: all)")
+    tss_bins: int = Field(1, ge=0, description="--gene-signal tss: bins on each side of the TSS bin summed")
+    gene_signal: Literal["tss", "exons"] = Field(
+        "tss", description="tss = bins around the TSS (Enformer); exons = bins over the gene's exons (Borzoi)")
 
 
 class PredictConfig(_Section):

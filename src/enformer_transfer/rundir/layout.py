@@ -144,6 +144,9 @@ class EvaluationFolder(StageFolder):
     per_level = property(lambda self: self.path / "per_level.csv")
     bin_position = property(lambda self: self.path / "bin_position.csv")
     summary = property(lambda self: self.path / "summary.json")
+    genes = property(lambda self: self.path / "genes.parquet")  # gene x track, observed / predicted
+    per_track_genes = property(lambda self: self.path / "per_track_genes.csv")
+    per_gene = property(lambda self: self.path / "per_gene.csv")  # per gene, across the tracks of a level
 
     def correlations(self, split: str) -> Path:
         return self.path / f"correlations_{split}.npz"

@@ -471,6 +471,24 @@ class Evaluation:
         return pd.read_csv(self.folder.bin_position)
 
     @property
+    def has_genes(self) -> bool:
+        """Whether it was run with --genes (per-gene expression)."""
+        return "genes" in self.summary
+
+    @cached_property
+    def per_track_genes(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.per_track_genes)
+
+    @cached_property
+    def per_gene(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.per_gene)
+
+    @cached_property
+    def genes(self) -> pd.DataFrame:
+        """Gene x track observed / predicted expression (genes.parquet)."""
+        return pd.read_parquet(self.folder.genes)
+
+    @property
     def figures(self) -> list[dict]:
         """The evaluation's figures in reading order: name, caption, kind, path."""
         return read_figure_index(self.folder.figures)
