@@ -24,74 +24,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..targets.table import gene_tracks
 from .alleles import genome_alleles, reference_start
 
 GENE_STATS = ("SUM", "logSED")
 GENE_COLUMNS = ["gene_id", "gene_name", "gene_type", "gene_strand", "tss", "tss_distance", "exon_bins"]
 
 
-def read_gene_table(path: Path | str, gene_types: list[str] | None = None,
-                    genome_chroms: list[str] | None = None) -> pd.DataFrame:
-    """Genes of a GTF (``genes.gtf.read_genes``): one row per gene with strand, TSS and exons."""
-    try:
-        from ..genes.gtf import read_genes
-    except ImportError:  # until the GTF reader is merged (issue 24): the same table, read simply
-        read_genes = _read_genes_simple
-    return read_genes(path, gene_types=gene_types or None, genome_chroms=genome_chroms)
+def read_gene_table(path: Path | str, gene_types: list[str] | None = None, genome_chroms=None,
+                    chrom_aliases: str = "auto") -> pd.DataFrame:
+    """Genes of a GTF (``genes.gtf.read_genes``) on the genome's chromosomes (genes elsewhere
+    dropped: a VCF's genome need not hold the whole annotation): one row per gene with strand,
+    TSS and exons."""
+    from ..genes.gtf import read_genes
 
-
-def _read_genes_simple(path, gene_types=None, genome_chroms=None) -> pd.DataFrame:
-    import gzip
-    import re
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: GTF not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    genes: dict[str, dict] = {}
-    with opener(path, "rt") as handle:
-        for line in handle:
-            if line.startswith("#") or not line.strip():
-                continue
-            chrom, _, feature, start, end, _, strand, _, attributes = line.rstrip("\n").split("\t")[:9]
-            fields = dict(re.findall(r'(\S+) "([^"]*)"', attributes))
-            gene = genes.setdefault(fields["gene_id"], {
-                "gene_id": fields["gene_id"], "gene_name": fields.get("gene_name", fields["gene_id"]),
-                "gene_type": fields.get("gene_type", fields.get("gene_biotype", "")), "chrom": chrom,
-                "strand": strand, "start": int(start) - 1, "end": int(end), "exons": []})
-            gene["start"], gene["end"] = min(gene["start"], int(start) - 1), max(gene["end"], int(end))
-            if feature == "exon":
-                gene["exons"].append((int(start) - 1, int(end)))
-    rows = []
-    for gene in genes.values():
-        if gene_types and gene["gene_type"] not in gene_types:
-            continue
-        if genome_chroms is not None and gene["chrom"] not in genome_chroms:
-            continue
-        merged: list[list[int]] = []
-        for a, b in sorted(gene["exons"]):
-            if merged and a <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        gene["exons"] = [tuple(e) for e in merged]
-        gene["tss"] = gene["start"] if gene["strand"] == "+" else gene["end"] - 1
-        gene["tss_all"] = [gene["tss"]]
-        rows.append(gene)
-    if not rows:
-        raise InputError(f"{path}: no genes{' of type ' + ','.join(gene_types) if gene_types else ''} on the "
-                         "genome's chromosomes")
-    return pd.DataFrame(rows)
-
-
-def track_strands(tracks: pd.DataFrame) -> np.ndarray:
-    """'+', '-' or '.' per track: the ``strand`` column, else a trailing + / - of the identifier."""
-    if "strand" in tracks.columns:
-        values = tracks["strand"].astype(str).str.strip()
-        return np.where(values.isin(["+", "-"]), values, ".").astype(object)
-    ids = tracks["identifier"].astype(str)
-    return np.where(ids.str.endswith("+"), "+", np.where(ids.str.endswith("-"), "-", ".")).astype(object)
+    return read_genes(path, gene_types=gene_types or None, genome_chroms=genome_chroms, chrom_aliases=chrom_aliases,
+                      missing_chroms="drop").reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -105,19 +53,12 @@ class GeneColumns:
     named: np.ndarray
 
     @classmethod
-    def from_tracks(cls, tracks: pd.DataFrame, partners: np.ndarray | None) -> GeneColumns:
-        strands = track_strands(tracks)
-        plus, minus = [], []
-        for track in range(len(tracks)):
-            other = track if partners is None else int(partners[track])
-            if other == track:
-                plus.append(track)
-                minus.append(track)
-            elif track < other or partners[other] != track:
-                first, second = (other, track) if strands[track] == "-" or strands[other] == "+" else (track, other)
-                plus.append(first)
-                minus.append(second)
-        return cls(np.array(plus, dtype=int), np.array(minus, dtype=int), np.array(plus, dtype=int))
+    def from_tracks(cls, tracks: pd.DataFrame) -> GeneColumns:
+        """One column per ``targets.table.gene_tracks`` entry (strand pairs from the strand_pair
+        column or +/- identifiers; which track is + from the strand column)."""
+        pairs = gene_tracks(tracks)
+        plus = np.array([t.plus for t in pairs], dtype=int)
+        return cls(plus, np.array([t.minus for t in pairs], dtype=int), plus)
 
     def tracks(self, tracks: pd.DataFrame) -> pd.DataFrame:
         return tracks.iloc[self.named].reset_index(drop=True)

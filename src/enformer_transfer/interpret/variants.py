@@ -131,7 +131,7 @@ def plan_variants(config: RunConfig) -> VariantsPlan:
                          "(name them by ID or chrom:pos:ref:alt)")
     genes = pairs = columns = gene_groups = None
     if p.genes is not None:
-        genes, pairs, columns = _plan_genes(p, variants, genome, head_tracks, partners, g)
+        genes, pairs, columns = _plan_genes(p, variants, genome, head_tracks, g)
         gene_groups = _levels(columns.tracks(head_tracks), level_column)[1]
     dist = dist_from_env()
     device = resolve_device(p.device, dist)
@@ -141,17 +141,16 @@ def plan_variants(config: RunConfig) -> VariantsPlan:
                         resolve_precision(p.precision, device), dist, genes, pairs, columns, gene_groups)
 
 
-def _plan_genes(p: VariantsConfig, variants: pd.DataFrame, genome, head_tracks: pd.DataFrame, partners, geometry):
+def _plan_genes(p: VariantsConfig, variants: pd.DataFrame, genome, head_tracks: pd.DataFrame, geometry):
     """The GTF's genes, every (variant, gene) pair to score, and the gene-level columns; refused
     when no gene has an exon in any variant's output interval."""
-    genes = read_gene_table(p.genes, p.gene_types, list(genome.sizes))
-    genes = genes.reset_index(drop=True)
+    genes = read_gene_table(p.genes, p.gene_types, genome.names)
     pairs = gene_pairs(variants, genes, geometry, PLACEMENT_SHIFT[p.placement])
     if pairs.empty:
         raise InputError(f"variants --genes {p.genes}: none of its {len(genes)} genes has an exon in the output "
                          f"interval ({geometry.target_interval_bp} bp) of any of the {len(variants)} variants; "
                          "check the GTF's assembly and chromosome names (--chrom-aliases)")
-    return genes, pairs, GeneColumns.from_tracks(head_tracks, partners)
+    return genes, pairs, GeneColumns.from_tracks(head_tracks)
 
 
 def _levels(tracks: pd.DataFrame, column: str | None) -> tuple[str | None, np.ndarray]:
