@@ -309,6 +309,11 @@ def finish_variants(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.D
     print(f"variants: {len(table)} variants x {len(plan.tracks)} tracks of head {p.head!r} ({n_scored} scored in "
           f"{seconds:.1f} s, {rate:.2f} variants/s, {n_sequences} sequences) -> {plan.folder}",
           flush=True)
+    if genes_summary is not None:
+        print(f"variants: gene-level scores: {genes_summary['variant_gene_pairs']} variant-gene pairs "
+              f"({genes_summary['genes_scored']} of {genes_summary['genes_read']} genes of {p.genes.name}) x "
+              f"{genes_summary['columns']} tracks -> {out.gene_scores_parquet.name if genes_summary['parquet'] else out.gene_scores.name}",
+              flush=True)
     if n_flipped:
         print(f"variants: {n_flipped} REF mismatch(es) flipped (ALT is the genome's allele; scored ALT - REF as the "
               "VCF states; listed in ref_mismatches.tsv)", flush=True)
