@@ -165,7 +165,7 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
 def run_demo_genes(config: RunConfig, genes_dir: Path, force: bool = False, progress: bool = True) -> Path:
     """The demo's gene run: stranded expression tracks of the demo's genes learned by a head on
     the pretrained backbone, and each planted promoter variant scored on the genes around it."""
-    config.dataset.targets = genes_dir / "targets.tsv"
+    config.dataset.genome, config.dataset.targets = genes_dir / "genome.fa", genes_dir / "targets.tsv"
     run_pipeline(config, force=force, progress=progress, evaluate=False)
     config.variants.vcf, config.variants.genes = genes_dir / "promoter_variants.vcf", genes_dir / "genes.gtf"
     config.variants.plot_top, config.variants.batch_size = 0, 16

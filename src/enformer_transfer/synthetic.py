@@ -3,8 +3,9 @@
 A random genome with planted motifs; per cell type, accessibility peaks at the motifs that
 cell type responds to; BigWigs of that coverage; a targets table with a three-level cell-type
 hierarchy (class / subclass / cluster); a windows BED with whole-chromosome splits; with
-``genes_per_chrom``, genes (exons, an oriented core promoter and a cell-type motif upstream of the
-TSS) with a stranded expression track per cell type, their GTF and a VCF of promoter variants.
+``genes_per_chrom``, a copy of the genome with genes planted (exons, an oriented core promoter and a
+cell-type motif upstream of the TSS), a stranded expression track per cell type, their GTF and a
+VCF of promoter variants.
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ class SyntheticData:
 
 @dataclass
 class SyntheticGenes:
-    """The demo's genes: GENCODE-style GTF, stranded expression tracks (a + and a - BigWig per cell
-    type, paired in their targets table), the planted promoter variants and the truth."""
+    """The demo's genes: their genome (the synthetic genome with the genes planted), GENCODE-style
+    GTF, stranded expression tracks (a + and a - BigWig per cell type, paired in their targets
+    table), the planted promoter variants and the truth."""
 
+    genome: Path
     gtf: Path
     targets: Path  # stranded expression tracks: strand column (+ / -) and strand_pair
     bigwigs: list[Path]
@@ -98,8 +101,9 @@ def make_synthetic(
 
     ``motifs`` are planted; ``subclasses`` (subclass -> class, motif weights) and ``clusters``
     (cluster -> subclass) define the cell-type tracks at three levels. ``genes_per_chrom`` > 0 adds
-    genes (``_plant_genes``) into OUT/genes: genes.gtf, stranded expression BigWigs and their
-    targets.tsv, promoter_variants.vcf and genes.tsv (what was planted where)."""
+    OUT/genes: genome.fa (the same genome with genes planted, ``_plant_genes``; the files above are
+    the same with or without genes), genes.gtf, stranded expression BigWigs and their targets.tsv,
+    promoter_variants.vcf and genes.tsv (what was planted where)."""
 
     out = Path(out_dir)
     (out / "bigwigs").mkdir(parents=True, exist_ok=True)
@@ -125,16 +129,15 @@ def make_synthetic(
         seq[gap : gap + 300] = ord("N")
         seqs[chrom] = seq
         sites[chrom] = chrom_sites
-    genes = None
-    if genes_per_chrom:  # their own random stream: the rest of the data is drawn as without genes
-        genes = _plant_genes(seqs, sites, chroms, geometry, motifs, subclasses, genes_per_chrom,
+    genes = gene_seqs = gene_sites = None
+    if genes_per_chrom:
+        # a copy of the genome with the genes planted (OUT/genes/genome.fa), from their own random
+        # stream: the accessibility data and its genome stay exactly as without genes
+        gene_seqs = {chrom: seq.copy() for chrom, seq in seqs.items()}
+        gene_sites = {chrom: list(chrom_sites) for chrom, chrom_sites in sites.items()}
+        genes = _plant_genes(gene_seqs, gene_sites, chroms, geometry, motifs, subclasses, genes_per_chrom,
                              np.random.default_rng([seed, 3]))
-    with open(out / "genome.fa", "w") as handle:
-        for chrom in chroms:
-            handle.write(f">{chrom}\n")
-            text = seqs[chrom].tobytes().decode()
-            for i in range(0, len(text), 80):
-                handle.write(text[i : i + 80] + "\n")
+    _write_fasta(out / "genome.fa", seqs)
 
     # cell types: 3 classes, 6 subclasses, 3 clusters
     cell_types = []
@@ -188,7 +191,7 @@ def make_synthetic(
     pd.DataFrame(rows).to_csv(out / "windows.bed", sep="\t", header=False, index=False)
     synthetic_genes = None
     if genes is not None:
-        synthetic_genes = _write_genes(out / "genes", genes, seqs, sites, cell_types, subclasses, chroms,
+        synthetic_genes = _write_genes(out / "genes", genes, gene_seqs, gene_sites, cell_types, subclasses, chroms,
                                        chrom_length, np.random.default_rng([seed, 4]))
     pretrain_targets = None
     if pretraining_tracks:
@@ -289,6 +292,7 @@ def _write_genes(out: Path, genes: list[dict], seqs: dict[str, np.ndarray], site
     each gene's promoter motif, and bidirectional enhancer RNA at every site it responds to) with
     their targets table."""
     (out / "bigwigs").mkdir(parents=True, exist_ok=True)
+    _write_fasta(out / "genome.fa", seqs)
     with open(out / "genes.gtf", "w") as handle:
         handle.write("##description: synthetic genes of the enformer-transfer demo (GENCODE style)\n"
                      "##provider: enformer-transfer\n##format: gtf\n")
@@ -336,7 +340,7 @@ def _write_genes(out: Path, genes: list[dict], seqs: dict[str, np.ndarray], site
                          "description": f"RNA:{name}:{strand}", "strand": strand,
                          "strand_pair": len(files) if strand == "+" else len(files) - 2})
     write_targets_table(build_targets_table(files, pd.DataFrame(rows)), out / "targets.tsv")
-    return SyntheticGenes(out / "genes.gtf", out / "targets.tsv", files, out / "promoter_variants.vcf",
+    return SyntheticGenes(out / "genome.fa", out / "genes.gtf", out / "targets.tsv", files, out / "promoter_variants.vcf",
                           out / "genes.tsv")
 
 
@@ -362,6 +366,15 @@ def _write_expression_track(path: Path, strand: str, genes: list[dict], response
         runs = (rng.poisson(signal * 4) / 4.0).reshape(-1, step).mean(axis=1)
         entries.extend((chrom, i * step, (i + 1) * step, float(round(v, 4))) for i, v in enumerate(runs))
     pybigtools.open(str(path), "w").write({c: chrom_length for c in chroms}, iter(entries))
+
+
+def _write_fasta(path: Path, seqs: dict[str, np.ndarray]) -> None:
+    with open(path, "w") as handle:
+        for chrom, seq in seqs.items():
+            handle.write(f">{chrom}\n")
+            text = seq.tobytes().decode()
+            for i in range(0, len(text), 80):
+                handle.write(text[i : i + 80] + "\n")
 
 
 _PEAK = np.exp(-0.5 * (np.arange(-300, 301) / 120.0) ** 2)
