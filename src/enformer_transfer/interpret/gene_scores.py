@@ -28,7 +28,6 @@ from ..targets.table import gene_tracks
 from .alleles import genome_alleles, reference_start
 
 GENE_STATS = ("SUM", "logSED")
-GENE_COLUMNS = ["gene_id", "gene_name", "gene_type", "gene_strand", "tss", "tss_distance", "exon_bins"]
 
 
 def read_gene_table(path: Path | str, gene_types: list[str] | None = None, genome_chroms=None,
