@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "enformer_transfer"
 
 # bottom first; a module belongs to the layer of its longest prefix here ("" = the package itself)
 LAYERS = (
-    ("primitives", ("_version", "errors", "devices", "console", "progress", "metrics", "fs", "genome", "targets")),
+    ("primitives", ("_version", "errors", "devices", "console", "progress", "metrics", "fs", "genome", "genes", "targets")),
     ("run directory", ("rundir", "layout", "provenance", "config", "stage", "run")),  # the last five: old names
     ("plots", ("plots",)),
     ("data", ("data",)),

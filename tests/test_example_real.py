@@ -31,6 +31,18 @@ def test_real_data_example_end_to_end(tiny_hg38, tmp_path):
     assert all(ident in report for ident in run.tracks["identifier"])
     assert set(run.evaluation("default").per_level["grouping"]) == {"biosample_type"}
     assert run.evaluation("default").per_track["ridge_pearson"].notna().all()  # the ridge baseline beside it
+    # genes: a GTF written for the test windows (GENCODE's layout), Borzoi's exon protocol
+    from test_genes import write_gtf
+
+    test = run.windows("test")
+    genes = [{"chrom": w.chrom, "strand": "+-"[k % 2], "id": f"ENSG{k:011d}.1", "name": f"GENE{k}",
+              "transcripts": [[(int(w.start) + 5_000 + 3_000 * j, int(w.start) + 5_600 + 3_000 * j) for j in range(3)]]}
+             for k, w in enumerate(test.itertuples())]
+    gtf = write_gtf(tmp_path / "genes.gtf.gz", genes, gz=True)
+    assert main(["evaluate", str(run_dir), "--head", "default", "--genes", str(gtf), "--gene-signal", "exons",
+                 "--force", "--quiet"]) == 0
+    per_track_genes = run.evaluation("default").per_track_genes
+    assert len(per_track_genes) == len(run.tracks) and (per_track_genes["n_genes"] == len(test)).all()
     # fine-tuning on real data: the harm gate holds (no track more than 0.01 below its frozen head)
     assert main(["finetune", str(run_dir), "--head", "finetuned", "--from-head", "default", "--steps", "12",
                  "--quiet"]) == 0

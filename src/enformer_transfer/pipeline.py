@@ -48,13 +48,17 @@ DEMO_BACKBONE = {"dim": 48, "depth": 1, "heads": 2, "attn_dim_key": 16}  # the d
 DEMO_PRETRAIN_STEPS = 600
 
 
+DEMO_GENES_PER_CHROM = 10
+
+
 def demo_data(folder: Path, seed: int = 0, force: bool = False):
-    """The demo's synthetic data: genome with planted motifs, cell-type tracks, pretraining tracks."""
+    """The demo's synthetic data: genome with planted motifs, cell-type tracks, pretraining tracks,
+    genes with stranded expression tracks, their GTF and promoter variants (folder/genes)."""
     from .synthetic import PRETRAINING_TRACKS, make_synthetic
 
-    if force or not (folder / "pretrain" / "targets.tsv").exists():
+    if force or not (folder / "pretrain" / "targets.tsv").exists() or not (folder / "genes" / "targets.tsv").exists():
         log.info("demo: writing synthetic genome, BigWigs and windows to %s", folder)
-        make_synthetic(folder, seed=seed, pretraining_tracks=PRETRAINING_TRACKS)
+        make_synthetic(folder, seed=seed, pretraining_tracks=PRETRAINING_TRACKS, genes_per_chrom=DEMO_GENES_PER_CHROM)
     return folder
 
 
@@ -101,7 +105,10 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     OUT/random-backbone: the same architecture, random weights. OUT/run: dataset, embeddings of the
     pretrained backbone, the default head, the ridge baseline, a LoRA fine-tuned model, their
     evaluations (with the random backbone's head as the compare run), a DAR analysis of the planted
-    subclass-specific motifs, the report. OUT/run-random: the same head on the random backbone."""
+    subclass-specific motifs, the report. OUT/run-random: the same head on the random backbone.
+    OUT/run-genes: the demo's genes (OUT/data/genes: a GTF, stranded expression tracks per cell
+    type), a head on them through the pretrained backbone, and the gene-level effects of the planted
+    promoter variants (``variants --genes``)."""
     import shutil
 
     from .backbone.load import init_backbone
@@ -151,7 +158,37 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     config.dar.label_column, config.dar.tracks_where = "subclass", "level == 'Subclass'"
     entry("dar")(config, force=force, progress=progress)
     entry("report")(config, force=force, progress=progress)
+    run_demo_genes(config_for(out / "run-genes", backbone), data_dir / "genes", force, progress)
     return config.run_dir
+
+
+def run_demo_genes(config: RunConfig, genes_dir: Path, force: bool = False, progress: bool = True) -> Path:
+    """The demo's gene run: stranded expression tracks of the demo's genes learned by a head on
+    the pretrained backbone, and each planted promoter variant scored on the genes around it."""
+    config.dataset.genome, config.dataset.targets = genes_dir / "genome.fa", genes_dir / "targets.tsv"
+    run_pipeline(config, force=force, progress=progress, evaluate=False)
+    config.variants.vcf, config.variants.genes = genes_dir / "promoter_variants.vcf", genes_dir / "genes.gtf"
+    config.variants.plot_top, config.variants.batch_size = 0, 16
+    entry("variants")(config, force=force, progress=progress)
+    return config.run_dir
+
+
+def promoter_variant_recovery(run_dir: Path | str, truth: Path | str, level: str = "Subclass"):
+    """Per planted promoter variant (genes.tsv of the demo's data): the cell type of ``level``
+    whose expression of the variant's own gene changes most (largest |logSED|), and the one the
+    promoter motif was planted for."""
+    import pandas as pd
+
+    from .results import Run
+
+    effects = Run(run_dir).variants("default").gene_scores
+    planted = pd.read_csv(truth, sep="\t")
+    own = effects.merge(planted[["variant", "gene_id", "planted_for"]].rename(columns={"variant": "id"}),
+                        on=["id", "gene_id"])
+    own = own[own["level"] == level]
+    top = own.loc[own["logSED"].abs().groupby(own["id"]).idxmax()]
+    return top[["id", "gene_name", "chrom", "gene_strand", "tss_distance", "subclass", "planted_for", "logSED",
+                "logSED_z"]].rename(columns={"subclass": "most_affected"}).reset_index(drop=True)
 
 
 def demo_summary(run_dir: Path | str) -> list[str]:
@@ -185,6 +222,7 @@ def demo_summary(run_dir: Path | str) -> list[str]:
     lines.append(f"demo: DAR analysis, {dar['regions']} subclass-specific regions: median Pearson across subclasses "
                  f"{dar['pearson_across_cell_types_median']:.3f}; most open subclass predicted = observed in "
                  f"{100 * dar['top_agreement_observed_predicted']:.1f}% (chance {100 * dar['chance_agreement']:.1f}%)")
+    lines += _demo_genes_summary(Path(run.path).parent)
     lines.append(f"demo: run directory {run.path}")
     lines.append(f"demo: report {run.layout.report.html} (per-level Pearson with the baselines, training curves, "
                  "track plots, the DAR analysis)")
@@ -192,6 +230,23 @@ def demo_summary(run_dir: Path | str) -> list[str]:
                  "--backbone enformer-weights, train, evaluate, report), or `enformer-transfer run "
                  "examples/study.toml`")
     return lines
+
+
+def _demo_genes_summary(out: Path) -> list[str]:
+    """The gene run's lines: the genes, the head on their stranded expression, the promoter variants."""
+    from .results import Run
+
+    genes_run, truth = out / "run-genes", out / "data" / "genes" / "genes.tsv"
+    if not (genes_run / "variants").is_dir() or not truth.is_file():
+        return []
+    head = Run(genes_run).head("default").metadata.get("metrics", {})
+    recovered = promoter_variant_recovery(genes_run, truth)
+    hit = (recovered["most_affected"] == recovered["planted_for"]).mean()
+    test = head.get("pearson_mean", {}).get("test")
+    return [f"demo: genes: {len(recovered)} genes (data/genes/genes.gtf), a + and a - expression track per cell type; "
+            f"a head on them (run-genes){f', test mean Pearson {test:.3f}' if test is not None else ''}; "
+            f"planted promoter variants (`variants --genes`): the subclass whose expression of the gene drops most "
+            f"is the planted one in {100 * hit:.1f}%"]
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 A random genome with planted motifs; per cell type, accessibility peaks at the motifs that
 cell type responds to; BigWigs of that coverage; a targets table with a three-level cell-type
-hierarchy (class / subclass / cluster); a windows BED with whole-chromosome splits.
+hierarchy (class / subclass / cluster); a windows BED with whole-chromosome splits; with
+``genes_per_chrom``, a copy of the genome with genes planted (exons, an oriented core promoter and a
+cell-type motif upstream of the TSS), a stranded expression track per cell type, their GTF and a
+VCF of promoter variants.
 """
 
 from __future__ import annotations
@@ -62,6 +65,21 @@ class SyntheticData:
     geometry: Geometry
     pretrain_targets: Path | None = None  # tracks for pretraining a backbone (pretraining_tracks=...)
     sites: dict | None = None  # chrom -> [(centre, motif)] of every planted motif
+    genes: SyntheticGenes | None = None  # with genes_per_chrom > 0
+
+
+@dataclass
+class SyntheticGenes:
+    """The demo's genes: their genome (the synthetic genome with the genes planted), GENCODE-style
+    GTF, stranded expression tracks (a + and a - BigWig per cell type, paired in their targets
+    table), the planted promoter variants and the truth."""
+
+    genome: Path
+    gtf: Path
+    targets: Path  # stranded expression tracks: strand column (+ / -) and strand_pair
+    bigwigs: list[Path]
+    variants: Path  # VCF: each gene's promoter motif shuffled (ID GENE_promoter)
+    truth: Path  # genes.tsv: gene_id, gene_name, chrom, strand, tss, motif, planted_for, variant
 
 
 def make_synthetic(
@@ -76,12 +94,16 @@ def make_synthetic(
     subclasses: dict[str, tuple[str, dict[str, float]]] = SUBCLASSES,
     clusters: dict[str, str] = CLUSTERS,
     pretraining_tracks: dict[str, dict[str, float]] | None = None,
+    genes_per_chrom: int = 0,
 ) -> SyntheticData:
     """Write genome.fa, bigwigs/*.bw, metadata.csv, targets.tsv, windows.bed, blacklist.bed, and
     with ``pretraining_tracks`` (name -> motif weights) pretrain/targets.tsv with their BigWigs.
 
     ``motifs`` are planted; ``subclasses`` (subclass -> class, motif weights) and ``clusters``
-    (cluster -> subclass) define the cell-type tracks at three levels."""
+    (cluster -> subclass) define the cell-type tracks at three levels. ``genes_per_chrom`` > 0 adds
+    OUT/genes: genome.fa (the same genome with genes planted, ``_plant_genes``; the files above are
+    the same with or without genes), genes.gtf, stranded expression BigWigs and their targets.tsv,
+    promoter_variants.vcf and genes.tsv (what was planted where)."""
 
     out = Path(out_dir)
     (out / "bigwigs").mkdir(parents=True, exist_ok=True)
@@ -107,12 +129,15 @@ def make_synthetic(
         seq[gap : gap + 300] = ord("N")
         seqs[chrom] = seq
         sites[chrom] = chrom_sites
-    with open(out / "genome.fa", "w") as handle:
-        for chrom in chroms:
-            handle.write(f">{chrom}\n")
-            text = seqs[chrom].tobytes().decode()
-            for i in range(0, len(text), 80):
-                handle.write(text[i : i + 80] + "\n")
+    genes = gene_seqs = gene_sites = None
+    if genes_per_chrom:
+        # a copy of the genome with the genes planted (OUT/genes/genome.fa), from their own random
+        # stream: the accessibility data and its genome stay exactly as without genes
+        gene_seqs = {chrom: seq.copy() for chrom, seq in seqs.items()}
+        gene_sites = {chrom: list(chrom_sites) for chrom, chrom_sites in sites.items()}
+        genes = _plant_genes(gene_seqs, gene_sites, chroms, geometry, motifs, subclasses, genes_per_chrom,
+                             np.random.default_rng([seed, 3]))
+    _write_fasta(out / "genome.fa", seqs)
 
     # cell types: 3 classes, 6 subclasses, 3 clusters
     cell_types = []
@@ -164,6 +189,10 @@ def make_synthetic(
         for tstart in range(geometry.context, chrom_length - T - geometry.context + 1, T):
             rows.append((chrom, tstart - crop, tstart + T + crop, split))
     pd.DataFrame(rows).to_csv(out / "windows.bed", sep="\t", header=False, index=False)
+    synthetic_genes = None
+    if genes is not None:
+        synthetic_genes = _write_genes(out / "genes", genes, gene_seqs, gene_sites, cell_types, subclasses, chroms,
+                                       chrom_length, np.random.default_rng([seed, 4]))
     pretrain_targets = None
     if pretraining_tracks:
         pretrain_rng = np.random.default_rng([seed, 1])  # its own stream: the cell-type data stay the same
@@ -179,8 +208,173 @@ def make_synthetic(
         write_targets_table(table, pretrain_targets)
     return SyntheticData(
         out / "genome.fa", out / "targets.tsv", out / "windows.bed", out / "metadata.csv",
-        out / "blacklist.bed", out / "dar_subclass.csv", bigwigs, geometry, pretrain_targets, sites,
+        out / "blacklist.bed", out / "dar_subclass.csv", bigwigs, geometry, pretrain_targets, sites, synthetic_genes,
     )
+
+
+# an oriented core promoter (TATA box and initiator-like bases) just upstream of every TSS: what
+# tells the model the strand a gene is transcribed from
+CORE_PROMOTER = "GGTATAAAAGGCGCTCAGTCACTTCGAGCA"
+_COMPLEMENT = bytes.maketrans(b"ACGTN", b"TGCAN")
+
+
+def _specific_motifs(motifs: dict[str, str], subclasses: dict[str, tuple[str, dict[str, float]]]) -> dict[str, str]:
+    """motif -> the one subclass that responds to it most (motifs without a single top left out)."""
+    out = {}
+    for motif in motifs:
+        weights = {sub: w.get(motif, 0.0) for sub, (_, w) in subclasses.items()}
+        ranked = sorted(weights.values(), reverse=True)
+        if ranked[0] > 0 and (len(ranked) == 1 or ranked[0] > ranked[1]):
+            out[motif] = max(weights, key=weights.get)
+    return out
+
+
+def _plant_genes(seqs: dict[str, np.ndarray], sites: dict, chroms: list[str], geometry: Geometry,
+                 motifs: dict[str, str], subclasses: dict, per_chrom: int, rng) -> list[dict]:
+    """Genes spread over the windows' target intervals, ``per_chrom`` a chromosome, on either
+    strand: three exons, the core promoter just upstream of the TSS in the gene's orientation, and
+    60 bp further upstream the motif of one subclass (subclasses taken in turn), which becomes a
+    planted site too (accessible where that motif is). Sequence is written into ``seqs``."""
+    specific = _specific_motifs(motifs, subclasses)
+    order = list(specific)
+    genes = []
+    for c, chrom in enumerate(chroms):
+        seq = seqs[chrom]
+        lo = geometry.context + 1000
+        hi = len(seq) - geometry.context - geometry.target_interval_bp - 1000
+        slot = (hi - lo) // per_chrom
+        centres = np.array([centre for centre, _ in sites[chrom]])
+        for g in range(per_chrom):
+            motif = order[(c * per_chrom + g) % len(order)]
+            strand = "+" if rng.random() < 0.5 else "-"
+            lengths = [int(x) for x in rng.integers(200, 500, size=3)]
+            introns = [int(x) for x in rng.integers(400, 1000, size=2)]
+            offsets, at = [], 0
+            for k, length in enumerate(lengths):
+                offsets.append((at, at + length))
+                at += length + (introns[k] if k < 2 else 0)
+            span = at + 500
+            elements = len(motifs[motif]) + 60 + len(CORE_PROMOTER)
+            for _ in range(200):
+                tss = int(lo + g * slot + rng.integers(span, max(span + 1, slot - span)))
+                if strand == "+":
+                    motif_start, first, last = tss - elements, tss - elements - 200, tss + at + 200
+                else:
+                    motif_start, first, last = tss + 1 + 60 + len(CORE_PROMOTER), tss - at - 200, tss + elements + 200
+                centre = motif_start + len(motifs[motif]) // 2
+                clear = not len(centres) or np.abs(centres - centre).min() > 200
+                if clear and not (seq[first:last] == ord("N")).any():
+                    break
+            else:
+                continue
+            core = CORE_PROMOTER.encode()
+            if strand == "+":
+                seq[tss - len(core) : tss] = np.frombuffer(core, dtype=np.uint8)
+                exons = [(tss + a, tss + b) for a, b in offsets]
+            else:
+                seq[tss + 1 : tss + 1 + len(core)] = np.frombuffer(core[::-1].translate(_COMPLEMENT), dtype=np.uint8)
+                exons = sorted((tss + 1 - b, tss + 1 - a) for a, b in offsets)
+            seq[motif_start : motif_start + len(motifs[motif])] = np.frombuffer(motifs[motif].encode(), dtype=np.uint8)
+            sites[chrom].append((centre, motif))
+            name = f"{specific[motif]}-g{sum(gene['planted_for'] == specific[motif] for gene in genes) + 1}"
+            genes.append({"gene_id": f"ENSGSYN{len(genes) + 1:08d}.1", "gene_name": name, "chrom": chrom,
+                          "strand": strand, "tss": tss, "start": exons[0][0], "end": exons[-1][1], "exons": exons,
+                          "motif": motif, "motif_start": motif_start,
+                          "motif_length": len(motifs[motif]), "planted_for": specific[motif]})
+        sites[chrom].sort()
+    return genes
+
+
+def _write_genes(out: Path, genes: list[dict], seqs: dict[str, np.ndarray], sites: dict, cell_types: list,
+                 subclasses: dict, chroms: list[str], chrom_length: int, rng) -> SyntheticGenes:
+    """genes.gtf, genes.tsv, promoter_variants.vcf, and per cell type a + and a - expression BigWig
+    (coverage over the exons of the genes on that strand, as much as the cell type responds to
+    each gene's promoter motif, and bidirectional enhancer RNA at every site it responds to) with
+    their targets table."""
+    (out / "bigwigs").mkdir(parents=True, exist_ok=True)
+    _write_fasta(out / "genome.fa", seqs)
+    with open(out / "genes.gtf", "w") as handle:
+        handle.write("##description: synthetic genes of the enformer-transfer demo (GENCODE style)\n"
+                     "##provider: enformer-transfer\n##format: gtf\n")
+        for number, gene in enumerate(genes, 1):
+            common = f'gene_id "{gene["gene_id"]}"; gene_type "protein_coding"; gene_name "{gene["gene_name"]}";'
+            transcript = (f' transcript_id "ENSTSYN{number:08d}.1"; transcript_type "protein_coding"; '
+                          f'transcript_name "{gene["gene_name"]}-201";')
+            row = f'{gene["chrom"]}\tSYNTHETIC\t{{}}\t{{}}\t{{}}\t.\t{gene["strand"]}\t.\t{{}}\n'
+            handle.write(row.format("gene", gene["start"] + 1, gene["end"], common + " level 2;"))
+            handle.write(row.format("transcript", gene["start"] + 1, gene["end"], common + transcript + " level 2;"))
+            exons = gene["exons"] if gene["strand"] == "+" else gene["exons"][::-1]
+            for k, (a, b) in enumerate(exons, 1):
+                handle.write(row.format("exon", a + 1, b, common + transcript +
+                                        f' exon_number {k}; exon_id "ENSESYN{number:08d}{k}.1"; level 2;'))
+    variants = []
+    for gene in genes:
+        start = gene["motif_start"]
+        ref = seqs[gene["chrom"]][start : start + gene["motif_length"]].tobytes().decode()
+        alt = ref
+        while alt == ref:
+            alt = "".join(rng.permutation(list(ref)))
+        gene["variant"] = f"{gene['gene_name']}_promoter"
+        variants.append(f"{gene['chrom']}\t{gene['motif_start'] + 1}\t{gene['variant']}\t{ref}\t{alt}\t.\tPASS\t"
+                        f"GENE={gene['gene_id']};CELL_TYPE={gene['planted_for']}\n")
+    with open(out / "promoter_variants.vcf", "w") as handle:
+        handle.write("##fileformat=VCFv4.2\n##INFO=<ID=GENE,Number=1,Type=String,Description=\"gene whose promoter "
+                     "motif this shuffles\">\n##INFO=<ID=CELL_TYPE,Number=1,Type=String,Description=\"the subclass "
+                     "the motif was planted for\">\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+        handle.writelines(variants)
+    truth = pd.DataFrame([{k: g[k] for k in ("gene_id", "gene_name", "chrom", "strand", "tss", "start", "end",
+                                              "motif", "planted_for", "variant")} for g in genes])
+    truth.to_csv(out / "genes.tsv", sep="\t", index=False)
+    files, rows = [], []
+    motif_names = list(dict.fromkeys(m for _, w in subclasses.values() for m in w))
+    for t, (level, name, cls, sub, cluster, members, gain) in enumerate(cell_types):
+        # expression is sharper than accessibility: a cell type's weight w (0-6) acts as w^2 / 6
+        weights = {m: (gain * float(np.mean([subclasses[s][1].get(m, 0.0) for s in members]))) ** 2 / 6
+                   for m in motif_names}
+        response = {g["gene_id"]: 0.2 + weights.get(g["motif"], 0.0) for g in genes}
+        for strand, word in (("+", "plus"), ("-", "minus")):
+            path = out / "bigwigs" / f"RNA_{t:02d}_{name}_{word}.bw"
+            _write_expression_track(path, strand, genes, response, weights, sites, chroms, chrom_length, rng)
+            files.append(path)
+            rows.append({"identifier": path.stem, "level": level, "class": cls, "subclass": sub, "cluster": cluster,
+                         "description": f"RNA:{name}:{strand}", "strand": strand,
+                         "strand_pair": len(files) if strand == "+" else len(files) - 2})
+    write_targets_table(build_targets_table(files, pd.DataFrame(rows)), out / "targets.tsv")
+    return SyntheticGenes(out / "genome.fa", out / "genes.gtf", out / "targets.tsv", files, out / "promoter_variants.vcf",
+                          out / "genes.tsv")
+
+
+def _write_expression_track(path: Path, strand: str, genes: list[dict], response: dict[str, float],
+                            weights: dict[str, float], sites: dict, chroms: list[str], chrom_length: int, rng,
+                            step: int = 20) -> None:
+    """A BigWig of one strand: low background, enhancer RNA (both strands) of ``weights[motif]``/2
+    at every site, plus ``response[gene]`` over the exons of every gene on this strand, Poisson
+    count noise, runs of ``step`` bp."""
+    import pybigtools
+
+    entries = []
+    for chrom in chroms:
+        signal = rng.gamma(2.0, 0.02, size=chrom_length // step).repeat(step)[:chrom_length]
+        for center, motif in sites[chrom]:
+            if weights.get(motif, 0.0):
+                a, b = max(0, center - 300), min(chrom_length, center + 301)
+                signal[a:b] += weights[motif] / 2 * _PEAK[a - (center - 300) : b - (center - 300)]
+        for gene in genes:
+            if gene["chrom"] == chrom and gene["strand"] == strand:
+                for a, b in gene["exons"]:
+                    signal[a:b] += response[gene["gene_id"]]
+        runs = (rng.poisson(signal * 4) / 4.0).reshape(-1, step).mean(axis=1)
+        entries.extend((chrom, i * step, (i + 1) * step, float(round(v, 4))) for i, v in enumerate(runs))
+    pybigtools.open(str(path), "w").write({c: chrom_length for c in chroms}, iter(entries))
+
+
+def _write_fasta(path: Path, seqs: dict[str, np.ndarray]) -> None:
+    with open(path, "w") as handle:
+        for chrom, seq in seqs.items():
+            handle.write(f">{chrom}\n")
+            text = seq.tobytes().decode()
+            for i in range(0, len(text), 80):
+                handle.write(text[i : i + 80] + "\n")
 
 
 _PEAK = np.exp(-0.5 * (np.arange(-300, 301) / 120.0) ** 2)

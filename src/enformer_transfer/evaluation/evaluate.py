@@ -42,6 +42,9 @@ class EvaluationPlan:
     ridge: str | None  # the ridge head used as baseline
     compare: Path | None  # the other run's per_track.csv
     model: object = None  # the SequenceModel of a fine-tuned head (it runs from sequence)
+    genes: pd.DataFrame | None = None  # --genes: the GTF's genes placed in the windows of genes_split
+    genes_split: str | None = None
+    compare_genes: Path | None = None  # the other run's per_track_genes.csv
 
     @property
     def settings(self) -> EvaluateConfig:
@@ -88,7 +91,30 @@ def plan_evaluation(config: RunConfig) -> EvaluationPlan:
         from ..backbone.model import load_sequence_model
 
         model, _ = load_sequence_model(run, e.head)
-    return EvaluationPlan(config, run, head, track_index, splits, ridge, compare, model)
+    genes, genes_split, compare_genes = None, None, None
+    if e.genes is not None:
+        genes_split = "test" if "test" in splits else splits[0]
+        genes = plan_genes(run, e, track_index, genes_split)
+        if e.compare_run is not None and RunLayout(e.compare_run).evaluation(e.head).per_track_genes.is_file():
+            compare_genes = RunLayout(e.compare_run).evaluation(e.head).per_track_genes
+    return EvaluationPlan(config, run, head, track_index, splits, ridge, compare, model, genes, genes_split,
+                          compare_genes)
+
+
+def plan_genes(run: Run, settings: EvaluateConfig, track_index: np.ndarray, split: str) -> pd.DataFrame:
+    """The GTF's genes whose TSS lies in a window of ``split`` (each in its most central window),
+    and a check that the head's tracks form valid strand pairs; every error before anything is written."""
+    from ..genes.gtf import place_genes, read_genes
+    from ..targets.table import gene_tracks
+
+    gene_tracks(run.tracks.iloc[track_index].reset_index(drop=True))
+    genes = read_genes(settings.genes, settings.gene_types or None, run.genome(settings_aliases(run)).names)
+    return place_genes(genes, run.windows(split), run.geometry.bin_size,
+                       source=f"{settings.genes}: {len(genes)} genes, {split} split")
+
+
+def settings_aliases(run: Run) -> str:
+    return run.dataset_config.chrom_aliases
 
 
 def _ridge_baseline(run: Run, name: str, track_index) -> str | None:
@@ -191,16 +217,123 @@ def build_evaluation(plan: EvaluationPlan, out: EvaluationFolder, progress: bool
     per_level = per_level_table(per_track, grouping_columns(tracks))
     per_level.to_csv(out.per_level, index=False)
     summary["per_level"] = per_level.to_dict("records")
+    genes = evaluate_genes(plan, out) if plan.genes is not None else None
+    if genes is not None:
+        summary["genes"] = genes.summary
     write_json_atomic(out.summary, _jsonable(summary))
     write_json_atomic(out.checksums, checksums)
     from .figures import evaluation_figures
 
-    evaluation_figures(run, name, out, per_track, splits, track_index, plan.settings.plot_regions)
+    evaluation_figures(run, name, out, per_track, splits, track_index, plan.settings.plot_regions, genes)
     line = ", ".join(f"{s} {summary['splits'][s]['pearson_mean']:.3f}" for s in splits)
     print(f"evaluate: head {name!r} mean Pearson over tracks: {line} -> {run.layout.evaluation(name).path}")
+    if genes is not None:
+        g = genes.summary
+        print(f"evaluate: head {name!r} genes ({g['split']}, {g['n_genes']} genes, {g['gene_signal']}): mean Pearson "
+              f"across genes {_fmt(g['pearson_across_genes_mean'])}, specificity {_fmt(g['pearson_specificity_mean'])}")
     for warning in summary["warnings"]:
         log.warning("evaluate %r: %s", name, warning)
     return {"splits": _jsonable(summary["splits"])}
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+@dataclass
+class GeneEvaluation:
+    """What ``evaluate --genes`` found, for the figures: per gene track (``tracks``: identifier,
+    metadata, metrics) the log1p observed / predicted values of every gene (genes x tracks)."""
+
+    split: str
+    genes: pd.DataFrame
+    tracks: pd.DataFrame
+    levels: np.ndarray
+    observed: np.ndarray  # sums over each gene's bins, before log1p
+    predicted: np.ndarray
+    summary: dict
+
+
+def evaluate_genes(plan: EvaluationPlan, out: EvaluationFolder) -> GeneEvaluation:
+    """Gene-level observed and predicted expression of the head and its baselines on ``plan.genes_split``
+    -> genes.parquet, per_track_genes.csv, per_gene.csv and the summary's ``genes`` block."""
+    from ..targets.table import gene_tracks
+    from .genes import gene_bins, gene_metrics, gene_sums, log1p, track_levels
+
+    run, e, split, placed, track_index = plan.run, plan.settings, plan.genes_split, plan.genes, plan.track_index
+    tracks = run.tracks.iloc[track_index].reset_index(drop=True)
+    pairs = gene_tracks(tracks)
+    table = tracks.iloc[[t.plus for t in pairs]].drop(columns=["file"]).reset_index(drop=True)
+    table["identifier"] = [t.identifier for t in pairs]
+    levels = track_levels(table)
+    g = run.geometry
+    bins = gene_bins(placed, run.windows(split)["start"].to_numpy(), g.bin_size, g.n_bins, e.gene_signal, e.tss_bins)
+    targets = run.targets(split)
+    observed = gene_sums(placed, bins, lambda w: np.asarray(targets[w])[..., track_index], pairs)
+    predicted = gene_sums(placed, bins, store.open_array(out.predictions_store, split), pairs)
+    metrics = gene_metrics(observed, predicted, levels, list(placed["gene_id"]))
+    per_track = pd.concat([table[["identifier"]].assign(split=split), metrics.per_track,
+                           table.drop(columns=["identifier"])], axis=1)
+    long = pd.DataFrame({
+        "split": split,
+        **{c: np.repeat(placed[c].to_numpy(), len(pairs)) for c in
+           ("gene_id", "gene_name", "gene_type", "chrom", "strand", "tss", "window", "tss_bin")},
+        "identifier": np.tile(table["identifier"].to_numpy(), len(placed)),
+        "observed": observed.ravel(), "predicted": predicted.ravel(),
+        "observed_log1p": log1p(observed).ravel(), "predicted_log1p": log1p(predicted).ravel()})
+    baselines = {}
+    if plan.ridge and not plan.head.finetuned:
+        ridge_head, embeddings = run.head(plan.ridge), run.embeddings(split)
+        ridge = gene_sums(placed, bins, lambda w: ridge_head.predict(np.asarray(embeddings[w:w + 1]))[0], pairs)
+        _baseline_columns(per_track, "ridge", gene_metrics(observed, ridge, levels))
+        long["ridge_predicted"] = ridge.ravel()
+        baselines["ridge"] = plan.ridge
+    if all(run.backbone_outputs(s) is not None for s in (split, "valid")):
+        choice, outputs = _zero_shot_choice(run, track_index), run.backbone_outputs(split)
+        zero_shot = gene_sums(placed, bins, lambda w: np.asarray(outputs[w])[..., choice], pairs)
+        _baseline_columns(per_track, "zero_shot", gene_metrics(observed, zero_shot, levels))
+        baselines["zero_shot"] = "backbone track with the best valid Pearson over bins"
+    if plan.compare_genes is not None:
+        theirs = pd.read_csv(plan.compare_genes)
+        theirs = theirs[theirs["split"] == split].set_index("identifier")
+        for column in ("pearson_across_genes", "pearson_specificity"):
+            per_track[f"compare_run_{column}"] = per_track["identifier"].map(theirs[column]).to_numpy(dtype=float)
+        baselines["compare_run"] = str(e.compare_run)
+    long.to_parquet(out.genes, index=False)
+    per_track.to_csv(out.per_track_genes, index=False)
+    metrics.per_gene.to_csv(out.per_gene, index=False)
+    summary = _genes_summary(plan, placed, per_track, metrics.per_gene, levels, baselines)
+    return GeneEvaluation(split, placed, per_track, levels, observed, predicted, summary)
+
+
+def _baseline_columns(per_track: pd.DataFrame, name: str, metrics) -> None:
+    for column in ("pearson_across_genes", "pearson_specificity"):
+        per_track[f"{name}_{column}"] = metrics.per_track[column].to_numpy()
+
+
+GENE_METRICS = ("pearson_across_genes", "spearman_across_genes", "pearson_specificity")
+
+
+def _genes_summary(plan: EvaluationPlan, placed: pd.DataFrame, per_track: pd.DataFrame, per_gene: pd.DataFrame,
+                   levels: np.ndarray, baselines: dict) -> dict:
+    e = plan.settings
+    means = [c for c in per_track.columns if c in GENE_METRICS or c.endswith(("_pearson_across_genes",
+                                                                              "_pearson_specificity"))]
+    summary = {"split": plan.genes_split, "gtf": str(e.genes), "gene_types": list(e.gene_types),
+               "gene_signal": e.gene_signal, "tss_bins": e.tss_bins if e.gene_signal == "tss" else None,
+               "n_genes": len(placed), "n_genes_plus": int((placed["strand"] == "+").sum()),
+               "n_tracks": len(per_track), "baselines": baselines,
+               **{f"{c}_mean": _nanmean(per_track[c]) for c in means}, "per_level": []}
+    for level in dict.fromkeys(levels):
+        if level == "":
+            continue
+        part = per_track[levels == level]
+        genes_level = per_gene[per_gene["level"] == level]["pearson_across_tracks"]
+        summary["per_level"].append({
+            "level": level, "n_tracks": len(part), **{f"{c}_mean": _nanmean(part[c]) for c in means},
+            "pearson_across_tracks_median": float(genes_level.median()) if genes_level.notna().any() else None,
+            "pearson_across_tracks_mean": _nanmean(genes_level)})
+    return summary
 
 
 FLAT = 1e-6  # a predicted standard deviation at or below this: a flat track

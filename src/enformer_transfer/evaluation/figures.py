@@ -17,7 +17,7 @@ from ..targets.table import grouping_columns, hierarchy_order
 
 
 def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.DataFrame, splits: list[str],
-                       track_index: np.ndarray, plot_regions: list[str] | None = None) -> list[dict]:
+                       track_index: np.ndarray, plot_regions: list[str] | None = None, genes=None) -> list[dict]:
     """Draw the evaluation's figures into ``out.figures`` and list them in its index (name,
     caption, kind, file), which the report follows."""
     from ..rundir import store
@@ -101,6 +101,8 @@ def evaluation_figures(run, name: str, out: EvaluationFolder, per_track: pd.Data
                 index.add(key, f"Observed vs predicted, chosen region {label} ({region_split})",
                           draw.track_plot(x, o_region[:, order], p_region[:, order], [labels[k] for k in order], label,
                                           figures / "regions" / key), kind="region")
+    if genes is not None:
+        _gene_figures(genes, index, figures)
     for t, ident in enumerate(ids):
         caption = ident if labels[t] == ident else f"{labels[t]} ({ident})"
         index.add(f"track_{ident}", caption, draw.track_plot(coords, obs[:, [t]], pred[:, [t]], [labels[t]], region,
@@ -120,3 +122,30 @@ def _training_curves(metadata: dict, logs: pd.DataFrame, path: Path) -> list[Pat
     return draw.training_curves(logs, path, start=training.get("start_valid_pearson"),
                                 kept_epoch=None if kept_start else kept.get("epoch"), kept_start=kept_start,
                                 start_label=start_label)
+
+
+def _gene_figures(genes, index: FigureIndex, figures: Path, shown: int = 12, top: int = 50) -> None:
+    """Per-gene expression (``evaluate.GeneEvaluation``): observed vs predicted across genes for up
+    to ``shown`` tracks, and the ``top`` most variable genes' centred values (specificity)."""
+    from .genes import centred_by_level, log1p, most_variable_genes
+
+    table = genes.tracks
+    labels = list(track_labels(table))
+    observed, predicted = log1p(genes.observed), log1p(genes.predicted)
+    picked = np.unique(np.linspace(0, len(table) - 1, min(shown, len(table))).round().astype(int))
+    some = f", {len(picked)} of {len(table)} tracks" if len(picked) < len(table) else ""
+    index.add("genes_scatter", f"Observed vs predicted expression per gene ({genes.split}, {len(genes.genes)} genes, "
+              f"log1p{some})",
+              draw.gene_scatters(observed[:, picked], predicted[:, picked], [labels[i] for i in picked],
+                                 list(table["pearson_across_genes"].to_numpy()[picked]), figures / "genes_scatter"),
+              kind="genes")
+    rows = most_variable_genes(genes.observed, genes.levels, top)
+    in_level = np.flatnonzero(genes.levels != "")
+    if len(rows) and len(in_level) >= 2:
+        names = list(genes.genes["gene_name"].astype(str).to_numpy()[rows])
+        index.add("genes_specificity", f"The {len(rows)} genes that vary most across cell types: log1p expression "
+                  "minus its mean over the level's tracks, observed and predicted",
+                  draw.gene_specificity_heatmap(centred_by_level(observed, genes.levels)[np.ix_(rows, in_level)],
+                                                centred_by_level(predicted, genes.levels)[np.ix_(rows, in_level)],
+                                                names, [labels[i] for i in in_level], figures / "genes_specificity"),
+                  kind="genes")

@@ -42,7 +42,8 @@ class VariantScorer:
     def __init__(self, model, genome, geometry, pad_value: float, stats: list[str], shifts: list[int],
                  rc: bool = False, partners: np.ndarray | None = None, batch_size: int = 8,
                  null_shuffles: int = 0, seed: int = 0, offset: int = 0,
-                 untransform: Callable[[np.ndarray], np.ndarray] | None = None, merge: StrandMerge | None = None):
+                 untransform: Callable[[np.ndarray], np.ndarray] | None = None, merge: StrandMerge | None = None,
+                 genes: Callable[[pd.DataFrame, np.ndarray, np.ndarray], dict[str, np.ndarray]] | None = None):
         self.model, self.genome, self.geometry = model, genome, geometry
         self.pad_value, self.stats = pad_value, list(stats)
         self.offset = offset  # the placement: every window moved as by this extra shift
@@ -50,6 +51,7 @@ class VariantScorer:
         self.rc, self.partners, self.batch_size = rc, partners, batch_size
         self.null_shuffles, self.seed = null_shuffles, seed
         self.untransform, self.merge = untransform, merge
+        self.genes = genes  # gene_scores.GeneScorer: gene-level scores from the same predictions
         self.margin = max(abs(k) for k in self.shifts)
         self.device = next(model.parameters()).device
         self.sequences = 0  # forward passes so far (sequences, all strands and shifts)
@@ -122,7 +124,9 @@ class VariantScorer:
 
     def score(self, variants: pd.DataFrame) -> dict[str, np.ndarray]:
         """{name: (variants, columns) float32}: ref_sum, alt_sum, each stat and, with a null, each
-        stat's empirical p-value (``STAT_p``); one column per track, or per strand pair when merged."""
+        stat's empirical p-value (``STAT_p``); one column per track, or per strand pair when merged.
+        With ``genes`` (``gene_scores.GeneScorer``) also its ``gene_*`` arrays, one row per
+        (variant, gene) pair of the chunk, from the same predictions."""
         rows = list(variants.itertuples(index=False))
         makers: list[Maker] = []
         genome_block, other_block, blocks = [], [], 0
@@ -159,7 +163,10 @@ class VariantScorer:
             null_scores = self._merged(variant_scores(null_ref, null_alt, self.stats))
             for stat in self.stats:
                 result[f"{stat}_p"] = empirical_p(result[stat], null_scores[stat])
-        return {name: values.astype(np.float32) for name, values in result.items()}
+        result = {name: values.astype(np.float32) for name, values in result.items()}
+        if self.genes is not None:
+            result.update(self.genes(variants, preds[ref_block], preds[alt_block]))
+        return result
 
     def _coverage(self, preds: np.ndarray) -> np.ndarray:
         """Predictions clipped at 0 (tracks are coverage; a ridge head's linear output can dip below

@@ -41,6 +41,14 @@ from ..rundir.layout import VariantsFolder
 from ..targets.table import strand_partners
 from . import outputs
 from .alleles import PLACEMENT_SHIFT
+from .gene_scores import (
+    GENE_STATS,
+    GeneColumns,
+    GeneScorer,
+    gene_pairs,
+    gene_table,
+    read_gene_table,
+)
 from .scores import StrandMerge, specificity
 from .untransform import untransform_for
 from .vcf import match_genome, read_variants
@@ -70,6 +78,10 @@ class VariantsPlan:
     device: object  # torch.device
     precision: str
     dist: Dist
+    genes: pd.DataFrame | None = None  # --genes: the GTF's genes on the genome's chromosomes
+    gene_pairs: pd.DataFrame | None = None  # (variant, gene) with exons in the variant's output interval
+    gene_columns: GeneColumns | None = None
+    gene_groups: np.ndarray | None = None  # per gene column: its level, for the z-scores
 
     @property
     def settings(self) -> VariantsConfig:
@@ -117,12 +129,28 @@ def plan_variants(config: RunConfig) -> VariantsPlan:
     if unknown:
         raise InputError(f"variants --plot-variants: {', '.join(unknown[:3])} not among the scored variants "
                          "(name them by ID or chrom:pos:ref:alt)")
+    genes = pairs = columns = gene_groups = None
+    if p.genes is not None:
+        genes, pairs, columns = _plan_genes(p, variants, genome, head_tracks, g)
+        gene_groups = _levels(columns.tracks(head_tracks), level_column)[1]
     dist = dist_from_env()
     device = resolve_device(p.device, dist)
     folder = p.out or run.layout.variants(p.head).path
     return VariantsPlan(config, run, head, head_tracks, merge, tracks, groups, level_column, variants,
                         skipped.reset_index(drop=True), mismatches, folder, device,
-                        resolve_precision(p.precision, device), dist)
+                        resolve_precision(p.precision, device), dist, genes, pairs, columns, gene_groups)
+
+
+def _plan_genes(p: VariantsConfig, variants: pd.DataFrame, genome, head_tracks: pd.DataFrame, geometry):
+    """The GTF's genes, every (variant, gene) pair to score, and the gene-level columns; refused
+    when no gene has an exon in any variant's output interval."""
+    genes = read_gene_table(p.genes, p.gene_types, genome.names)
+    pairs = gene_pairs(variants, genes, geometry, PLACEMENT_SHIFT[p.placement])
+    if pairs.empty:
+        raise InputError(f"variants --genes {p.genes}: none of its {len(genes)} genes has an exon in the output "
+                         f"interval ({geometry.target_interval_bp} bp) of any of the {len(variants)} variants; "
+                         "check the GTF's assembly and chromosome names (--chrom-aliases)")
+    return genes, pairs, GeneColumns.from_tracks(head_tracks)
 
 
 def _levels(tracks: pd.DataFrame, column: str | None) -> tuple[str | None, np.ndarray]:
@@ -181,10 +209,11 @@ def make_scorer(plan: VariantsPlan):
     untransform = untransform_for(p.scale, TrackParams.from_table(plan.head.tracks),
                                   plan.run.dataset_config.transform_order)
     genome = plan.run.genome(p.chrom_aliases)
+    genes = None if plan.genes is None else GeneScorer(plan.gene_pairs, plan.genes, plan.gene_columns)
     return VariantScorer(model, genome, plan.run.geometry, plan.run.embed_config.pad_value, p.stats,
                          p.shifts, p.rc, strand_partners(plan.head_tracks), p.batch_size, p.null_shuffles,
                          plan.config.seed, offset=PLACEMENT_SHIFT[p.placement], untransform=untransform,
-                         merge=plan.merge)
+                         merge=plan.merge, genes=genes)
 
 
 def _chunk_checksums(out: VariantsFolder) -> dict[int, list[str]]:
@@ -238,6 +267,8 @@ def finish_variants(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.D
     """Tables, summaries, figures and BigWigs from the chunks; the stage's stats."""
     p = plan.settings
     values = load_chunks(out, table)
+    gene_values = {name: values.pop(name) for name in list(values) if name.startswith("gene_")}
+    genes_summary = _write_gene_scores(plan, out, table, gene_values) if plan.genes is not None else None
     for stat in p.stats:
         values[f"{stat}_z"] = specificity(values[stat], plan.groups).astype(np.float32)
     columns = outputs.score_columns(p.stats, p.null_shuffles > 0)
@@ -271,12 +302,18 @@ def finish_variants(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.D
         "drawn": [table["variant"].iloc[i] for i in chosen], "figures": len(figures), "parquet": parquet,
         "matrix": matrix,
         "most_affected": _most_affected_counts(affected),
+        **({"genes": genes_summary} if genes_summary is not None else {}),
     }
     write_json_atomic(out.summary, summary)
     rate = n_scored / max(seconds, 1e-9)
     print(f"variants: {len(table)} variants x {len(plan.tracks)} tracks of head {p.head!r} ({n_scored} scored in "
           f"{seconds:.1f} s, {rate:.2f} variants/s, {n_sequences} sequences) -> {plan.folder}",
           flush=True)
+    if genes_summary is not None:
+        print(f"variants: gene-level scores: {genes_summary['variant_gene_pairs']} variant-gene pairs "
+              f"({genes_summary['genes_scored']} of {genes_summary['genes_read']} genes of {p.genes.name}) x "
+              f"{genes_summary['columns']} tracks -> {out.gene_scores_parquet.name if genes_summary['parquet'] else out.gene_scores.name}",
+              flush=True)
     if n_flipped:
         print(f"variants: {n_flipped} REF mismatch(es) flipped (ALT is the genome's allele; scored ALT - REF as the "
               "VCF states; listed in ref_mismatches.tsv)", flush=True)
@@ -289,6 +326,23 @@ def finish_variants(plan: VariantsPlan, out: VariantsFolder, scorer, table: pd.D
             "sequences_this_run": n_sequences,
             "seconds": round(seconds, 2),
             "variants_per_second": round(rate, 3), "device": str(plan.device), "world_size": plan.dist.world}
+
+
+def _write_gene_scores(plan: VariantsPlan, out: VariantsFolder, table: pd.DataFrame,
+                       values: dict[str, np.ndarray]) -> dict:
+    """gene_scores.tsv / .parquet: one row per variant, gene and column (strand pairs read on the
+    gene's strand), with the z-scores across each level's columns."""
+    for stat in GENE_STATS:
+        values[f"gene_{stat}_z"] = specificity(values[f"gene_{stat}"], plan.gene_groups).astype(np.float32)
+    genes = gene_table(table, plan.genes, plan.gene_pairs, plan.gene_columns, plan.head_tracks, values,
+                       outputs.track_columns)
+    genes.to_csv(out.gene_scores, sep="\t", index=False, float_format="%.6g")
+    parquet = _write_parquet(genes, out.gene_scores_parquet)
+    pairs = genes.drop_duplicates(["variant", "gene_id"])
+    return {"gtf": str(plan.settings.genes), "gene_types": list(plan.settings.gene_types),
+            "genes_read": len(plan.genes), "genes_scored": int(pairs["gene_id"].nunique()),
+            "variant_gene_pairs": len(pairs), "variants_with_genes": int(pairs["variant"].nunique()),
+            "columns": len(plan.gene_columns.plus), "parquet": parquet}
 
 
 def _most_affected_counts(affected: pd.DataFrame) -> dict:

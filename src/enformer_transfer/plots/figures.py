@@ -519,3 +519,44 @@ def pseudobulk_qc(qc: pd.DataFrame, path: Path) -> list[Path]:
     axes[0].set_yticks(y, names, fontsize=_label_size(len(qc)))
     axes[0].invert_yaxis()
     return _save(fig, path)
+
+
+def gene_scatters(observed: np.ndarray, predicted: np.ndarray, names: list[str], pearsons: list[float],
+                  path: Path) -> list[Path]:
+    """Observed vs predicted log1p expression across genes, one panel per track (genes x tracks)."""
+    plt = _plt()
+    n = len(names)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), layout="constrained", squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        if k >= n:
+            ax.axis("off")
+            continue
+        ax.scatter(observed[:, k], predicted[:, k], s=4, alpha=0.5, linewidths=0)
+        r = "n/a" if not np.isfinite(pearsons[k]) else f"{pearsons[k]:.3f}"
+        ax.set_title(f"{names[k]}: r = {r}", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("observed log1p", fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("predicted log1p", fontsize=7)
+    return _save(fig, path)
+
+
+def gene_specificity_heatmap(observed: np.ndarray, predicted: np.ndarray, genes: list[str], tracks: list[str],
+                             path: Path) -> list[Path]:
+    """Genes x tracks, log1p expression centred per gene over its level's tracks, observed and predicted."""
+    plt = _plt()
+    limit = float(np.nanmax(np.abs(np.concatenate([observed.ravel(), predicted.ravel()])))) if observed.size else 1.0
+    size = _label_size(max(len(genes), len(tracks)))
+    fig, axes = plt.subplots(1, 2, figsize=(2 + 0.18 * len(tracks) * 2 + 2, 1.5 + 0.14 * len(genes)),
+                             layout="constrained", squeeze=False)
+    for ax, values, title in zip(axes[0], (observed, predicted), ("observed", "predicted"), strict=True):
+        image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit or -1, vmax=limit or 1,
+                          interpolation="nearest")
+        ax.set_title(f"{title} (centred log1p)", fontsize=8)
+        _sparse_ticks(ax, tracks, "x", size)
+        _sparse_ticks(ax, genes, "y", size)
+    fig.colorbar(image, ax=axes[0, -1], shrink=0.6)
+    return _save(fig, path)

@@ -304,6 +304,39 @@ def _dar_body(ctx: ReportContext, head: str) -> str:
     return text + figure_grid([(f["path"], f["caption"]) for f in dar.figures])
 
 
+GENE_WORDS = {
+    "pearson_across_genes": "Pearson across genes", "spearman_across_genes": "Spearman across genes",
+    "pearson_specificity": "Pearson across genes, centred per level (specificity)",
+    "ridge_pearson_across_genes": "ridge, across genes", "ridge_pearson_specificity": "ridge, specificity",
+    "zero_shot_pearson_across_genes": "backbone's own track, across genes",
+    "zero_shot_pearson_specificity": "backbone's own track, specificity",
+    "compare_run_pearson_across_genes": "compare run, across genes",
+    "compare_run_pearson_specificity": "compare run, specificity",
+}
+
+
+def _genes_body(ctx: ReportContext, evaluation) -> str:
+    """Expression per gene (evaluate --genes): the numbers, per level and per track, and the figures."""
+    g = evaluation.summary["genes"]
+    signal = (f"sum over the bins within {g['tss_bins']} bin(s) of the TSS" if g["gene_signal"] == "tss"
+              else "sum over the bins of the gene's exons")
+    text = (f"<p>{g['n_genes']} genes of {html.escape(Path(g['gtf']).name)} with their TSS in a {g['split']} window "
+            f"({g['n_genes_plus']} on +); {signal}, log1p; {g['n_tracks']} tracks. Mean Pearson across genes "
+            f"{fmt(g.get('pearson_across_genes_mean'))}, Spearman {fmt(g.get('spearman_across_genes_mean'))}, "
+            f"specificity (centred per level) {fmt(g.get('pearson_specificity_mean'))}.</p>")
+    levels = pd.DataFrame(g["per_level"])
+    words = {f"{c}_mean": f"{w}, mean" for c, w in GENE_WORDS.items()}
+    words["pearson_across_tracks_median"] = "per gene, Pearson across the level's tracks, median"
+    words["pearson_across_tracks_mean"] = "per gene, Pearson across the level's tracks, mean"
+    text += table(levels, words=words, empty="no level")
+    per_track = evaluation.per_track_genes
+    keep = [c for c in ("identifier", "n_genes", *GENE_WORDS, "note") if c in per_track.columns
+            and per_track[c].notna().any()]
+    text += details("Per track (full precision in per_track_genes.csv)",
+                    table(per_track[keep], words=GENE_WORDS, empty="no track"))
+    return text + figure_grid([(f["path"], f["caption"]) for f in evaluation.figures if f["kind"] == "genes"])
+
+
 def head_section(ctx: ReportContext, head: str) -> Section:
     same = ctx.identical_to(head)
     if same:
@@ -337,6 +370,8 @@ def head_section(ctx: ReportContext, head: str) -> Section:
     children = [Section(f"{key}-figures", "Figures", grid)] if grid else []
     if head in run.dars():
         children.append(Section(f"{key}-dar", "DAR analysis", _dar_body(ctx, head)))
+    if evaluation.has_genes:
+        children.append(Section(f"{key}-genes", "Genes", _genes_body(ctx, evaluation)))
     words = _column_words(ctx, head)
     per_level = evaluation.per_level
     children.append(Section(f"{key}-levels", "Per level", table(

@@ -311,6 +311,12 @@ class EvaluateConfig(_Section):
     plot_regions: list[str] = Field(
         default_factory=list, description="chrom:start-end regions or BED files: plot observed vs predicted there",
         json_schema_extra={"path_like": True})
+    genes: Path | None = _path_field("GTF (GENCODE / Ensembl, plain or .gz): also score expression per gene on the test split")
+    gene_types: list[str] = Field(default_factory=list,
+                                  description="keep genes of these types, e.g. protein_coding,lncRNA (default: all)")
+    tss_bins: int = Field(1, ge=0, description="--gene-signal tss: bins on each side of the TSS bin summed")
+    gene_signal: Literal["tss", "exons"] = Field(
+        "tss", description="tss = bins around the TSS (Enformer); exons = bins over the gene's exons (Borzoi)")
 
 
 class PredictConfig(_Section):
@@ -489,6 +495,11 @@ class VariantsConfig(_Section):
     strands: Literal["merge", "separate"] = Field(
         "merge", description="stranded track pairs (targets table strand_pair): merge = one column per pair, scores "
                              "added and D2 in quadrature (baskerville); separate = one column per strand")
+    genes: Path | None = _path_field("GTF (GENCODE / Ensembl, plain or gzipped): also score each variant on every "
+                                     "gene with exons in its output interval, over the gene's exon bins (logSED, "
+                                     "SUM; docs/variants.md)")
+    gene_types: list[str] = Field(default_factory=list, description="with --genes: only genes of these types, e.g. "
+                                                                    "protein_coding (default: all)")
     chunk_variants: int = Field(32, gt=0, description="variants per resumable chunk")
     batch_size: int = Field(8, gt=0, description="sequences per forward pass")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="compute precision (auto: bf16 on GPU, "

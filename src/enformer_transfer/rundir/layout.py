@@ -144,6 +144,9 @@ class EvaluationFolder(StageFolder):
     per_level = property(lambda self: self.path / "per_level.csv")
     bin_position = property(lambda self: self.path / "bin_position.csv")
     summary = property(lambda self: self.path / "summary.json")
+    genes = property(lambda self: self.path / "genes.parquet")  # gene x track, observed / predicted
+    per_track_genes = property(lambda self: self.path / "per_track_genes.csv")
+    per_gene = property(lambda self: self.path / "per_gene.csv")  # per gene, across the tracks of a level
 
     def correlations(self, split: str) -> Path:
         return self.path / f"correlations_{split}.npz"
@@ -218,6 +221,8 @@ class VariantsFolder(StageFolder):
     scores = property(lambda self: self.path / "scores.tsv")
     scores_parquet = property(lambda self: self.path / "scores.parquet")
     scores_h5 = property(lambda self: self.path / "scores.h5")  # per score a variants x tracks matrix (baskerville)
+    gene_scores = property(lambda self: self.path / "gene_scores.tsv")  # --genes: per variant, gene and track
+    gene_scores_parquet = property(lambda self: self.path / "gene_scores.parquet")
     top_variants = property(lambda self: self.path / "top_variants.tsv")
     most_affected = property(lambda self: self.path / "most_affected.tsv")
     summary = property(lambda self: self.path / "summary.json")

@@ -477,6 +477,24 @@ class Evaluation:
         return pd.read_csv(self.folder.bin_position)
 
     @property
+    def has_genes(self) -> bool:
+        """Whether it was run with --genes (per-gene expression)."""
+        return "genes" in self.summary
+
+    @cached_property
+    def per_track_genes(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.per_track_genes)
+
+    @cached_property
+    def per_gene(self) -> pd.DataFrame:
+        return pd.read_csv(self.folder.per_gene)
+
+    @cached_property
+    def genes(self) -> pd.DataFrame:
+        """Gene x track observed / predicted expression (genes.parquet)."""
+        return pd.read_parquet(self.folder.genes)
+
+    @property
     def figures(self) -> list[dict]:
         """The evaluation's figures in reading order: name, caption, kind, path."""
         return read_figure_index(self.folder.figures)
@@ -530,6 +548,15 @@ class VariantEffects:
     def scores(self) -> pd.DataFrame:
         """One row per variant and track: the variant, the track's metadata, every score."""
         return _read_table(self.folder.scores, {"chrom": str, "ref": str, "alt": str})
+
+    @cached_property
+    def gene_scores(self) -> pd.DataFrame:
+        """With ``--genes``: one row per variant, gene and track (strand pairs: one row, read on the
+        gene's strand), with logSED and SUM over the gene's exon bins and their z-scores."""
+        if not self.folder.gene_scores.is_file():
+            raise InputError(f"{self.folder.path}: no gene-level scores here (rerun variants with --genes GTF)")
+        return _read_table(self.folder.gene_scores, {"chrom": str, "ref": str, "alt": str, "gene_id": str,
+                                                     "gene_name": str})
 
     @cached_property
     def top_variants(self) -> pd.DataFrame:

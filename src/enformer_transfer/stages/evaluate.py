@@ -25,7 +25,7 @@ def evaluation_key(plan: EvaluationPlan) -> dict:
     """Everything the evaluation reads: the head, the targets, the baselines' inputs."""
     run, e = plan.run, plan.settings
     regions = [file_fingerprint(r) if Path(r).is_file() else r for r in e.plot_regions]
-    return {
+    key = {
         "head": run.head_record(e.head).digest,
         "dataset": run.dataset_record.digest,
         "embeddings": run.embeddings_record.digest,
@@ -35,3 +35,8 @@ def evaluation_key(plan: EvaluationPlan) -> dict:
         "compare_run": file_fingerprint(plan.compare) if plan.compare else None,
         "enformer_targets": file_fingerprint(e.enformer_targets) if e.enformer_targets else None,
     }
+    if e.genes is not None:  # the GTF's content, so an edited GTF makes the evaluation stale
+        key["genes"] = {"gtf": file_fingerprint(e.genes), "gene_types": e.gene_types, "gene_signal": e.gene_signal,
+                        "tss_bins": e.tss_bins, "split": plan.genes_split,
+                        "compare_run": file_fingerprint(plan.compare_genes) if plan.compare_genes else None}
+    return key

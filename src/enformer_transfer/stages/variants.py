@@ -39,8 +39,10 @@ def variants_key(plan: VariantsPlan) -> dict:
         "dataset": run.dataset_record.digest,
         "embeddings": run.embeddings_record.digest,
         "vcf": file_fingerprint(p.vcf),
+        **({"genes": file_fingerprint(p.genes), "gene_types": list(p.gene_types)} if p.genes else {}),
         "settings": p.model_dump(mode="json", exclude={"head", "vcf", "out", "chunk_variants", "batch_size",
-                                                       "precision", "compile", "device", "chrom_aliases"}),
+                                                       "precision", "compile", "device", "chrom_aliases", "genes",
+                                                       "gene_types"}),
         "precision": plan.precision,
         "seed": plan.config.seed,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ log = logging.getLogger("enformer_transfer")
 
 REQUIRED_COLUMNS = ["identifier", "file", "clip", "scale", "sum_stat", "description"]
 STANDARD_COLUMNS = ["index", "identifier", "file", "clip", "clip_soft", "scale", "sum_stat", "description"]
+STRANDS = ("+", "-", ".")
 BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
 
 
@@ -37,7 +39,7 @@ def is_bigwig(path: Path) -> bool:
 
 def metadata_columns(tracks: pd.DataFrame) -> list[str]:
     """Columns beyond the Basenji standard ones (cell-type levels and the like)."""
-    return [c for c in tracks.columns if c not in STANDARD_COLUMNS and c != "strand_pair"]
+    return [c for c in tracks.columns if c not in STANDARD_COLUMNS and c not in ("strand_pair", "strand")]
 
 
 def grouping_columns(tracks: pd.DataFrame) -> list[str]:
@@ -197,6 +199,8 @@ def validate_targets_table(df: pd.DataFrame, path: Path, check_files: bool = Tru
             if not is_bigwig(file):
                 raise InputError(f"{where}: {file} is not a BigWig file (bad magic number)")
         files.append(str(file))
+    if "strand" in df.columns:
+        df["strand"] = [_strand(value, f"{path} row {i + 2}") for i, value in enumerate(df["strand"])]
     df["identifier"] = df["identifier"].str.strip()
     df["sum_stat"] = df["sum_stat"].str.strip()
     df["file"] = files
@@ -205,6 +209,15 @@ def validate_targets_table(df: pd.DataFrame, path: Path, check_files: bool = Tru
     df["scale"] = scales
     df["index"] = pd.to_numeric(df["index"], errors="coerce").fillna(pd.Series(range(len(df)))).astype(int)
     return df.reset_index(drop=True)
+
+
+def _strand(value, where: str) -> str:
+    text = "" if value is None else str(value).strip()
+    if text in ("", "nan", "None"):
+        return "."
+    if text not in STRANDS:
+        raise InputError(f"{where}: strand {text!r} is not +, - or . (. or empty = unstranded)")
+    return text
 
 
 def _number(value, where: str, column: str, allow_empty: bool = False) -> float | None:
@@ -344,3 +357,60 @@ def strand_partners(tracks: pd.DataFrame) -> np.ndarray | None:
     position = {int(v): i for i, v in enumerate(index) if np.isfinite(v)}
     partners = np.array([position.get(int(p), i) if np.isfinite(p) else i for i, p in enumerate(pairs)])
     return None if (partners == np.arange(len(tracks))).all() else partners
+
+
+class GeneTrack(NamedTuple):
+    """A track as genes read it: a stranded pair (a + gene reads ``plus``, a - gene ``minus``;
+    positions in the tracks table) or one unstranded track (``plus == minus``)."""
+
+    identifier: str
+    plus: int
+    minus: int
+
+
+def _suffix_strand(identifier: str) -> str:
+    return identifier[-1] if identifier[-1:] in ("+", "-") else "."
+
+
+def strand_pairs(tracks: pd.DataFrame) -> np.ndarray:
+    """For each track (position in ``tracks``), the position of its other strand (itself when it
+    has none): Basenji's ``strand_pair`` column when the table has a non-trivial one, otherwise
+    tracks whose identifiers differ only by a final + / - (``CAGE_K562+`` / ``CAGE_K562-``)."""
+    partners = strand_partners(tracks)
+    if partners is not None:
+        return partners
+    ids = [str(i) for i in tracks["identifier"]]
+    position = {ident: i for i, ident in enumerate(ids)}
+    partners = np.arange(len(ids))
+    for i, ident in enumerate(ids):
+        other = {"+": "-", "-": "+"}.get(_suffix_strand(ident))
+        if other and ident[:-1] + other in position:
+            partners[i] = position[ident[:-1] + other]
+    return partners
+
+
+def gene_tracks(tracks: pd.DataFrame) -> list[GeneTrack]:
+    """The tracks genes are read from, in table order: one per strand pair (named by the common
+    identifier without its +/- suffix, else 'PLUS/MINUS'), one per unstranded track. Which track of
+    a pair is + comes from the ``strand`` column, else the identifier's suffix; a track whose
+    strand is set but has no partner is read for genes of both strands."""
+    partners = strand_pairs(tracks)
+    ids = [str(i) for i in tracks["identifier"]]
+    column = list(tracks["strand"]) if "strand" in tracks.columns else ["."] * len(ids)
+    out, done = [], set()
+    for i, ident in enumerate(ids):
+        j = int(partners[i])
+        if i in done:
+            continue
+        if j == i:
+            out.append(GeneTrack(ident, i, i))
+            continue
+        strands = [column[k] if column[k] in ("+", "-") else _suffix_strand(ids[k]) for k in (i, j)]
+        if sorted(strands) != ["+", "-"]:
+            raise InputError(f"targets table: tracks {ident!r} and {ids[j]!r} are a strand pair but their strands are "
+                             f"{strands[0]!r} and {strands[1]!r}; give one '+' and one '-' in a strand column")
+        plus, minus = (i, j) if strands[0] == "+" else (j, i)
+        stem = ids[plus][:-1] if _suffix_strand(ids[plus]) == "+" and ids[minus] == ids[plus][:-1] + "-" else None
+        out.append(GeneTrack(stem or f"{ids[plus]}/{ids[minus]}", plus, minus))
+        done |= {i, j}
+    return out
