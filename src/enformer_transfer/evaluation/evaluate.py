@@ -95,8 +95,8 @@ def plan_evaluation(config: RunConfig) -> EvaluationPlan:
     if e.genes is not None:
         genes_split = "test" if "test" in splits else splits[0]
         genes = plan_genes(run, e, track_index, genes_split)
-        if e.compare_run is not None and RunLayout(e.compare_run).evaluation(e.head).per_track_genes.is_file():
-            compare_genes = RunLayout(e.compare_run).evaluation(e.head).per_track_genes
+        if e.compare_run is not None:
+            compare_genes = _compare_genes(RunLayout(e.compare_run).evaluation(e.head), e)
     return EvaluationPlan(config, run, head, track_index, splits, ridge, compare, model, genes, genes_split,
                           compare_genes)
 
@@ -111,6 +111,22 @@ def plan_genes(run: Run, settings: EvaluateConfig, track_index: np.ndarray, spli
     genes = read_genes(settings.genes, settings.gene_types or None, run.genome(settings_aliases(run)).names)
     return place_genes(genes, run.windows(split), run.geometry.bin_size,
                        source=f"{settings.genes}: {len(genes)} genes, {split} split")
+
+
+def _compare_genes(other: EvaluationFolder, settings: EvaluateConfig) -> Path | None:
+    """The compare run's per_track_genes.csv when it was scored on the same genes the same way."""
+    if not other.per_track_genes.is_file():
+        log.warning("evaluate --compare-run: %s has no gene-level evaluation (evaluate it with --genes)", other.path)
+        return None
+    theirs = json.loads(other.summary.read_text()).get("genes", {})
+    mine = {"gtf": str(settings.genes), "gene_signal": settings.gene_signal, "gene_types": list(settings.gene_types),
+            "tss_bins": settings.tss_bins if settings.gene_signal == "tss" else None}
+    differ = [k for k, v in mine.items() if theirs.get(k) != v]
+    if differ:
+        log.warning("evaluate --compare-run: %s scored genes with another %s; its gene-level numbers are left out",
+                    other.path, ", ".join(differ))
+        return None
+    return other.per_track_genes
 
 
 def settings_aliases(run: Run) -> str:
