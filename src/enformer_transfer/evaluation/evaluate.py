@@ -315,11 +315,19 @@ def evaluate_genes(plan: EvaluationPlan, out: EvaluationFolder) -> GeneEvaluatio
         for column in ("pearson_across_genes", "pearson_specificity"):
             per_track[f"compare_run_{column}"] = per_track["identifier"].map(theirs[column]).to_numpy(dtype=float)
         baselines["compare_run"] = str(e.compare_run)
-    long.to_parquet(out.genes, index=False)
+    _write_parquet(long, out.genes)
     per_track.to_csv(out.per_track_genes, index=False)
     metrics.per_gene.to_csv(out.per_gene, index=False)
     summary = _genes_summary(plan, placed, per_track, metrics.per_gene, levels, baselines)
     return GeneEvaluation(split, placed, per_track, levels, observed, predicted, summary)
+
+
+def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+    """Parquet through polars (a dependency already), so that pyarrow is not needed."""
+    import polars as pl
+
+    pl.DataFrame({c: table[c].to_numpy() if table[c].dtype != object else table[c].astype(str).to_list()
+                  for c in table.columns}).write_parquet(path)
 
 
 def _baseline_columns(per_track: pd.DataFrame, name: str, metrics) -> None:
