@@ -108,7 +108,7 @@ def plan_genes(run: Run, settings: EvaluateConfig, track_index: np.ndarray, spli
     from ..targets.table import gene_tracks
 
     gene_tracks(run.tracks.iloc[track_index].reset_index(drop=True))
-    genes = read_genes(settings.genes, settings.gene_types or None, run.genome(settings_aliases(run)).names)
+    genes = read_genes(settings.genes, settings.gene_types or None, run.genome().names)  # the dataset's alias rule
     return place_genes(genes, run.windows(split), run.geometry.bin_size,
                        source=f"{settings.genes}: {len(genes)} genes, {split} split")
 
@@ -127,10 +127,6 @@ def _compare_genes(other: EvaluationFolder, settings: EvaluateConfig) -> Path | 
                     other.path, ", ".join(differ))
         return None
     return other.per_track_genes
-
-
-def settings_aliases(run: Run) -> str:
-    return run.dataset_config.chrom_aliases
 
 
 def _ridge_baseline(run: Run, name: str, track_index) -> str | None:
