@@ -205,8 +205,8 @@ def test_evaluate_genes_equals_numpy(demo_run, tmp_path, monkeypatch):
     """``evaluate --genes`` on a copy of the demo, with its first two tracks made a strand pair:
     every gene metric equals NumPy on the stored predictions and targets, both protocols."""
     from enformer_transfer.cli import main
-    from enformer_transfer.rundir.run import RunDirectory as BaseRun
     from enformer_transfer.results import Run
+    from enformer_transfer.rundir.run import RunDirectory as BaseRun
 
     run_dir = tmp_path / "run"
     shutil.copytree(demo_run, run_dir, ignore=shutil.ignore_patterns("report", "dar", "variants*"))

@@ -30,6 +30,8 @@ _EXPORTS = {
     "fetch": ".data.fetch", "make_targets_table": ".targets.table",
     "build_targets_table": ".targets.table", "read_targets_table": ".targets.table",
     "init_backbone": ".backbone.load", "backbone_info": ".backbone.info", "get_family": ".backbone.families",
+    # genes (a GTF's genes; ``evaluate`` scores them with ``config.evaluate.genes``)
+    "read_genes": ".genes.gtf", "place_genes": ".genes.gtf",
     # stages, by their descriptive and their command names (the registry: stages/__init__.py)
     **public_names(),
     "run_pipeline": ".pipeline", "run_demo": ".pipeline",

@@ -95,8 +95,8 @@ def plan_evaluation(config: RunConfig) -> EvaluationPlan:
     if e.genes is not None:
         genes_split = "test" if "test" in splits else splits[0]
         genes = plan_genes(run, e, track_index, genes_split)
-        if e.compare_run is not None and RunLayout(e.compare_run).evaluation(e.head).per_track_genes.is_file():
-            compare_genes = RunLayout(e.compare_run).evaluation(e.head).per_track_genes
+        if e.compare_run is not None:
+            compare_genes = _compare_genes(RunLayout(e.compare_run).evaluation(e.head), e)
     return EvaluationPlan(config, run, head, track_index, splits, ridge, compare, model, genes, genes_split,
                           compare_genes)
 
@@ -108,13 +108,25 @@ def plan_genes(run: Run, settings: EvaluateConfig, track_index: np.ndarray, spli
     from ..targets.table import gene_tracks
 
     gene_tracks(run.tracks.iloc[track_index].reset_index(drop=True))
-    genes = read_genes(settings.genes, settings.gene_types or None, run.genome(settings_aliases(run)).names)
+    genes = read_genes(settings.genes, settings.gene_types or None, run.genome().names)  # the dataset's alias rule
     return place_genes(genes, run.windows(split), run.geometry.bin_size,
                        source=f"{settings.genes}: {len(genes)} genes, {split} split")
 
 
-def settings_aliases(run: Run) -> str:
-    return run.dataset_config.chrom_aliases
+def _compare_genes(other: EvaluationFolder, settings: EvaluateConfig) -> Path | None:
+    """The compare run's per_track_genes.csv when it was scored on the same genes the same way."""
+    if not other.per_track_genes.is_file():
+        log.warning("evaluate --compare-run: %s has no gene-level evaluation (evaluate it with --genes)", other.path)
+        return None
+    theirs = json.loads(other.summary.read_text()).get("genes", {})
+    mine = {"gtf": str(settings.genes), "gene_signal": settings.gene_signal, "gene_types": list(settings.gene_types),
+            "tss_bins": settings.tss_bins if settings.gene_signal == "tss" else None}
+    differ = [k for k, v in mine.items() if theirs.get(k) != v]
+    if differ:
+        log.warning("evaluate --compare-run: %s scored genes with another %s; its gene-level numbers are left out",
+                    other.path, ", ".join(differ))
+        return None
+    return other.per_track_genes
 
 
 def _ridge_baseline(run: Run, name: str, track_index) -> str | None:
@@ -299,11 +311,19 @@ def evaluate_genes(plan: EvaluationPlan, out: EvaluationFolder) -> GeneEvaluatio
         for column in ("pearson_across_genes", "pearson_specificity"):
             per_track[f"compare_run_{column}"] = per_track["identifier"].map(theirs[column]).to_numpy(dtype=float)
         baselines["compare_run"] = str(e.compare_run)
-    long.to_parquet(out.genes, index=False)
+    _write_parquet(long, out.genes)
     per_track.to_csv(out.per_track_genes, index=False)
     metrics.per_gene.to_csv(out.per_gene, index=False)
     summary = _genes_summary(plan, placed, per_track, metrics.per_gene, levels, baselines)
     return GeneEvaluation(split, placed, per_track, levels, observed, predicted, summary)
+
+
+def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+    """Parquet through polars (a dependency already), so that pyarrow is not needed."""
+    import polars as pl
+
+    pl.DataFrame({c: table[c].to_numpy() if table[c].dtype != object else table[c].astype(str).to_list()
+                  for c in table.columns}).write_parquet(path)
 
 
 def _baseline_columns(per_track: pd.DataFrame, name: str, metrics) -> None:

@@ -140,7 +140,7 @@ def _gene_figures(genes, index: FigureIndex, figures: Path, shown: int = 12, top
                                  list(table["pearson_across_genes"].to_numpy()[picked]), figures / "genes_scatter"),
               kind="genes")
     rows = most_variable_genes(genes.observed, genes.levels, top)
-    in_level = np.flatnonzero(genes.levels != "")
+    in_level = [i for i in hierarchy_order(table) if genes.levels[i] != ""]
     if len(rows) and len(in_level) >= 2:
         names = list(genes.genes["gene_name"].astype(str).to_numpy()[rows])
         index.add("genes_specificity", f"The {len(rows)} genes that vary most across cell types: log1p expression "

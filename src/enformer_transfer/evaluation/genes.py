@@ -11,6 +11,7 @@ track is one of a strand pair (``targets.table.gene_tracks``), then log1p(max(x,
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,5 +152,7 @@ def most_variable_genes(observed: np.ndarray, levels: np.ndarray, top: int = 50)
     """Rows of the genes whose centred observed log1p values vary most across tracks (for the
     specificity heatmap), most variable first."""
     centred = centred_by_level(log1p(observed), levels)
-    spread = np.nan_to_num(np.nanvar(centred, axis=1), nan=-1.0) if centred.size else np.zeros(0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a gene with every track in no level
+        spread = np.nan_to_num(np.nanvar(centred, axis=1), nan=-1.0) if centred.size else np.zeros(0)
     return np.argsort(-spread, kind="stable")[:top]

@@ -492,7 +492,10 @@ class Evaluation:
     @cached_property
     def genes(self) -> pd.DataFrame:
         """Gene x track observed / predicted expression (genes.parquet)."""
-        return pd.read_parquet(self.folder.genes)
+        import polars as pl
+
+        table = pl.read_parquet(self.folder.genes)
+        return pd.DataFrame({c: table[c].to_numpy() for c in table.columns})
 
     @property
     def figures(self) -> list[dict]:
