@@ -158,15 +158,24 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     config.dar.label_column, config.dar.tracks_where = "subclass", "level == 'Subclass'"
     entry("dar")(config, force=force, progress=progress)
     entry("report")(config, force=force, progress=progress)
-    run_demo_genes(config_for(out / "run-genes", backbone), data_dir / "genes", force, progress)
+    run_demo_genes(config_for(out / "run-genes", backbone), config_for(out / "run-genes-random", random_backbone),
+                   data_dir / "genes", force, progress)
     return config.run_dir
 
 
-def run_demo_genes(config: RunConfig, genes_dir: Path, force: bool = False, progress: bool = True) -> Path:
-    """The demo's gene run: stranded expression tracks of the demo's genes learned by a head on
-    the pretrained backbone, and each planted promoter variant scored on the genes around it."""
-    config.dataset.genome, config.dataset.targets = genes_dir / "genome.fa", genes_dir / "targets.tsv"
-    run_pipeline(config, force=force, progress=progress, evaluate=False)
+def run_demo_genes(config: RunConfig, random: RunConfig, genes_dir: Path, force: bool = False,
+                   progress: bool = True) -> Path:
+    """The demo's gene run: stranded expression tracks of the demo's genes (on the windows that
+    reach a gene) learned by a head on the pretrained backbone and, for the margin, on the random
+    one; both scored per gene (``evaluate --genes``), and each planted promoter variant scored on
+    the genes around it (``variants --genes``)."""
+    for c in (random, config):
+        c.dataset.genome, c.dataset.targets = genes_dir / "genome.fa", genes_dir / "targets.tsv"
+        c.dataset.windows = genes_dir / "windows.bed"
+        run_pipeline(c, force=force, progress=progress, evaluate=False)
+        c.evaluate.head, c.evaluate.genes = c.train.head, genes_dir / "genes.gtf"
+        c.evaluate.compare_run = random.run_dir if c is config else None
+        entry("evaluate")(c, force=force, progress=progress)
     config.variants.vcf, config.variants.genes = genes_dir / "promoter_variants.vcf", genes_dir / "genes.gtf"
     config.variants.plot_top, config.variants.batch_size = 0, 16
     entry("variants")(config, force=force, progress=progress)
@@ -239,14 +248,23 @@ def _demo_genes_summary(out: Path) -> list[str]:
     genes_run, truth = out / "run-genes", out / "data" / "genes" / "genes.tsv"
     if not (genes_run / "variants").is_dir() or not truth.is_file():
         return []
-    head = Run(genes_run).head("default").metadata.get("metrics", {})
+    run = Run(genes_run)
+    head = run.head("default").metadata.get("metrics", {})
     recovered = promoter_variant_recovery(genes_run, truth)
     hit = (recovered["most_affected"] == recovered["planted_for"]).mean()
     test = head.get("pearson_mean", {}).get("test")
-    return [f"demo: genes: {len(recovered)} genes (data/genes/genes.gtf), a + and a - expression track per cell type; "
-            f"a head on them (run-genes){f', test mean Pearson {test:.3f}' if test is not None else ''}; "
-            f"planted promoter variants (`variants --genes`): the subclass whose expression of the gene drops most "
-            f"is the planted one in {100 * hit:.1f}%"]
+    lines = [f"demo: genes: {len(recovered)} genes (data/genes/genes.gtf), a + and a - expression track per cell type; "
+             f"a head on them (run-genes){f', test mean Pearson {test:.3f}' if test is not None else ''}; "
+             f"planted promoter variants (`variants --genes`): the subclass whose expression of the gene drops most "
+             f"is the planted one in {100 * hit:.1f}%"]
+    if "default" in run.evaluations() and "genes" in run.evaluation("default").summary:
+        genes = run.evaluation("default").summary["genes"]
+        random = Run(out / "run-genes-random").evaluation("default").summary["genes"]
+        lines.append(f"demo: genes (`evaluate --genes`, {genes['n_genes']} test genes, TSS +-{genes['tss_bins']} bins): "
+                     f"Pearson across genes {genes['pearson_across_genes_mean']:.3f} (random backbone "
+                     f"{random['pearson_across_genes_mean']:.3f}), cell-type specificity "
+                     f"{genes['pearson_specificity_mean']:.3f} (random {random['pearson_specificity_mean']:.3f})")
+    return lines
 
 
 if __name__ == "__main__":

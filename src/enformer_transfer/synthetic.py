@@ -81,6 +81,11 @@ class SyntheticGenes:
     variants: Path  # VCF: each gene's promoter motif shuffled (ID GENE_promoter)
     truth: Path  # genes.tsv: gene_id, gene_name, chrom, strand, tss, motif, planted_for, variant
 
+    @property
+    def windows(self) -> Path:
+        """windows.bed: the genome's windows whose target interval reaches a gene."""
+        return self.genome.parent / "windows.bed"
+
 
 def make_synthetic(
     out_dir: Path | str,
@@ -193,6 +198,11 @@ def make_synthetic(
     if genes is not None:
         synthetic_genes = _write_genes(out / "genes", genes, gene_seqs, gene_sites, cell_types, subclasses, chroms,
                                        chrom_length, np.random.default_rng([seed, 4]))
+        # the windows whose target interval reaches a gene (1 kb around it): the gene run's windows
+        near = [(chrom, a + crop, b - crop) for chrom, a, b, _ in rows]
+        keep = [row for row, (chrom, a, b) in zip(rows, near, strict=True)
+                if any(g["chrom"] == chrom and g["start"] - 1000 < b and g["end"] + 1000 > a for g in genes)]
+        pd.DataFrame(keep).to_csv(synthetic_genes.windows, sep="\t", header=False, index=False)
     pretrain_targets = None
     if pretraining_tracks:
         pretrain_rng = np.random.default_rng([seed, 1])  # its own stream: the cell-type data stay the same
