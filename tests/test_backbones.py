@@ -134,3 +134,30 @@ def test_the_family_drives_checkpointing_finetuning_and_deeplift(tiny):
             np.testing.assert_allclose(plain(x).numpy(), before, rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="no exact DeepLIFT rules; use --method grad-input or --method ism"):
         deeplift_rules(SequenceModel(trunk, head))
+
+
+def test_init_geometry_options_per_family_and_info_without_the_runtime(tmp_path, capsys):
+    """--seq-length / --n-bins reach each family's own setting, options a family has not are
+    refused in one line, and `backbone info` on a Flashzoi folder without flash-attn still names
+    its files and says why the model cannot be loaded here."""
+    out = tmp_path / "ag"
+    assert main(["backbone", "init", "--kind", "alphagenome", "--preset", "tiny", "--seq-length", "32768",
+                 "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["backbone", "info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["seq_length"], info["bin_size"], info["target_bins"]) == (32768, 128, 256)
+    for args, message in ((["--kind", "alphagenome", "--n-bins", "5"], "its bins follow from --seq-length"),
+                          (["--kind", "borzoi", "--human-tracks", "3"], "no option human_tracks"),
+                          (["--kind", "enformer", "--seq-length", "5"], "the input length follows from --n-bins")):
+        assert main(["backbone", "init", "--preset", "tiny", *args, "--out", str(tmp_path / "x")]) == 2
+        assert message in _one_line_error(capsys)
+    assert not (tmp_path / "x").exists()
+    if FAMILIES.get("flashzoi") and not get_family("flashzoi")._runs_here():
+        flash = tmp_path / "fz"
+        assert main(["backbone", "init", "--kind", "flashzoi", "--preset", "tiny", "--out", str(flash), "--quiet"]) == 0
+        capsys.readouterr()
+        assert main(["backbone", "info", str(flash), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["kind"] == "flashzoi" and "needs flash-attn" in info["not_loadable"]
+        assert {f["path"] for f in info["files"]} == {"config.json", "model.safetensors"}

@@ -43,6 +43,21 @@ def test_real_data_example_end_to_end(tiny_hg38, tmp_path):
                  "--force", "--quiet"]) == 0
     per_track_genes = run.evaluation("default").per_track_genes
     assert len(per_track_genes) == len(run.tracks) and (per_track_genes["n_genes"] == len(test)).all()
+    # gene-level variant effects: an SNV 50 bp upstream of the first exon of two genes
+    from enformer_transfer.genome.sequence import Genome
+
+    genome, rows = Genome(str(tiny_hg38 / "windows.fa")), []
+    for k, w in enumerate(test.head(2).itertuples()):
+        first = int(w.start) + 5_000 if k % 2 == 0 else int(w.start) + 5_600 + 6_000  # the gene's TSS side
+        pos = first - 50 if k % 2 == 0 else first + 50  # 1-based, upstream on the gene's strand
+        ref = genome.fetch(w.chrom, pos - 1, pos).upper()
+        rows.append(f"{w.chrom}\t{pos}\t{ref}\t{'C' if ref != 'C' else 'G'}\tv{k}\n")
+    vcf = tmp_path / "promoters.tsv"
+    vcf.write_text("chrom\tpos\tref\talt\tid\n" + "".join(rows))
+    assert main(["variants", str(run_dir), "--head", "default", "--vcf", str(vcf), "--genes", str(gtf), "--quiet"]) == 0
+    gene_scores = run.variants("default").gene_scores
+    assert {"GENE0", "GENE1"} <= set(gene_scores["gene_name"])
+    assert gene_scores["logSED"].notna().all()
     # fine-tuning on real data: the harm gate holds (no track more than 0.01 below its frozen head)
     assert main(["finetune", str(run_dir), "--head", "finetuned", "--from-head", "default", "--steps", "12",
                  "--quiet"]) == 0

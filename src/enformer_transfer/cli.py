@@ -285,15 +285,15 @@ def cmd_tfrecords_import(args) -> int:
     return 0
 
 
-ENFORMER_INIT_OPTIONS = ("dim", "depth", "heads", "attn_dim_key", "num_downsamples", "n_bins", "human_tracks",
-                         "calibrate_batches")
+INIT_OPTIONS = ("dim", "depth", "heads", "attn_dim_key", "num_downsamples", "n_bins", "human_tracks",
+                "calibrate_batches", "seq_length", "resolution", "organism")  # each family refuses, in one line, those it has not
 
 
 def cmd_backbone_init(args) -> int:
     from .backbone.families import get_family
 
     family = get_family(args.kind)
-    options = {k: getattr(args, k) for k in ENFORMER_INIT_OPTIONS if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in INIT_OPTIONS if getattr(args, k) is not None}
     out = family.init(args.out, args.preset, args.seed, **options)
     print(f"backbone: random {family.display_name or family.kind} ({args.preset} preset"
           f"{''.join(f', {k} {v}' for k, v in options.items())}) -> {out}")
@@ -448,14 +448,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: small and fast on a CPU (tests, demos); full: the published architecture")
     b.add_argument("--out", type=Path, required=True, help="backbone folder to write")
     b.add_argument("--seed", type=int, default=0, help="random seed of the weights")
-    e = b.add_argument_group("Enformer options (default: the preset's; full = the published Enformer)")
+    g = b.add_argument_group("geometry (default: the preset's)")
+    g.add_argument("--seq-length", type=int, help="input bp the backbone is built for (Borzoi: a multiple of 128; "
+                   "AlphaGenome: of 2,048, its bins follow as seq_length / 128; Enformer: follows from --n-bins)")
+    g.add_argument("--n-bins", "--target-length", dest="n_bins", type=int,
+                   help="output bins per window (Enformer full: 896, tiny: 64; Borzoi full: 6,144, tiny: 96)")
+    g.add_argument("--resolution", type=int, choices=[128, 1], help="AlphaGenome: the embeddings stored, 128-bp "
+                   "(3,072 channels published) or 1-bp (datasets with --bin-size 1)")
+    g.add_argument("--organism", choices=["human", "mouse"], help="AlphaGenome: the organism embedded (default human)")
+    e = b.add_argument_group("model options (Enformer; Borzoi takes --dim --depth --heads --attn-dim-key too; "
+                             "default: the preset's)")
     e.add_argument("--dim", type=int, help="model width (full: 1536, tiny: 48)")
     e.add_argument("--depth", type=int, help="transformer blocks (full: 11, tiny: 1)")
     e.add_argument("--heads", type=int, help="attention heads (full: 8, tiny: 2)")
     e.add_argument("--attn-dim-key", type=int, help="attention key size (full: 64, tiny: 16)")
     e.add_argument("--num-downsamples", type=int, help="bin size = 2 ** this (7: 128 bp)")
-    e.add_argument("--n-bins", "--target-length", dest="n_bins", type=int,
-                   help="output bins per window (full: 896, tiny: 64)")
     e.add_argument("--human-tracks", type=int, help="tracks of the human output head (full: 5313, tiny: 8)")
     e.add_argument("--calibrate-batches", type=int,
                    help="batches of random DNA that set the BatchNorm statistics (0: none; default 2)")

@@ -357,9 +357,12 @@ class AlphaGenomeFamily(Family):
         resolution = int(options.pop("resolution", 128))
         organism = str(options.pop("organism", "human"))
         seq_length = options.pop("seq_length", None)
+        if "n_bins" in options:
+            raise InputError("backbone init --kind alphagenome: its bins follow from --seq-length (seq_length / 128 "
+                             "at 128 bp); drop --n-bins")
         if options:
-            raise InputError(f"backbone init --kind alphagenome: unknown options {sorted(options)} "
-                             "(use resolution, organism, seq_length)")
+            raise InputError(f"backbone init --kind alphagenome: no option {', '.join(sorted(options))} "
+                             "(it takes --seq-length, --resolution, --organism)")
         metadata = Metadata(_metadata(preset))
         config = AlphaGenomeConfig(**preset_config(preset, seq_length), metadata=metadata)
         _check_options(resolution, organism, metadata.get_organisms(), f"backbone init {out}")

@@ -98,6 +98,12 @@ class BorzoiFamily(Family):
 
         if preset not in PRESETS:
             raise InputError(f"--preset {preset!r}: use {' or '.join(PRESETS)}")
+        if "n_bins" in options:  # the tool's name for the bins the backbone predicts
+            options["bins_to_return"] = options.pop("n_bins")
+        unknown = sorted(set(options) - set(PRESETS[preset]))
+        if unknown:
+            raise InputError(f"backbone init --kind {self.kind}: no option {', '.join(unknown)} (it takes "
+                             f"{', '.join(k for k in PRESETS[preset] if k != 'bins_to_return')}, n_bins)")
         values = {**PRESETS[preset], **options}
         if values[SEQ_LENGTH_KEY] % TRANSFORMER_STRIDE:
             raise InputError(f"{self.kind}: seq_length {values[SEQ_LENGTH_KEY]} is not a multiple of "

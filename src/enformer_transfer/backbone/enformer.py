@@ -96,6 +96,9 @@ class EnformerFamily(Family):
         (``build``'s arguments; None keeps the preset's) override it."""
         if preset not in PRESETS:
             raise InputError(f"--preset {preset!r}: Enformer has the presets {', '.join(PRESETS)}")
+        if "seq_length" in options:
+            raise InputError("backbone init --kind enformer: the input length follows from --n-bins (896 bins: "
+                             "196,608 bp); drop --seq-length")
         unknown = sorted(set(options) - set(PUBLISHED) - {"calibrate_batches", "stem_motifs"})
         if unknown:
             raise InputError(f"backbone init --kind enformer: no option {', '.join(unknown)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
+from ..errors import InputError
 from ..rundir.layout import BackboneFolder
 from ..rundir.provenance import file_fingerprint
 from .load import backbone_family, resolve_backbone
@@ -16,13 +17,18 @@ def backbone_info(folder: Path | str) -> dict:
     embedding width, the family's own facts and each weights file's size and sha256."""
     _, path = resolve_backbone(folder)
     family = backbone_family(path)
-    model = family.load(str(path))
-    geometry = family.geometry(model)
     try:
         version = metadata.version(family.package)
     except metadata.PackageNotFoundError:
         version = None
     files = [BackboneFolder(path).config] + BackboneFolder(path).weight_files
+    try:
+        model = family.load(str(path))
+    except InputError as err:  # e.g. Flashzoi without flash-attn: the folder's files can still be checked
+        return {"folder": str(path.resolve()), "kind": family.kind, "package": family.package,
+                "package_version": version, "not_loadable": str(err),
+                "files": [{**file_fingerprint(f), "path": f.name} for f in files]}
+    geometry = family.geometry(model)
     return {
         "folder": str(path.resolve()), "kind": family.kind, "package": family.package, "package_version": version,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -43,6 +49,11 @@ def size_text(n_bytes: float) -> str:
 
 def info_lines(info: dict) -> list[str]:
     """``backbone_info`` as lines for a person."""
+    if "not_loadable" in info:
+        return [f"backbone: {info['folder']}",
+                f"  kind            {info['kind']} ({info['package']} {info['package_version'] or 'not installed'})",
+                f"  not loadable here: {info['not_loadable']}",
+                *[f"  {f['path']:<15} {f['size']:,} bytes, sha256 {f['sha256']}" for f in info["files"]]]
     per_window = size_text(info["target_bins"] * info["embedding_dim"] * 2)
     lines = [
         f"backbone: {info['folder']}",
