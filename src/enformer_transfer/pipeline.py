@@ -139,7 +139,7 @@ def run_demo(out: Path | str, force: bool = False, progress: bool = True, seed: 
     # the same head on a backbone of the same size without pretraining: what transfer adds
     random = config_for(out / "run-random", random_backbone)
     run_pipeline(random, force=force, progress=progress, evaluate=False)
-    random.evaluate.head = "default"
+    random.evaluate.head, random.evaluate.figures = "default", False  # only the compare run
     entry("evaluate")(random, force=force, progress=progress)
 
     config = config_for(demo_run_dir(out), backbone)
@@ -175,6 +175,7 @@ def run_demo_genes(config: RunConfig, random: RunConfig, genes_dir: Path, force:
         run_pipeline(c, force=force, progress=progress, evaluate=False)
         c.evaluate.head, c.evaluate.genes = c.train.head, genes_dir / "genes.gtf"
         c.evaluate.compare_run = random.run_dir if c is config else None
+        c.evaluate.figures = False  # the gene run has no report: its tables and summary lines
         entry("evaluate")(c, force=force, progress=progress)
     config.variants.vcf, config.variants.genes = genes_dir / "promoter_variants.vcf", genes_dir / "genes.gtf"
     config.variants.plot_top, config.variants.batch_size = 0, 16

@@ -236,7 +236,8 @@ def build_evaluation(plan: EvaluationPlan, out: EvaluationFolder, progress: bool
     write_json_atomic(out.checksums, checksums)
     from .figures import evaluation_figures
 
-    evaluation_figures(run, name, out, per_track, splits, track_index, plan.settings.plot_regions, genes)
+    if plan.settings.figures:
+        evaluation_figures(run, name, out, per_track, splits, track_index, plan.settings.plot_regions, genes)
     line = ", ".join(f"{s} {summary['splits'][s]['pearson_mean']:.3f}" for s in splits)
     print(f"evaluate: head {name!r} mean Pearson over tracks: {line} -> {run.layout.evaluation(name).path}")
     if genes is not None:

@@ -317,6 +317,8 @@ class EvaluateConfig(_Section):
     tss_bins: int = Field(1, ge=0, description="--gene-signal tss: bins on each side of the TSS bin summed")
     gene_signal: Literal["tss", "exons"] = Field(
         "tss", description="tss = bins around the TSS (Enformer); exons = bins over the gene's exons (Borzoi)")
+    figures: bool = Field(True, description="draw the figures (track plots, scatters, heatmaps); --no-figures: "
+                                            "tables and summary only, e.g. for a run that is only a compare run")
 
 
 class PredictConfig(_Section):

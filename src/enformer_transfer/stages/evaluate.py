@@ -35,6 +35,8 @@ def evaluation_key(plan: EvaluationPlan) -> dict:
         "compare_run": file_fingerprint(plan.compare) if plan.compare else None,
         "enformer_targets": file_fingerprint(e.enformer_targets) if e.enformer_targets else None,
     }
+    if not e.figures:  # a result without its figures is another result (recorded only when off)
+        key["figures"] = False
     if e.genes is not None:  # the GTF's content, so an edited GTF makes the evaluation stale
         key["genes"] = {"gtf": file_fingerprint(e.genes), "gene_types": e.gene_types, "gene_signal": e.gene_signal,
                         "tss_bins": e.tss_bins, "split": plan.genes_split,
