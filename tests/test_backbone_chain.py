@@ -2,7 +2,8 @@
 backbone init / info -> dataset at the family's geometry -> embed (the stored embeddings equal
 the package's own forward) -> train -> evaluate (zero-shot from the backbone's own tracks, a
 compare run of the other family) -> report -> finetune (LoRA) -> predict -> variants ->
-contributions (grad-input, ISM; DeepLIFT/SHAP refused in one line)."""
+contributions (grad-input, ISM; DeepLIFT/SHAP refused in one line); from the CLI, and one stage
+through the API."""
 
 from __future__ import annotations
 
@@ -98,7 +99,10 @@ def test_every_stage_with_the_family(kind, runs, synthetic, tmp_path, capsys):
     # fine-tune with LoRA on the family's modules, then everything that runs from sequence
     _run("finetune", run_dir, "--head", "ft", "--steps", "2", "--loader-workers", "0", "--batch-size", "2")
     assert et.Run(run_dir).head("ft").finetuned
-    _run("evaluate", run_dir, "--head", "ft")
+    config = et.as_config(run_dir)  # the API: the same stage, called as a function of the run's config
+    config.evaluate.head, config.evaluate.compare_run = "ft", None
+    et.evaluate(config, progress=False)
+    assert et.Run(run_dir).evaluation("ft").summary["splits"]["test"]["pearson_mean"] is not None
     _run("report", run_dir)
     report = (run_dir / "report" / "report.html").read_text()
     assert f"({'borzoi' if kind == 'alphagenome' else 'alphagenome'} backbone" in report  # heads side by side
