@@ -99,6 +99,15 @@ def test_every_stage_with_the_family(kind, runs, synthetic, tmp_path, capsys):
     # fine-tune with LoRA on the family's modules, then everything that runs from sequence
     _run("finetune", run_dir, "--head", "ft", "--steps", "2", "--loader-workers", "0", "--batch-size", "2")
     assert et.Run(run_dir).head("ft").finetuned
+    # last:K opens the family's last block; neither mode moves a BatchNorm statistic (every buffer
+    # of the saved, fine-tuned backbone equals the original's)
+    _run("finetune", run_dir, "--head", "ft-last", "--trainable", "last:1", "--steps", "2", "--loader-workers", "0",
+         "--batch-size", "2")
+    original = dict(model.named_buffers())
+    for name in ("ft", "ft-last"):
+        tuned = dict(et.Run(run_dir).head(name).load_trunk().named_buffers())
+        assert original and tuned.keys() == original.keys()
+        assert all(torch.equal(tuned[k].cpu(), original[k]) for k in original), name
     config = et.as_config(run_dir)  # the API: the same stage, called as a function of the run's config
     config.evaluate.head, config.evaluate.compare_run = "ft", None
     et.evaluate(config, progress=False)
