@@ -145,7 +145,7 @@ def test_a_gtf_with_no_gene_near_any_variant_is_a_one_line_error(demo_run, tmp_p
     assert not out.exists()
 
 
-def test_demo_promoter_variants_change_their_gene_in_the_planted_cell_type(demo_run):
+def test_demo_promoter_variants_change_their_gene_in_the_planted_cell_type(demo_run, tmp_path):
     """The demo scores its planted promoter variants on its genes (run-genes): for each, the
     subclass whose expression of the variant's own gene changes most (|logSED|) is the subclass the
     promoter motif was planted for."""
@@ -160,3 +160,10 @@ def test_demo_promoter_variants_change_their_gene_in_the_planted_cell_type(demo_
           f"{100 * hit:.1f}% ({100 * held_hit:.1f}% of {len(held_out)} on held-out chromosomes)")
     assert len(recovered) == 40 and hit >= 0.9
     assert (recovered["logSED"] < 0).mean() >= 0.9  # destroying the motif lowers expression
+    # the report of the gene run: its gene-level effects, strongest first, and its evaluation per gene
+    import shutil
+
+    copy = shutil.copytree(demo_run.parent / "run-genes", tmp_path / "run-genes")
+    assert main(["report", str(copy), "--quiet"]) == 0
+    page = (copy / "report" / "report.html").read_text()
+    assert "Gene-level effects: the 15 strongest by |logSED|" in page and "40 variant-gene pairs x 12 tracks" in page

@@ -437,6 +437,17 @@ def variants_sections(ctx: ReportContext) -> list[Section]:
         children = [Section(f"{key}-top", f"Top variants per track by |{stat}|",
                             table(top, empty=f"no variant was scored in {name} (every allele was left out: see the "
                                              "counts above and docs/variants.md)"))]
+        if effects.folder.gene_scores.is_file():  # variants --genes: the strongest effects on a gene's expression
+            genes = effects.gene_scores
+            strongest = genes.loc[genes["logSED"].abs().sort_values(ascending=False).index[:15]]
+            columns = [c for c in ("variant", "gene_name", "gene_strand", "tss_distance", "identifier", "track_read",
+                                   "logSED", "logSED_z", "SUM") if c in strongest.columns]
+            strongest = strongest[columns].assign(variant=strongest["variant"].map(short_name))
+            pairs = len(genes[["gene_id", "variant"]].drop_duplicates())
+            about = (f"{pairs} variant-gene pairs x {genes['identifier'].nunique()} tracks; logSED and SUM over each "
+                     "gene's exon bins, read on the gene's own strand (docs/variants.md)")
+            children.append(Section(f"{key}-genes", "Gene-level effects: the 15 strongest by |logSED|",
+                                    f"<p>{html.escape(about)}</p>" + table(strongest, empty="no gene was scored")))
         grid = figure_grid([(f["path"], f["caption"]) for f in effects.figures])
         if grid:
             children.append(Section(f"{key}-figures", "Figures", grid))
