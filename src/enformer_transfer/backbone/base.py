@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from ..errors import InputError
@@ -194,6 +195,26 @@ class Family(ABC):
     def describe(self, model: nn.Module) -> dict:
         """Facts for ``backbone info`` beyond the geometry (e.g. depth, heads, own tracks)."""
         return {}
+
+
+def calibrate_batchnorm(model: nn.Module, forward: Callable[[torch.Tensor], object], length: int, batches: int,
+                        generator: torch.Generator | None = None) -> None:
+    """A data-dependent initialisation for a random backbone, whose activations otherwise
+    collapse: every BatchNorm's running statistics become the cumulative average over
+    ``batches`` batches of two random one-hot sequences (B, ``length``, 4) passed to ``forward``
+    (the family's forward through every BatchNorm); the model is left in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batches
+        norm.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            forward(nn.functional.one_hot(torch.randint(0, 4, (2, length), generator=generator), 4).float())
+    for norm in norms:
+        norm.momentum = 0.1
+    model.eval()
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from torch import nn
 from ..errors import InputError, IntegrityError
 from ..fs import atomic_folder
 from ..rundir.layout import WEIGHT_FILES, BackboneFolder
+from . import base
 from .base import BackboneGeometry, Family, TrunkSplit
 from .enformer import needs_code as _needs_code
 
@@ -346,22 +347,10 @@ def _read_config(folder: Path) -> dict | None:
 
 def calibrate_batchnorm(model: nn.Module, seq_length: int, batches: int) -> None:
     """BatchNorm running statistics from ``batches`` batches of two random sequences (a
-    cumulative average), then eval mode."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    model.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-        norm.train()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _ in range(batches):
-            bases = torch.randint(0, 4, (2, seq_length), generator=generator)
-            x = nn.functional.one_hot(bases, 4).float().transpose(1, 2)
-            model.final_joined_convs(model.get_embs_after_crop(x))  # every BatchNorm; the own heads have none
-    for norm in norms:
-        norm.momentum = 0.1
-    model.eval()
+    cumulative average, seeded), then eval mode."""
+    base.calibrate_batchnorm(  # every BatchNorm; the own heads have none
+        model, lambda x: model.final_joined_convs(model.get_embs_after_crop(x.transpose(1, 2))), seq_length,
+        batches, torch.Generator().manual_seed(0))
 
 
 # --- the trunk's segments: the package's modules, in the order of Borzoi.get_embs_after_crop ---

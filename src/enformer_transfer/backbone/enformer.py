@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import InputError, IntegrityError
 from ..fs import atomic_folder
 from ..rundir.layout import BackboneFolder
+from . import base
 from .base import BackboneGeometry, Family, TrunkSplit
 
 PUBLISHED = {"dim": 1536, "depth": 11, "heads": 8, "attn_dim_key": 64, "num_downsamples": 7, "n_bins": 896,
@@ -267,21 +268,9 @@ def _seed_stem(model: nn.Module, motifs: list[str]) -> None:
 
 
 def calibrate_batchnorm(model: nn.Module, n_bins: int, num_downsamples: int, batches: int) -> None:
-    """BatchNorm running statistics from ``batches`` batches of random DNA (cumulative average)."""
+    """BatchNorm running statistics from ``batches`` batches of random DNA at the native input length."""
     length = native_positions(n_bins) * 2**num_downsamples
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    model.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over the calibration batches
-        norm.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            dna = nn.functional.one_hot(torch.randint(0, 4, (2, length)), 4).float()
-            model(dna, return_only_embeddings=True)
-    for norm in norms:
-        norm.momentum = 0.1
-    model.eval()
+    base.calibrate_batchnorm(model, lambda dna: model(dna, return_only_embeddings=True), length, batches)
 
 
 # --- DeepLIFT rules ------------------------------------------------------------------------
