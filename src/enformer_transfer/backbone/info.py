@@ -9,14 +9,14 @@ from pathlib import Path
 from ..errors import InputError
 from ..rundir.layout import BackboneFolder
 from ..rundir.provenance import file_fingerprint
-from .load import backbone_family, resolve_backbone
+from .load import family_of, resolve_backbone
 
 
 def backbone_info(folder: Path | str) -> dict:
     """kind, package and installed version, parameters, input length, bin size, target bins,
     embedding width, the family's own facts and each weights file's size and sha256."""
     _, path = resolve_backbone(folder)
-    family = backbone_family(path)
+    family = family_of(path)
     try:
         version = metadata.version(family.package)
     except metadata.PackageNotFoundError:

@@ -80,7 +80,11 @@ def resolve_backbone(name_or_dir: str | Path, allow_download: bool = False) -> t
 def backbone_family(name_or_dir: str | Path, allow_download: bool = False, kind: str | None = None) -> Family:
     """The family of a backbone folder (read from its config.json), or of a hub name (``kind``,
     default Enformer); a folder of another kind than ``kind`` is refused."""
-    _, path = resolve_backbone(name_or_dir, allow_download)
+    return family_of(resolve_backbone(name_or_dir, allow_download)[1], kind)
+
+
+def family_of(path: Path | None, kind: str | None = None) -> Family:
+    """``backbone_family`` of a resolved backbone: a folder (``path``) or a hub name (None)."""
     if path is None:
         return get_family(kind or DEFAULT_KIND)
     family = detect_family(path)
@@ -99,7 +103,8 @@ def load_backbone(
 ) -> Backbone:
     """Load a backbone through its family, check it can embed ``geometry``'s windows, crop its
     trunk to n_bins. ``tf_gamma``: Enformer's TensorFlow positional features (the study ran without)."""
-    family = backbone_family(name_or_dir, allow_download, kind)
+    _, path = resolve_backbone(name_or_dir, allow_download)
+    family = family_of(path, kind)
     if tf_gamma and "tf_gamma" not in family.load_options:
         raise InputError(f"backbone {name_or_dir}: tf_gamma is an option of Enformer, not of {family.kind}; "
                          "drop --tf-gamma")
@@ -108,7 +113,6 @@ def load_backbone(
     family.check_geometry(model, geometry.seq_length, geometry.bin_size, geometry.n_bins, str(name_or_dir))
     family.trunk(model, geometry.n_bins)  # the crop, set once: the trunk shares the model's modules
     model.eval().to(device)
-    _, path = resolve_backbone(name_or_dir, allow_download)
     if path is not None:
         files = [BackboneFolder(path).config] + BackboneFolder(path).weight_files
         fingerprint = {"source": str(path.resolve()), "files": [file_fingerprint(f) for f in files]}
