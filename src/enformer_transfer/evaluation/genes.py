@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..genes.gtf import exon_bins
 from ..targets.table import GeneTrack
 
 GENE_SIGNALS = ("tss", "exons")
@@ -35,14 +36,8 @@ def gene_bins(genes: pd.DataFrame, window_starts: np.ndarray, bin_size: int, n_b
         if signal == "tss":
             out.append(np.arange(max(0, gene.tss_bin - tss_bins), min(n_bins, gene.tss_bin + tss_bins + 1)))
             continue
-        start = int(window_starts[gene.window])
-        end = start + n_bins * bin_size
-        bins: set[int] = set()
-        for a, b in gene.exons:
-            a, b = max(int(a), start), min(int(b), end)
-            if a < b:
-                bins.update(range((a - start) // bin_size, (b - 1 - start) // bin_size + 1))
-        out.append(np.array(sorted(bins) or [gene.tss_bin], dtype=np.int64))
+        bins = exon_bins(gene.exons, int(window_starts[gene.window]), bin_size, n_bins)
+        out.append(bins if len(bins) else np.array([gene.tss_bin], dtype=np.int64))
     return out
 
 

@@ -166,6 +166,15 @@ def read_genes(path: Path | str, gene_types: list[str] | None = None,
     return genes.sort_values(["chrom", "start", "end", "gene_id"]).reset_index(drop=True)[GENE_COLUMNS]
 
 
+def exon_bins(exons, start: int, bin_size: int, n_bins: int) -> np.ndarray:
+    """Output bins (0..n_bins-1 of an interval starting at ``start``) overlapping any exon."""
+    bins = set()
+    for a, b in exons:
+        first, last = max(0, (a - start) // bin_size), min(n_bins - 1, (b - 1 - start) // bin_size)
+        bins.update(range(first, last + 1))
+    return np.array(sorted(bins), dtype=int)
+
+
 def place_genes(genes: pd.DataFrame, windows: pd.DataFrame, bin_size: int,
                 chrom_aliases: str = "auto", source: str = "GTF") -> pd.DataFrame:
     """The genes whose TSS lies in the target interval (``start``, ``end``) of a window of

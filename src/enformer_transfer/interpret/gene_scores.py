@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..genes.gtf import exon_bins
 from ..targets.table import gene_tracks
 from .alleles import genome_alleles, reference_start
 
@@ -70,15 +71,6 @@ class GeneColumns:
 def output_start(variant, geometry, offset: int = 0) -> int:
     """0-based genome start of the target interval of a variant's reference window (shift 0)."""
     return reference_start(variant.pos, *genome_alleles(variant), geometry.seq_length) - offset + geometry.context
-
-
-def exon_bins(exons, start: int, bin_size: int, n_bins: int) -> np.ndarray:
-    """Output bins (0..n_bins-1 of an interval starting at ``start``) overlapping any exon."""
-    bins = set()
-    for a, b in exons:
-        first, last = max(0, (a - start) // bin_size), min(n_bins - 1, (b - 1 - start) // bin_size)
-        bins.update(range(first, last + 1))
-    return np.array(sorted(bins), dtype=int)
 
 
 def gene_pairs(variants: pd.DataFrame, genes: pd.DataFrame, geometry, offset: int = 0) -> pd.DataFrame:
