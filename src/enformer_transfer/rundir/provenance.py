@@ -90,15 +90,22 @@ def file_fingerprint(path: Path | str) -> dict[str, Any]:
     return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_of(path)}
 
 
-def verify_fingerprint(recorded: dict[str, Any], what: str, fix: str) -> Path:
-    """Refuse a file that is gone or whose content differs from what a stage recorded."""
+def fingerprint_problem(recorded: dict[str, Any], what: str) -> str | None:
+    """What is wrong with a file a stage recorded (gone, or other content), or None."""
     path = Path(recorded["path"])
     if not path.is_file():
-        raise InputError(f"{path}: {what} recorded by an earlier stage is gone; restore it or {fix}")
+        return f"{what} recorded by an earlier stage is gone"
     if path.stat().st_size != recorded["size"] or ("sha256" in recorded and sha256_of(path) != recorded["sha256"]):
-        raise InputError(f"{path}: {what} changed since an earlier stage recorded it (content differs); "
-                         f"restore it or {fix}")
-    return path
+        return f"{what} changed since an earlier stage recorded it (content differs)"
+    return None
+
+
+def verify_fingerprint(recorded: dict[str, Any], what: str, fix: str) -> Path:
+    """Refuse a file that is gone or whose content differs from what a stage recorded."""
+    problem = fingerprint_problem(recorded, what)
+    if problem:
+        raise InputError(f"{recorded['path']}: {problem}; restore it or {fix}")
+    return Path(recorded["path"])
 
 
 def digest_of(obj: Any) -> str:

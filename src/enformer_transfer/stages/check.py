@@ -17,7 +17,7 @@ from ..progress import Progress
 from ..results import Run
 from ..rundir import store
 from ..rundir.layout import PARTIAL, RunLayout, StageFolder, finished, partial_of
-from ..rundir.provenance import StageRecord, verify_fingerprint
+from ..rundir.provenance import StageRecord, fingerprint_problem
 from ..rundir.run import read_checksums
 
 
@@ -110,10 +110,9 @@ def _check_inputs(record: StageRecord, fix: str, counts: dict) -> list[Problem]:
         if not isinstance(fingerprint, dict) or "path" not in fingerprint:
             continue
         counts["files"] += 1
-        try:
-            verify_fingerprint(fingerprint, "an input file", fix)
-        except EnformerTransferError as err:
-            problems.append(Problem(fingerprint["path"], str(err).partition(": ")[2], fix))
+        problem = fingerprint_problem(fingerprint, "an input file")
+        if problem:  # the reason once, then the fix (verify_fingerprint's message would repeat it)
+            problems.append(Problem(fingerprint["path"], problem, f"restore it or {fix}"))
     return problems
 
 
